@@ -8,7 +8,7 @@
 # No third-party source is ever committed; see vendor/deps.list.
 #
 # Usage: vendor/vendor.sh COMMAND [ARGS]
-#   tools                 install missing build tools with apt-get
+#   tools [test]          install missing build (or test) tools with apt-get
 #   fetch [NAME...]       download source packages into the source cache
 #   build PREFIX CC NAME  build one library into PREFIX with compiler CC
 #   tarball OUT           write the source cache (for air-gapped hosts) to OUT
@@ -58,10 +58,15 @@ as_root() {
 TOOLS="musl-gcc:musl-tools gperf:gperf cmake:cmake tclsh:tcl pkg-config:pkg-config
 dpkg-source:dpkg-dev python3:python3 file:file xz:xz-utils bzip2:bzip2 make:make gcc:gcc
 curl:curl"
+# What the test suite runs besides the binary: real clients and checkers.
+TEST_TOOLS="curl:curl python3:python3 clang-format:clang-format unshare:util-linux
+git:git ip:iproute2 openssl:openssl"
 
 cmd_tools() {
+    set="$TOOLS"
+    [ "${1:-}" = test ] && set="$TEST_TOOLS"
     missing=
-    for t in $TOOLS; do
+    for t in $set; do
         command -v "${t%%:*}" >/dev/null 2>&1 || missing="$missing ${t#*:}"
     done
     [ -z "$missing" ] && return 0
@@ -309,7 +314,7 @@ cmd_tarball() {
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
-tools) cmd_tools ;;
+tools) cmd_tools "$@" ;;
 fetch) cmd_fetch "$@" ;;
 build) cmd_build "$@" ;;
 versions) cmd_versions "$@" ;;

@@ -1,0 +1,109 @@
+/*
+ * client.c: the openshell command-line client. Global options, then a
+ * command from the table below. Commands whose machinery is not built yet are
+ * listed (so --help tells the truth about the tree) and say so when run.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../applets.h"
+#include "client.h"
+#include "log.h"
+#include "xfuncs.h"
+
+struct cli_cmd {
+    const char *name;
+    int (*run)(int argc, char **argv); /* NULL: not built yet */
+    const char *summary;
+};
+
+static const struct cli_cmd cli_cmds[] = {
+    {"applet", applet_cmd, "run another applet of this binary (see 'openshell applet --help')"},
+    {"gateway", NULL, "start, stop and select gateways"},
+    {"inference", NULL, "configure inference.local model routes"},
+    {"policy", NULL, "validate, check and manage sandbox policies"},
+    {"provider", NULL, "manage provider credentials"},
+    {"run", NULL, "run a command in a sandbox without a gateway"},
+    {"sandbox", NULL, "create, list, connect to and delete sandboxes"},
+    {"status", NULL, "show gateway and sandbox status"},
+    {"version", cli_version, "print the version, linked libraries (--deps), notices (--licenses)"},
+};
+
+static const char cli_usage_head[] =
+    "Usage: openshell [OPTIONS] COMMAND [ARGS...]\n"
+    "\n"
+    "openshell runs AI agents in sandboxes governed by a YAML policy.\n"
+    "\n"
+    "Commands:\n";
+
+static const char cli_usage_tail[] =
+    "\n"
+    "Options:\n"
+    "  -h, --help              show this help\n"
+    "  -V, --version           print the version\n" APPLET_COMMON_HELP
+    "\n"
+    "Run 'openshell COMMAND --help' for a command's options.\n"
+    "Exit status: 0 success, 1 failure, 2 usage error, 69 not available in this\n"
+    "build yet, 127 no such applet.\n";
+
+static void
+cli_usage(void)
+{
+    fputs(cli_usage_head, stdout);
+    for (size_t i = 0; i < sizeof(cli_cmds) / sizeof(cli_cmds[0]); i++)
+        printf("  %-10s %s%s\n", cli_cmds[i].name, cli_cmds[i].summary,
+               cli_cmds[i].run ? "" : " [not built yet]");
+    fputs(cli_usage_tail, stdout);
+}
+
+int
+client_main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        APPLET_COMMON_OPTIONS,
+        {NULL, 0, NULL, 0},
+    };
+    const char *prog = "openshell";
+    int opt;
+
+    opterr = 0;
+    /* '+': stop at the command; its options are its own. */
+    while ((opt = getopt_long(argc, argv, "+hV", longopts, NULL)) != -1) {
+        if (applet_common_option(prog, opt, optarg))
+            continue;
+        switch (opt) {
+        case 'h':
+            cli_usage();
+            return 0;
+        case 'V':
+            return applet_print_version(prog);
+        default:
+            applet_bad_option(prog, argv, optind, optopt);
+        }
+    }
+    if (optind >= argc) {
+        cli_usage();
+        return EXIT_USAGE;
+    }
+    for (size_t i = 0; i < sizeof(cli_cmds) / sizeof(cli_cmds[0]); i++) {
+        const struct cli_cmd *c = &cli_cmds[i];
+        if (strcmp(c->name, argv[optind]) != 0)
+            continue;
+        if (!c->run) {
+            fprintf(stderr, "openshell: '%s' is not available in this build yet\n", c->name);
+            return 69;
+        }
+        {
+            int first = optind;
+            /* optind = 0 fully resets getopt (musl and glibc) for the command's
+             * own parse, which sees argv[0] = the command name. */
+            optind = 0;
+            return c->run(argc - first, argv + first);
+        }
+    }
+    applet_usage_error(prog, "unknown command '%s'", argv[optind]);
+}

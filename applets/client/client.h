@@ -1,0 +1,10 @@
+#ifndef OPENSHELL_CLIENT_H
+#define OPENSHELL_CLIENT_H
+/*
+ * Private to the client applet: one function per top-level command. Each gets
+ * argv with argv[0] set to the command name and returns the exit status.
+ * Status 0 success, 1 failure, 2 usage error, 69 not available in this build.
+ */
+int cli_version(int argc, char **argv);
+
+#endif
