@@ -2,6 +2,7 @@
 #
 #   make                 dependencies (first run), build/openshell, build/bin/ symlinks
 #   make check           build, then run every test (unit under ASan/UBSan, e2e)
+#   make unit|e2e T=pat  run only unit or e2e tests (whose name contains pat)
 #   make install         PREFIX=/usr/local (and DESTDIR) binary plus applet symlinks
 #   make vendor-tarball  the dependency sources in one tarball, for air-gapped hosts
 #                        (build there with: make VENDOR_TARBALL=path/to/tarball)
@@ -14,9 +15,11 @@
 VERSION := 0.1.0
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
-B := build
-DEPS_PREFIX := $(B)/deps
-HOST_DEPS_PREFIX := $(B)/deps-host
+# B is where our objects and binaries go; parallel work trees may use their own
+# B while sharing the (expensive) dependency prefixes.
+B ?= build
+DEPS_PREFIX ?= build/deps
+HOST_DEPS_PREFIX ?= build/deps-host
 DEP_NAMES := $(shell awk '!/^\#/ && NF { print $$1 }' vendor/deps.list)
 APPLET_LINKS := openshell-gateway openshell-proxy openshell-supervisor
 
@@ -60,24 +63,24 @@ static: all
 
 # ------------------------------------------------------------------ dependencies
 
-$(B)/.tools: vendor/vendor.sh
-	@mkdir -p $(B)
+build/.tools: vendor/vendor.sh
+	@mkdir -p build
 	@vendor/vendor.sh tools
 	@touch $@
 
 # One stamp for the whole prefix; vendor.sh keeps a key per library and
 # rebuilds only libraries whose recipe, source or line in deps.list changed.
-$(DEPS_PREFIX)/.built: $(B)/.tools vendor/vendor.sh vendor/deps.list $(wildcard vendor/recipes/*.sh)
+$(DEPS_PREFIX)/.built: build/.tools vendor/vendor.sh vendor/deps.list $(wildcard vendor/recipes/*.sh)
 	@for n in $(DEP_NAMES); do vendor/vendor.sh build $(DEPS_PREFIX) musl-gcc $$n || exit 1; done
 	@touch $@
 
-$(HOST_DEPS_PREFIX)/.built: $(B)/.tools vendor/vendor.sh vendor/deps.list $(wildcard vendor/recipes/*.sh)
+$(HOST_DEPS_PREFIX)/.built: build/.tools vendor/vendor.sh vendor/deps.list $(wildcard vendor/recipes/*.sh)
 	@for n in $(DEP_NAMES); do vendor/vendor.sh build $(HOST_DEPS_PREFIX) gcc $$n || exit 1; done
 	@touch $@
 
 deps: $(DEPS_PREFIX)/.built
 
-vendor-tarball: $(B)/.tools
+vendor-tarball: build/.tools
 	@vendor/vendor.sh tarball $(B)/openshell-vendor-src.tar
 
 # ------------------------------------------------------------------ generated
@@ -152,17 +155,17 @@ $(B)/test/helpers/%: test/helpers/%.c $(DEPS_PREFIX)/.built
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -static -o $@ $< -L$(DEPS_PREFIX)/lib $(LIBS)
 
-test-tools: $(B)/.tools
+test-tools: build/.tools
 	@vendor/vendor.sh tools test
 
 check: all $(UNIT_BIN) $(HELPER_BIN) test-tools
-	@test/run.sh
+	@B=$(B) test/run.sh
 
 unit: $(UNIT_BIN)
-	@test/run.sh unit
+	@B=$(B) test/run.sh unit $(T)
 
 e2e: all $(HELPER_BIN) test-tools
-	@test/run.sh e2e
+	@B=$(B) test/run.sh e2e $(T)
 
 # ------------------------------------------------------------------ install, fmt, clean
 

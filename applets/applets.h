@@ -41,11 +41,13 @@ void applet_usage_error(const char *prog, const char *fmt, ...)
 bool applet_common_option(const char *prog, int opt, const char *arg);
 #define APPLET_OPT_LOG_LEVEL 0x1001
 #define APPLET_OPT_LOG_FORMAT 0x1002
-#define APPLET_COMMON_OPTIONS                                                                      \
-    {"log-level", required_argument, NULL, APPLET_OPT_LOG_LEVEL},                                  \
-        {"log-format", required_argument, NULL, APPLET_OPT_LOG_FORMAT}
+/* clang-format off */
+#define APPLET_COMMON_OPTIONS \
+    {"log-level", required_argument, NULL, APPLET_OPT_LOG_LEVEL}, \
+    {"log-format", required_argument, NULL, APPLET_OPT_LOG_FORMAT}
+/* clang-format on */
 #define APPLET_COMMON_HELP                                                                         \
-    "      --log-level LEVEL   debug, info, warn or error (default info; OPENSHELL_LOG_LEVEL)\n"    \
+    "      --log-level LEVEL   debug, info, warn or error (default info; OPENSHELL_LOG_LEVEL)\n"   \
     "      --log-format FMT    text, json or auto (default auto: text on a terminal)\n"
 /* Report an unknown or malformed option the way getopt_long saw it; exit 2. */
 void applet_bad_option(const char *prog, char **argv, int optind_now, int optopt_now)

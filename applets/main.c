@@ -18,7 +18,7 @@
 #include "xfuncs.h"
 
 const struct applet applet_table[] = {
-#define APPLET(name, entry, flags, summary) {name, entry, flags, summary},
+#define APPLET(name, entry, flags, summary) { name, entry, flags, summary },
 #include "applets.def"
 #undef APPLET
 };
@@ -88,8 +88,7 @@ applet_common_option(const char *prog, int opt, const char *arg)
             applet_usage_error(prog, "--log-format '%s': expected text, json or auto", arg);
         log_set_format(fmt);
         return true;
-    default:
-        return false;
+    default: return false;
     }
 }
 
@@ -134,8 +133,7 @@ applet_cmd(int argc, char **argv)
         applet_usage_error("openshell applet", "option '%s' is unknown", argv[1]);
     a = applet_find(argv[1]);
     if (!a) {
-        fprintf(stderr, "openshell: no such applet: %s (see 'openshell applet --list')\n",
-                argv[1]);
+        fprintf(stderr, "openshell: no such applet: %s (see 'openshell applet --list')\n", argv[1]);
         return EXIT_NOAPPLET;
     }
     argv[1] = (char *)a->name;

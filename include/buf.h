@@ -20,7 +20,10 @@ struct buf {
     size_t cap;
 };
 
-#define BUF_INIT {NULL, 0, 0}
+#define BUF_INIT                                                                                   \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 void buf_init(struct buf *b);
 void buf_fini(struct buf *b);
@@ -49,6 +52,7 @@ char *buf_steal(struct buf *b);
  * (DST then holds a truncated, terminated prefix). */
 int buf_copy_fixed(char *dst, size_t size, const char *src);
 /* snprintf into DST[SIZE] with truncation as an error (-ENAMETOOLONG). */
-int buf_fmt_fixed(char *dst, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int buf_fmt_fixed(char *dst, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

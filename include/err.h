@@ -22,8 +22,8 @@
 #define ERR_MSG_MAX 1024
 
 struct err {
-    int code;               /* positive errno, 0 when no error is recorded */
-    char msg[ERR_MSG_MAX];  /* NUL-terminated human message */
+    int code;              /* positive errno, 0 when no error is recorded */
+    char msg[ERR_MSG_MAX]; /* NUL-terminated human message */
 };
 
 /* Clear E (code 0, empty message). E may be NULL. */

@@ -20,7 +20,7 @@
 #include "err.h"
 
 /* Exit statuses shared by every applet. */
-#define EXIT_USAGE 2     /* bad command line */
+#define EXIT_USAGE 2      /* bad command line */
 #define EXIT_NOAPPLET 127 /* no such applet / command not found */
 
 void *xmalloc(size_t n) __attribute__((malloc, alloc_size(1), returns_nonnull));
@@ -29,7 +29,8 @@ void *xrealloc(void *p, size_t n) __attribute__((alloc_size(2), returns_nonnull)
 char *xstrdup(const char *s) __attribute__((malloc, returns_nonnull));
 char *xstrndup(const char *s, size_t n) __attribute__((malloc, returns_nonnull));
 /* Formatted string on the heap; the caller frees it. */
-char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2), malloc, returns_nonnull));
+char *xasprintf(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), malloc, returns_nonnull));
 
 /* Log at error level and exit(1). Setup code only. */
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

@@ -141,11 +141,26 @@ buf_put_json_str(struct buf *b, const char *s, size_t n)
     while (i < n) {
         unsigned char c = p[i];
         switch (c) {
-        case '"': buf_puts(b, "\\\""); i++; continue;
-        case '\\': buf_puts(b, "\\\\"); i++; continue;
-        case '\n': buf_puts(b, "\\n"); i++; continue;
-        case '\r': buf_puts(b, "\\r"); i++; continue;
-        case '\t': buf_puts(b, "\\t"); i++; continue;
+        case '"':
+            buf_puts(b, "\\\"");
+            i++;
+            continue;
+        case '\\':
+            buf_puts(b, "\\\\");
+            i++;
+            continue;
+        case '\n':
+            buf_puts(b, "\\n");
+            i++;
+            continue;
+        case '\r':
+            buf_puts(b, "\\r");
+            i++;
+            continue;
+        case '\t':
+            buf_puts(b, "\\t");
+            i++;
+            continue;
         default: break;
         }
         if (c < 0x20 || c == 0x7f) {

@@ -16,7 +16,7 @@ static enum log_level log_level = LOG_LVL_INFO;
 static enum log_format log_format = LOG_FMT_AUTO;
 static int log_fd = 2;
 
-static const char *const level_names[] = {"debug", "info", "warn", "error"};
+static const char *const level_names[] = { "debug", "info", "warn", "error" };
 
 int
 log_parse_level(const char *s, enum log_level *out)

@@ -12,8 +12,7 @@
 #include "log.h"
 
 /* Out of memory is not an error we handle: say so without allocating and abort. */
-static void __attribute__((noreturn))
-oom(size_t n)
+static void __attribute__((noreturn)) oom(size_t n)
 {
     char msg[96];
     int len = snprintf(msg, sizeof(msg), "openshell: out of memory allocating %zu bytes\n", n);

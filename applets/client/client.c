@@ -20,15 +20,16 @@ struct cli_cmd {
 };
 
 static const struct cli_cmd cli_cmds[] = {
-    {"applet", applet_cmd, "run another applet of this binary (see 'openshell applet --help')"},
-    {"gateway", NULL, "start, stop and select gateways"},
-    {"inference", NULL, "configure inference.local model routes"},
-    {"policy", NULL, "validate, check and manage sandbox policies"},
-    {"provider", NULL, "manage provider credentials"},
-    {"run", NULL, "run a command in a sandbox without a gateway"},
-    {"sandbox", NULL, "create, list, connect to and delete sandboxes"},
-    {"status", NULL, "show gateway and sandbox status"},
-    {"version", cli_version, "print the version, linked libraries (--deps), notices (--licenses)"},
+    { "applet", applet_cmd, "run another applet of this binary (see 'openshell applet --help')" },
+    { "gateway", NULL, "start, stop and select gateways" },
+    { "inference", NULL, "configure inference.local model routes" },
+    { "policy", NULL, "validate, check and manage sandbox policies" },
+    { "provider", NULL, "manage provider credentials" },
+    { "run", NULL, "run a command in a sandbox without a gateway" },
+    { "sandbox", NULL, "create, list, connect to and delete sandboxes" },
+    { "status", NULL, "show gateway and sandbox status" },
+    { "version", cli_version,
+      "print the version, linked libraries (--deps), notices (--licenses)" },
 };
 
 static const char cli_usage_head[] =
@@ -42,8 +43,7 @@ static const char cli_usage_tail[] =
     "\n"
     "Options:\n"
     "  -h, --help              show this help\n"
-    "  -V, --version           print the version\n" APPLET_COMMON_HELP
-    "\n"
+    "  -V, --version           print the version\n" APPLET_COMMON_HELP "\n"
     "Run 'openshell COMMAND --help' for a command's options.\n"
     "Exit status: 0 success, 1 failure, 2 usage error, 69 not available in this\n"
     "build yet, 127 no such applet.\n";
@@ -62,10 +62,10 @@ int
 client_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
         APPLET_COMMON_OPTIONS,
-        {NULL, 0, NULL, 0},
+        { NULL, 0, NULL, 0 },
     };
     const char *prog = "openshell";
     int opt;
@@ -76,13 +76,9 @@ client_main(int argc, char **argv)
         if (applet_common_option(prog, opt, optarg))
             continue;
         switch (opt) {
-        case 'h':
-            cli_usage();
-            return 0;
-        case 'V':
-            return applet_print_version(prog);
-        default:
-            applet_bad_option(prog, argv, optind, optopt);
+        case 'h': cli_usage(); return 0;
+        case 'V': return applet_print_version(prog);
+        default: applet_bad_option(prog, argv, optind, optopt);
         }
     }
     if (optind >= argc) {

@@ -75,10 +75,10 @@ int
 cli_version(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"deps", no_argument, NULL, 'd'},
-        {"licenses", no_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        { "deps", no_argument, NULL, 'd' },
+        { "licenses", no_argument, NULL, 'l' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
     };
     const char *prog = "openshell version";
     bool deps = false, licenses = false;

@@ -9,23 +9,24 @@
 #include "../applets.h"
 #include "xfuncs.h"
 
-static const char supervisor_usage[] = "Usage: openshell-supervisor [OPTIONS]\n"
-                                 "\n"
-                                 "openshell-supervisor is the sandbox supervisor.\n"
-                                 "It is not available in this build yet.\n"
-                                 "\n"
-                                 "Options:\n"
-                                 "  -h, --help              show this help\n"
-                                 "  -V, --version           print the version\n" APPLET_COMMON_HELP;
+static const char supervisor_usage[] =
+    "Usage: openshell-supervisor [OPTIONS]\n"
+    "\n"
+    "openshell-supervisor is the sandbox supervisor.\n"
+    "It is not available in this build yet.\n"
+    "\n"
+    "Options:\n"
+    "  -h, --help              show this help\n"
+    "  -V, --version           print the version\n" APPLET_COMMON_HELP;
 
 int
 supervisor_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
         APPLET_COMMON_OPTIONS,
-        {NULL, 0, NULL, 0},
+        { NULL, 0, NULL, 0 },
     };
     const char *prog = "openshell-supervisor";
     int opt;
@@ -35,13 +36,9 @@ supervisor_main(int argc, char **argv)
         if (applet_common_option(prog, opt, optarg))
             continue;
         switch (opt) {
-        case 'h':
-            fputs(supervisor_usage, stdout);
-            return 0;
-        case 'V':
-            return applet_print_version(prog);
-        default:
-            applet_bad_option(prog, argv, optind, optopt);
+        case 'h': fputs(supervisor_usage, stdout); return 0;
+        case 'V': return applet_print_version(prog);
+        default: applet_bad_option(prog, argv, optind, optopt);
         }
     }
     return applet_not_built(prog, "the sandbox supervisor");

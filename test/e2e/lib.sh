@@ -1,0 +1,88 @@
+# test/e2e/lib.sh: TAP helpers for shell end-to-end tests (sourced).
+#
+# Each test file sources this, then calls:
+#   testing NAME COMMAND EXPECTED   run COMMAND (sh -c), its stdout must equal EXPECTED
+#   testing_rc NAME COMMAND RC      COMMAND's exit status must be RC
+#   check NAME COMMAND              COMMAND must exit 0
+#   skip NAME REASON                a TAP skip with its reason
+#   done_testing                    print the plan; the file's exit status
+# Tests run the real static binary through applet symlinks in a fresh
+# temporary directory, $T/bin (openshell, openshell-gateway, ...); $T is
+# removed on exit. $OUT/$ERR hold the last command's stdout/stderr files.
+set -u
+: "${OPENSHELL_BIN:?run through test/run.sh or make check}"
+T=$(mktemp -d /tmp/openshell-e2e.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+mkdir -p "$T/bin"
+ln -s "$OPENSHELL_BIN" "$T/bin/openshell"
+for a in gateway proxy supervisor; do ln -s openshell "$T/bin/openshell-$a"; done
+PATH="$T/bin:$PATH"
+export PATH T
+OUT="$T/.out"
+ERR="$T/.err"
+TAP_N=0
+TAP_FAILED=0
+
+tap_ok() {
+    TAP_N=$((TAP_N + 1))
+    echo "ok $TAP_N - $1"
+}
+
+tap_not_ok() {
+    TAP_N=$((TAP_N + 1))
+    TAP_FAILED=$((TAP_FAILED + 1))
+    echo "not ok $TAP_N - $1"
+    shift
+    for line in "$@"; do printf '%s\n' "$line" | sed 's/^/# /'; done
+}
+
+# Show what a failed command printed, as TAP diagnostics.
+tap_show_output() {
+    [ -s "$OUT" ] && { echo "stdout:"; head -c 2000 "$OUT"; echo; } | sed 's/^/# /'
+    [ -s "$ERR" ] && { echo "stderr:"; head -c 2000 "$ERR"; echo; } | sed 's/^/# /'
+    return 0
+}
+
+testing() {
+    name=$1 cmd=$2 want=$3
+    sh -c "$cmd" >"$OUT" 2>"$ERR"
+    got=$(cat "$OUT")
+    if [ "$got" = "$want" ]; then
+        tap_ok "$name"
+    else
+        tap_not_ok "$name" "command: $cmd" "expected: $want" "got:      $got"
+        tap_show_output
+    fi
+}
+
+testing_rc() {
+    name=$1 cmd=$2 want=$3
+    sh -c "$cmd" >"$OUT" 2>"$ERR"
+    rc=$?
+    if [ "$rc" -eq "$want" ]; then
+        tap_ok "$name"
+    else
+        tap_not_ok "$name" "command: $cmd" "exit status $rc, expected $want"
+        tap_show_output
+    fi
+}
+
+check() {
+    name=$1 cmd=$2
+    if sh -c "$cmd" >"$OUT" 2>"$ERR"; then
+        tap_ok "$name"
+    else
+        tap_not_ok "$name" "command failed (status $?): $cmd"
+        tap_show_output
+    fi
+}
+
+skip() {
+    TAP_N=$((TAP_N + 1))
+    echo "ok $TAP_N - $1 # SKIP $2"
+}
+
+done_testing() {
+    echo "1..$TAP_N"
+    [ "$TAP_FAILED" -eq 0 ]
+}
