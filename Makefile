@@ -57,6 +57,8 @@ HELPER_BIN := $(HELPER_SRC:test/helpers/%.c=$(B)/test/helpers/%)
 .PHONY: all static check unit e2e install uninstall clean distclean fmt fmt-check \
 	vendor-tarball deps test-tools
 .DELETE_ON_ERROR:
+# Objects built only as prerequisites (host unit-test objects) are kept.
+.SECONDARY:
 
 all: $(B)/openshell $(addprefix $(B)/bin/,openshell $(APPLET_LINKS))
 static: all
@@ -159,13 +161,13 @@ test-tools: build/.tools
 	@vendor/vendor.sh tools test
 
 check: all $(UNIT_BIN) $(HELPER_BIN) test-tools
-	@B=$(B) test/run.sh
+	@B=$(B) sh test/run.sh
 
 unit: $(UNIT_BIN)
-	@B=$(B) test/run.sh unit $(T)
+	@B=$(B) sh test/run.sh unit $(T)
 
 e2e: all $(HELPER_BIN) test-tools
-	@B=$(B) test/run.sh e2e $(T)
+	@B=$(B) sh test/run.sh e2e $(T)
 
 # ------------------------------------------------------------------ install, fmt, clean
 

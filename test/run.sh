@@ -59,7 +59,14 @@ run_tap() {
         printf 'FAIL %-34s %3d passed, %d failed, %d skipped (%ss)%s\n' "$name" "$p" "$f" "$s" \
             "$secs" "${extra:+: $extra}"
         grep -E '^(not ok|#)' "$log" | grep -v '^# SKIP' | head -n 40 | sed 's/^/    /'
-        [ -n "$extra" ] && tail -n 25 "$log" | sed 's/^/    | /'
+        if [ -n "$extra" ]; then
+            # A sanitizer report: show its headline and first frames, not the shadow map.
+            if grep -qE 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$log"; then
+                grep -E 'ERROR: |SUMMARY: |runtime error:|^ *#[0-9]+ ' "$log" | head -n 16
+            else
+                tail -n 25 "$log"
+            fi | sed 's/^/    | /'
+        fi
     else
         printf 'ok   %-34s %3d passed, %d failed, %d skipped (%ss)\n' "$name" "$p" "$f" "$s" "$secs"
     fi
