@@ -56,18 +56,19 @@ log_init(const char *applet)
     enum log_format fmt;
 
     log_name = applet;
-    /* A bad value in the environment must not stop the program: warn, keep the default. */
-    if ((v = getenv("OPENSHELL_LOG_LEVEL")) && *v) {
-        if (log_parse_level(v, &lvl) == 0)
-            log_level = lvl;
-        else
-            log_warnx("ignoring OPENSHELL_LOG_LEVEL=%s (expected debug, info, warn or error)", v);
-    }
+    /* A bad value in the environment must not stop the program: warn, keep the
+     * default. The format comes first so that warnings already use it. */
     if ((v = getenv("OPENSHELL_LOG_FORMAT")) && *v) {
         if (log_parse_format(v, &fmt) == 0)
             log_format = fmt;
         else
             log_warnx("ignoring OPENSHELL_LOG_FORMAT=%s (expected text, json or auto)", v);
+    }
+    if ((v = getenv("OPENSHELL_LOG_LEVEL")) && *v) {
+        if (log_parse_level(v, &lvl) == 0)
+            log_level = lvl;
+        else
+            log_warnx("ignoring OPENSHELL_LOG_LEVEL=%s (expected debug, info, warn or error)", v);
     }
 }
 

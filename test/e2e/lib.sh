@@ -43,36 +43,37 @@ tap_show_output() {
     return 0
 }
 
+# Helper variables are prefixed _t_ so that callers' own variables survive.
 testing() {
-    name=$1 cmd=$2 want=$3
-    sh -c "$cmd" >"$OUT" 2>"$ERR"
-    got=$(cat "$OUT")
-    if [ "$got" = "$want" ]; then
-        tap_ok "$name"
+    _t_name=$1 _t_cmd=$2 _t_want=$3
+    sh -c "$_t_cmd" >"$OUT" 2>"$ERR"
+    _t_got=$(cat "$OUT")
+    if [ "$_t_got" = "$_t_want" ]; then
+        tap_ok "$_t_name"
     else
-        tap_not_ok "$name" "command: $cmd" "expected: $want" "got:      $got"
+        tap_not_ok "$_t_name" "command: $_t_cmd" "expected: $_t_want" "got:      $_t_got"
         tap_show_output
     fi
 }
 
 testing_rc() {
-    name=$1 cmd=$2 want=$3
-    sh -c "$cmd" >"$OUT" 2>"$ERR"
-    rc=$?
-    if [ "$rc" -eq "$want" ]; then
-        tap_ok "$name"
+    _t_name=$1 _t_cmd=$2 _t_want=$3
+    sh -c "$_t_cmd" >"$OUT" 2>"$ERR"
+    _t_rc=$?
+    if [ "$_t_rc" -eq "$_t_want" ]; then
+        tap_ok "$_t_name"
     else
-        tap_not_ok "$name" "command: $cmd" "exit status $rc, expected $want"
+        tap_not_ok "$_t_name" "command: $_t_cmd" "exit status $_t_rc, expected $_t_want"
         tap_show_output
     fi
 }
 
 check() {
-    name=$1 cmd=$2
-    if sh -c "$cmd" >"$OUT" 2>"$ERR"; then
-        tap_ok "$name"
+    _t_name=$1 _t_cmd=$2
+    if sh -c "$_t_cmd" >"$OUT" 2>"$ERR"; then
+        tap_ok "$_t_name"
     else
-        tap_not_ok "$name" "command failed (status $?): $cmd"
+        tap_not_ok "$_t_name" "command failed (status $?): $_t_cmd"
         tap_show_output
     fi
 }
