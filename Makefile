@@ -1,6 +1,7 @@
 # openshell: one static musl binary. Plain GNU make.
 #
 #   make                 dependencies (first run), build/openshell, build/bin/ symlinks
+#   make demo            all of the above, then the main job on the embedded defaults
 #   make check           build, then run every test (unit under ASan/UBSan, e2e)
 #   make unit|e2e T=pat  run only unit or e2e tests (whose name contains pat)
 #   make install         PREFIX=/usr/local (and DESTDIR) binary plus applet symlinks
@@ -55,10 +56,10 @@ HELPER_SRC := $(sort $(wildcard test/helpers/*.c))
 HELPER_BIN := $(HELPER_SRC:test/helpers/%.c=$(B)/test/helpers/%)
 
 .PHONY: all static check unit e2e install uninstall clean distclean fmt fmt-check \
-	vendor-tarball deps test-tools
+	vendor-tarball deps test-tools demo
 .DELETE_ON_ERROR:
 # Objects built only as prerequisites (host unit-test objects) are kept.
-.SECONDARY:
+.SECONDARY: $(HOST_OBJ)
 
 all: $(B)/openshell $(addprefix $(B)/bin/,openshell $(APPLET_LINKS))
 static: all
@@ -168,6 +169,13 @@ unit: $(UNIT_BIN)
 
 e2e: all $(HELPER_BIN) test-tools
 	@B=$(B) sh test/run.sh e2e $(T)
+
+# ------------------------------------------------------------------ the main job
+
+# The README's first command: set everything up, then run the main job on the
+# embedded defaults (doc/demo.sh says what it shows).
+demo: all
+	@sh doc/demo.sh
 
 # ------------------------------------------------------------------ install, fmt, clean
 
