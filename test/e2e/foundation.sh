@@ -110,6 +110,17 @@ testing "an unchanged library is not rebuilt" \
     "'$TOP/vendor/vendor.sh' build '$TOP/build/deps' musl-gcc cjson 2>&1 | wc -l | tr -d ' '" "0"
 testing "no package mirror host is written in the tree" \
     "cd '$TOP' && git grep -nIE 'https?://[a-z0-9.-]+/debian' -- . ':!*.md' | wc -l | tr -d ' '" "0"
+# A changed recipe rebuilds only its library: a copy of vendor/ builds two
+# libraries into a scratch prefix, then one recipe changes.
+mkdir -p "$T/top" && cp -r "$TOP/vendor" "$T/top/vendor"
+check "scratch build of two libraries" \
+    "for n in cjson httpparser; do VENDOR_SRC='$TOP/build/vendor/src' VENDOR_WORK='$T/vwork' \
+        '$T/top/vendor/vendor.sh' build '$T/vprefix' musl-gcc \$n || exit 1; done"
+echo "# changed" >>"$T/top/vendor/recipes/cjson.sh"
+testing "a changed recipe rebuilds only that library" \
+    "for n in cjson httpparser; do VENDOR_SRC='$TOP/build/vendor/src' VENDOR_WORK='$T/vwork' \
+        '$T/top/vendor/vendor.sh' build '$T/vprefix' musl-gcc \$n 2>&1; done | sed -n 's/^vendor: building \([a-z]*\) .*/\1/p'" \
+    "cjson"
 check "vendor tarball is written" "'$TOP/vendor/vendor.sh' tarball '$T/vendor.tar' 2>/dev/null"
 testing "vendor tarball holds every library's .dsc" \
     "tar tf '$T/vendor.tar' | grep -c '\.dsc\$'" "8"
