@@ -25,7 +25,7 @@ static const struct cli_cmd cli_cmds[] = {
     { "inference", NULL, "configure inference.local model routes" },
     { "policy", NULL, "validate, check and manage sandbox policies" },
     { "provider", NULL, "manage provider credentials" },
-    { "run", NULL, "run a command in a sandbox without a gateway" },
+    { "run", cli_run, "run a command in a sandbox without a gateway" },
     { "sandbox", NULL, "create, list, connect to and delete sandboxes" },
     { "status", NULL, "show gateway and sandbox status" },
     { "version", cli_version,

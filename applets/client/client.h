@@ -6,5 +6,6 @@
  * Status 0 success, 1 failure, 2 usage error, 69 not available in this build.
  */
 int cli_version(int argc, char **argv);
+int cli_run(int argc, char **argv);
 
 #endif

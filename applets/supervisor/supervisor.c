@@ -1,45 +1,255 @@
 /*
- * supervisor.c: the openshell-supervisor applet: the sandbox supervisor.
- * Not built yet: it parses its options honestly and says so, rather than
- * pretending to run. The "Sandbox runtime" issue builds it.
+ * supervisor.c: the openshell-supervisor applet: builds one sandbox and runs
+ * a command in it (see supervisor.h for the process tree). This file is the
+ * outer process: command line, plan, the clone of PID 1 and signal
+ * forwarding; pid1.c is the inside.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include "../applets.h"
+#include "log.h"
+#include "policy.h"
+#include "sb_ns.h"
+#include "supervisor.h"
 #include "xfuncs.h"
 
+extern char **environ;
+
+const char sv_opts_help[] =
+    "  -p, --policy FILE       policy YAML (default: the built-in restrictive policy)\n"
+    "  -w, --workdir DIR       directory bound read-write at /sandbox, the command's\n"
+    "                          working directory (default: the current directory)\n"
+    "      --rootfs DIR        root filesystem (default: the host root, read-only)\n"
+    "  -e, --env NAME=VALUE    set a variable in the command's environment (repeatable)\n"
+    "  -t, --timeout SECONDS   SIGTERM the command after SECONDS (then SIGKILL after\n"
+    "                          1 s); exit status 124\n"
+    "      --tty               give the command a pseudo-terminal (interactive shells)\n"
+    "      --name NAME         sandbox name (its hostname; default openshell)\n"
+    "      --explain           print what the sandbox enforces (Landlock ABI and rights,\n"
+    "                          seccomp rules, identity, environment) and run nothing\n"
+    "  -h, --help              show this help\n" APPLET_COMMON_HELP "\n"
+    "Exit status: the command's; 128+N when it was killed by signal N; 124 on\n"
+    "timeout; 125 when the sandbox could not be set up; 126/127 when the command\n"
+    "cannot be run / is not found; 2 for bad input (nothing is started).\n";
+
 static const char supervisor_usage[] =
-    "Usage: openshell-supervisor [OPTIONS]\n"
+    "Usage: openshell-supervisor [OPTIONS] -- CMD [ARGS...]\n"
     "\n"
-    "openshell-supervisor is the sandbox supervisor.\n"
-    "It is not available in this build yet.\n"
+    "Build a sandbox (namespaces, read-only root, Landlock, seccomp, no privileges)\n"
+    "and run CMD in it as its PID 1. `openshell run` is the usual way in.\n"
     "\n"
-    "Options:\n"
-    "  -h, --help              show this help\n"
-    "  -V, --version           print the version\n" APPLET_COMMON_HELP;
+    "Options:\n";
+
+enum { OPT_ROOTFS = 0x100, OPT_TTY, OPT_NAME, OPT_EXPLAIN };
+
+int
+sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o)
+{
+    static const struct option longopts[] = {
+        { "policy", required_argument, NULL, 'p' },
+        { "workdir", required_argument, NULL, 'w' },
+        { "rootfs", required_argument, NULL, OPT_ROOTFS },
+        { "env", required_argument, NULL, 'e' },
+        { "timeout", required_argument, NULL, 't' },
+        { "tty", no_argument, NULL, OPT_TTY },
+        { "name", required_argument, NULL, OPT_NAME },
+        { "explain", no_argument, NULL, OPT_EXPLAIN },
+        { "help", no_argument, NULL, 'h' },
+        APPLET_COMMON_OPTIONS,
+        { NULL, 0, NULL, 0 },
+    };
+    int opt;
+
+    memset(o, 0, sizeof(*o));
+    opterr = 0;
+    /* '+': the first non-option is the command; its options are its own. */
+    while ((opt = getopt_long(argc, argv, "+p:w:e:t:h", longopts, NULL)) != -1) {
+        if (applet_common_option(prog, opt, optarg))
+            continue;
+        switch (opt) {
+        case 'p': o->policy = optarg; break;
+        case 'w': o->workdir = optarg; break;
+        case OPT_ROOTFS: o->rootfs = optarg; break;
+        case 'e':
+            o->env = xrealloc(o->env, (o->nenv + 1) * sizeof(*o->env));
+            o->env[o->nenv++] = optarg;
+            break;
+        case 't':
+            if (sb_parse_timeout(optarg, &o->timeout_ms) < 0)
+                applet_usage_error(prog, "--timeout '%s': expected seconds, e.g. 30 or 0.5",
+                                   optarg);
+            break;
+        case OPT_TTY: o->tty = true; break;
+        case OPT_NAME: o->name = optarg; break;
+        case OPT_EXPLAIN: o->explain = true; break;
+        case 'h': return 1;
+        default: applet_bad_option(prog, argv, optind, optopt);
+        }
+    }
+    o->argv = argv + optind;
+    if (!o->explain && optind >= argc)
+        applet_usage_error(prog, "missing command: %s [OPTIONS] -- CMD [ARGS...]", prog);
+    return 0;
+}
+
+/* Build the plan or exit: 2 for bad input (with the policy loader's
+ * FILE:LINE:COL diagnostics), 125 when the sandbox cannot be provided. */
+static void
+plan_or_exit(const struct sb_opts *o, struct sb_plan *p)
+{
+    struct policy_diags d;
+    struct err e;
+    int rc;
+
+    err_clear(&e);
+    policy_diags_init(&d);
+    rc = sb_plan_build(o, environ, p, &d, &e);
+    for (size_t i = 0; i < d.n; i++)
+        fprintf(stderr, "%s\n", d.v[i].text);
+    policy_diags_fini(&d);
+    if (rc == 0)
+        return;
+    log_error("%s", e.msg[0] ? e.msg : "invalid sandbox request");
+    exit(rc == SB_PLAN_CANNOT ? SB_EXIT_SETUP : EXIT_USAGE);
+}
+
+static struct termios sv_saved_tio;
+static bool sv_tio_saved;
+
+static void
+restore_tty(void)
+{
+    if (sv_tio_saved)
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &sv_saved_tio);
+}
+
+/* --tty: the user's terminal goes raw (the pty inside does the line
+ * discipline, job control and signals); restored at exit. */
+static void
+raw_tty(void)
+{
+    struct termios t;
+
+    if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &sv_saved_tio) < 0)
+        return;
+    sv_tio_saved = true;
+    t = sv_saved_tio;
+    cfmakeraw(&t);
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &t);
+}
+
+/* Exit status of a waited process the way a shell reports it. */
+static int
+status_code(int st)
+{
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
+    if (WIFSIGNALED(st))
+        return 128 + WTERMSIG(st);
+    return SB_EXIT_SETUP;
+}
 
 int
 supervisor_main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },
-        APPLET_COMMON_OPTIONS,
-        { NULL, 0, NULL, 0 },
-    };
     const char *prog = "openshell-supervisor";
-    int opt;
+    const int fwd[] = { SV_FORWARDED_SIGNALS };
+    struct sb_opts o;
+    struct sb_plan p;
+    sigset_t set;
+    int sync_pipe[2] = { -1, -1 };
+    pid_t pid;
 
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
-        if (applet_common_option(prog, opt, optarg))
+    if (sv_opts_parse(prog, argc, argv, &o) == 1) {
+        fputs(supervisor_usage, stdout);
+        fputs(sv_opts_help, stdout);
+        return 0;
+    }
+    plan_or_exit(&o, &p);
+    if (o.explain) {
+        struct buf b = BUF_INIT;
+        sb_plan_explain(&p, &b);
+        fputs(buf_cstr(&b), stdout);
+        buf_fini(&b);
+        return 0;
+    }
+    /* Our memory holds the host environment: not for the agent's eyes. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+
+    /* Signals are taken synchronously (sigwaitinfo) from here on; PID 1
+     * sets up its own handling. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    for (size_t i = 0; i < sizeof(fwd) / sizeof(fwd[0]); i++)
+        sigaddset(&set, fwd[i]);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+
+    if (p.userns && pipe2(sync_pipe, O_CLOEXEC) < 0)
+        die_errno("pipe");
+    if (p.tty)
+        raw_tty();
+    pid = sb_ns_clone(SB_NS_FLAGS | (p.userns ? CLONE_NEWUSER : 0));
+    if (pid < 0) {
+        errno = -pid;
+        restore_tty();
+        log_error("cannot create the sandbox namespaces: clone: %s%s", strerror(errno),
+                  p.userns ? " (are unprivileged user namespaces disabled?)" : "");
+        return SB_EXIT_SETUP;
+    }
+    if (pid == 0) {
+        if (p.userns) {
+            char c;
+            /* Wait until the parent has written our uid/gid maps. */
+            close(sync_pipe[1]);
+            if (read(sync_pipe[0], &c, 1) != 1)
+                _exit(SB_EXIT_SETUP);
+            close(sync_pipe[0]);
+        }
+        sv_pid1(&p);
+    }
+    if (p.userns) {
+        struct err e;
+        close(sync_pipe[0]);
+        if (sb_ns_write_maps(pid, p.outer_uid, p.outer_gid, &e) < 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            restore_tty();
+            log_error("user namespace: %s", e.msg);
+            return SB_EXIT_SETUP;
+        }
+        if (write(sync_pipe[1], "x", 1) != 1)
+            die_errno("sync pipe");
+        close(sync_pipe[1]);
+    }
+    log_debug("sandbox %s: PID 1 is %d", p.name, (int)pid);
+
+    for (;;) {
+        siginfo_t si;
+        int st;
+        int sig = sigwaitinfo(&set, &si);
+
+        if (sig < 0)
             continue;
-        switch (opt) {
-        case 'h': fputs(supervisor_usage, stdout); return 0;
-        case 'V': return applet_print_version(prog);
-        default: applet_bad_option(prog, argv, optind, optopt);
+        if (sig != SIGCHLD) {
+            /* PID 1 passes it on to the agent's process group. */
+            kill(pid, sig);
+            continue;
+        }
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            restore_tty();
+            sb_plan_fini(&p);
+            free(o.env);
+            return status_code(st);
         }
     }
-    return applet_not_built(prog, "the sandbox supervisor");
 }
