@@ -87,6 +87,16 @@ int policy_load_file(const char *path, struct policy **out, struct policy_diags 
 int policy_load_mem(const char *name, const char *data, size_t len, struct policy **out,
                     struct policy_diags *diags, struct err *e);
 
+/* Flags for the _flags variants (0 = the strict behaviour above). */
+#define POLICY_LOAD_VERSION_OPTIONAL                                                               \
+    0x1 /* missing `version` is a warning (test vectors omit it)                                   \
+         */
+
+int policy_load_file_flags(const char *path, unsigned flags, struct policy **out,
+                           struct policy_diags *diags, struct err *e);
+int policy_load_mem_flags(const char *name, const char *data, size_t len, unsigned flags,
+                          struct policy **out, struct policy_diags *diags, struct err *e);
+
 /*
  * The built-in restrictive default (reference §4): include_workdir true,
  * read_only [/usr, /lib, /proc, /dev/urandom, /app, /etc, /var/log],
@@ -169,7 +179,7 @@ struct policy_request {
     const char *raw_target; /* raw request-target: canonicalised here, its query parsed */
     const struct policy_query_param *query; /* decoded query; used when raw_target is NULL */
     size_t nquery;
-    const char *const *resolved_ips; /* DNS answer (IPv4/IPv6 text); none = one public address */
+    const char *const *resolved_ips; /* DNS answer (IPv4/IPv6 text); none = a public address */
     size_t nresolved_ips;
     bool websocket_upgrade;       /* the GET carries a valid RFC 6455 upgrade */
     bool binary_identity_relaxed; /* env binary_identity: relaxed (every binary check passes) */
@@ -299,10 +309,11 @@ struct policy_decision {
 
 /*
  * What `openshell policy check` prints for one request: L4; on allow the
- * SSRF check of REQ->resolved_ips (parsed with policy_addr_parse; none means
- * one public address, or the host itself when it is an IP literal; a failure
- * reads "CONNECT HOST:PORT blocked: KIND"); then, when REQ carries a method
- * and the connection is L7-inspected, policy_decide_l7().
+ * SSRF check of REQ->resolved_ips (parsed with policy_addr_parse; without
+ * them the host itself when it is an IP literal, else no check: the
+ * reference's "absent = public address"; a failure reads
+ * "CONNECT HOST:PORT blocked: KIND"); then, when REQ carries a method and the
+ * connection is L7-inspected, policy_decide_l7().
  * Returns 0 (allow) or -EACCES (deny).
  */
 int policy_decide(const struct policy *p, const struct policy_request *req,
@@ -360,6 +371,10 @@ struct policy_json_request {
 int policy_json_request_parse(struct policy_json_request *r, const char *text, size_t len,
                               struct err *e);
 void policy_json_request_fini(struct policy_json_request *r);
+
+/* Whether VALUE (of OPENSHELL_NETWORK_BINARY_IDENTITY or env.binary_identity)
+ * turns binary identity off: relaxed, disabled, endpoint-only, false, 0. */
+bool policy_binary_identity_relaxed(const char *value);
 
 /* Append the one-line JSON verdict `openshell policy check` prints for D:
  * {"decision":..,"policy":..,"l7_decision":..,"reason":..} (no newline). */

@@ -23,7 +23,7 @@ static const struct cli_cmd cli_cmds[] = {
     { "applet", applet_cmd, "run another applet of this binary (see 'openshell applet --help')" },
     { "gateway", NULL, "start, stop and select gateways" },
     { "inference", NULL, "configure inference.local model routes" },
-    { "policy", NULL, "validate, check and manage sandbox policies" },
+    { "policy", cli_policy, "validate, check and manage sandbox policies" },
     { "provider", NULL, "manage provider credentials" },
     { "run", cli_run, "run a command in a sandbox without a gateway" },
     { "sandbox", NULL, "create, list, connect to and delete sandboxes" },

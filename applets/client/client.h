@@ -7,5 +7,6 @@
  */
 int cli_version(int argc, char **argv);
 int cli_run(int argc, char **argv);
+int cli_policy(int argc, char **argv);
 
 #endif
