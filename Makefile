@@ -204,3 +204,23 @@ distclean:
 FORCE:
 
 -include $(shell find $(B)/obj $(B)/obj-host -name '*.d' 2>/dev/null)
+
+# ------------------------------------------------------------------ fuzzing (policy)
+# make fuzz: libFuzzer targets (clang, ASan, UBSan) for the policy loader and the
+# decision-request reader, in $(B)/fuzz/. Run one with its corpus, e.g.
+#   $(B)/fuzz/fuzz_policy_load -max_total_time=600 $(B)/fuzz/work-load test/fuzz/corpus_load
+# CI never runs the fuzzer: test/unit/test_policy_corpus.c replays the kept corpus.
+FUZZ_CC := clang
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer \
+	-Iinclude -I$(HOST_DEPS_PREFIX)/include -D_GNU_SOURCE
+FUZZ_LIBSRC := $(sort $(wildcard src/policy/*.c)) src/buf.c src/err.c src/xfuncs.c src/log.c
+FUZZ_BIN := $(patsubst test/fuzz/%.c,$(B)/fuzz/%,$(wildcard test/fuzz/fuzz_*.c))
+
+.PHONY: fuzz
+fuzz: $(FUZZ_BIN)
+
+$(B)/fuzz/%: test/fuzz/%.c test/fuzz/fuzz_policy.h $(FUZZ_LIBSRC) $(wildcard src/policy/*.h) \
+		include/policy.h $(HOST_DEPS_PREFIX)/.built
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIBSRC) -L$(HOST_DEPS_PREFIX)/lib -lyaml -lcjson -lm
+# ------------------------------------------------------------------ end of fuzzing (policy)

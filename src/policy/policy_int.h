@@ -53,6 +53,7 @@ struct py_node {
     enum py_kind kind;
     unsigned line, col; /* 1-based */
     bool plain;         /* unquoted scalar (may be a number, bool or null) */
+    bool dup;           /* a repeated mapping key (reported, then dropped) */
     const char *s;      /* scalar text (NUL-terminated) */
     size_t len;
     size_t n;               /* sequence items / mapping pairs */

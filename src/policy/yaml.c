@@ -177,6 +177,7 @@ py_check_dups(struct py_ctx *c, struct py_frame *f)
                  "duplicate key (first at line %u, column %u)", first->line, first->col);
         buf_fini(&fld);
         /* Keep the first as the reference point for further duplicates. */
+        dup->dup = true;
         sorted[i] = first;
     }
     free(sorted);
@@ -301,13 +302,20 @@ py_event(struct py_ctx *c, yaml_event_t *ev)
 
         if (node->kind == PY_MAP)
             py_check_dups(c, f);
-        node->n = f->n;
+        /* Duplicate keys were reported; only the first occurrence stays, so
+         * the schema walk sees each key once. */
+        node->n = 0;
         if (f->n) {
             node->items = pol_arena_alloc(c->a, f->n * sizeof(*node->items));
-            memcpy(node->items, f->items, f->n * sizeof(*node->items));
-            if (node->kind == PY_MAP) {
+            if (node->kind == PY_MAP)
                 node->vals = pol_arena_alloc(c->a, f->n * sizeof(*node->vals));
-                memcpy(node->vals, f->vals, f->n * sizeof(*node->vals));
+            for (size_t i = 0; i < f->n; i++) {
+                if (node->kind == PY_MAP && f->items[i]->dup)
+                    continue;
+                node->items[node->n] = f->items[i];
+                if (node->kind == PY_MAP)
+                    node->vals[node->n] = f->vals[i];
+                node->n++;
             }
         }
         free(f->items);
