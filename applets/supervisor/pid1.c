@@ -43,6 +43,23 @@ noop_handler(int sig)
     (void)sig;
 }
 
+static int
+write_sysctl(const char *path, const char *val)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    int rc;
+
+    if (fd < 0)
+        return -1;
+    rc = write_full(fd, val, strlen(val));
+    close(fd);
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    return 0;
+}
+
 static uint64_t
 now_ms(void)
 {
@@ -212,6 +229,18 @@ sv_pid1(struct sb_plan *p)
         setup_failed("sethostname", strerror(errno));
     if (sb_mount_build(&ms, &e) < 0)
         setup_failed("filesystem view", e.msg);
+    /* Fileless exec: memfds of this pid namespace are created
+     * non-executable (MFD_EXEC refused), so a memfd cannot be execve'd
+     * through /proc/self/fd. JITs still map them executable: only exec is
+     * affected. The setting is per pid namespace and can only be raised.
+     * Only the host's root may write it: in a user namespace it stays as
+     * the host has it (the agent can exec what it writes to /tmp anyway,
+     * so this is about traces on disk, not about privilege). */
+    if (write_sysctl("/proc/sys/vm/memfd_noexec", "2") < 0) {
+        if (!p->userns)
+            setup_failed("vm.memfd_noexec", strerror(errno));
+        log_debug("vm.memfd_noexec not settable in a user namespace: %s", strerror(errno));
+    }
     if (sb_netns_create(&ns, &e) < 0)
         setup_failed("network namespace", e.msg);
 

@@ -175,6 +175,8 @@ supervisor_main(int argc, char **argv)
         fputs(sv_opts_help, stdout);
         return 0;
     }
+    /* Show up as the supervisor in ps and /proc/1/comm, not as "exe". */
+    prctl(PR_SET_NAME, "openshell-supervisor", 0, 0, 0);
     plan_or_exit(&o, &p);
     if (o.explain) {
         struct buf b = BUF_INIT;
@@ -183,9 +185,6 @@ supervisor_main(int argc, char **argv)
         buf_fini(&b);
         return 0;
     }
-    /* Our memory holds the host environment: not for the agent's eyes. */
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-
     /* Signals are taken synchronously (sigwaitinfo) from here on; PID 1
      * sets up its own handling. */
     sigemptyset(&set);
@@ -231,6 +230,10 @@ supervisor_main(int argc, char **argv)
             die_errno("sync pipe");
         close(sync_pipe[1]);
     }
+    /* Our memory holds the host environment: not for the agent's eyes (set
+     * only now: a non-dumpable parent could not write the child's maps, and
+     * the child inherits the flag). PID 1 sets it for itself too. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     log_debug("sandbox %s: PID 1 is %d", p.name, (int)pid);
 
     for (;;) {

@@ -96,6 +96,10 @@ canon_dir(const char *what, const char *path, struct err *e)
 static void
 add_ll(struct sb_plan *p, const char *path, bool rw, bool baseline)
 {
+    /* A baseline path the policy already lists keeps the policy's mode. */
+    for (size_t i = 0; baseline && i < p->ll_npaths; i++)
+        if (strcmp(p->ll_paths[i].path, path) == 0)
+            return;
     p->ll_paths = xrealloc(p->ll_paths, (p->ll_npaths + 1) * sizeof(*p->ll_paths));
     p->ll_paths[p->ll_npaths++] = (struct sb_ll_path){ path, rw, baseline };
 }
