@@ -70,8 +70,9 @@ struct http1_request {
      * without brackets, and the port (default 80, or 443 for https). */
     char host[256];
     unsigned port;
-    char scheme[8];   /* absolute-form: "http", "https", ...; else "" */
-    const char *path; /* absolute-form: the origin-form part ("/" if none) */
+    bool port_explicit; /* the authority carried a port */
+    char scheme[8];     /* absolute-form: "http", "https", ...; else "" */
+    const char *path;   /* absolute-form: the origin-form part ("/" if none) */
     /* Framing. */
     bool chunked;
     bool has_length;

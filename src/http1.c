@@ -178,7 +178,8 @@ http1_hostchar(unsigned char c)
 /* "host[:port]" or "[v6][:port]" into lowercase HOST (brackets dropped) and
  * PORT (DEFPORT when absent; 0 DEFPORT means the port is required). */
 static int
-http1_authority(const char *s, size_t n, char host[256], unsigned *port, unsigned defport)
+http1_authority(const char *s, size_t n, char host[256], unsigned *port, unsigned defport,
+                bool *explicit_port)
 {
     const char *h = s, *he, *pp = NULL;
     size_t hl;
@@ -230,6 +231,8 @@ http1_authority(const char *s, size_t n, char host[256], unsigned *port, unsigne
         if (v == 0 || v > 65535)
             return -1;
         *port = (unsigned)v;
+        if (explicit_port)
+            *explicit_port = true;
     } else {
         if (!defport)
             return -1;
@@ -370,13 +373,14 @@ http1_parse_request(const char *head, size_t len, struct http1_request *r, const
     r->port = 80;
     if (strcmp(r->method, "CONNECT") == 0) {
         r->form = HTTP1_FORM_AUTHORITY;
-        if (http1_authority(r->target, strlen(r->target), r->host, &r->port, 0) < 0)
+        if (http1_authority(r->target, strlen(r->target), r->host, &r->port, 0, &r->port_explicit) <
+            0)
             FAIL("invalid CONNECT authority (host:port)");
     } else if (r->target[0] == '/') {
         r->form = HTTP1_FORM_ORIGIN;
         r->path = r->target;
-        if (r->host_header &&
-            http1_authority(r->host_header, strlen(r->host_header), r->host, &r->port, 80) < 0)
+        if (r->host_header && http1_authority(r->host_header, strlen(r->host_header), r->host,
+                                              &r->port, 80, &r->port_explicit) < 0)
             FAIL("invalid Host header");
     } else if (strcmp(r->target, "*") == 0) {
         if (strcmp(r->method, "OPTIONS") != 0)
@@ -403,7 +407,7 @@ http1_parse_request(const char *head, size_t len, struct http1_request *r, const
         if (memchr(auth, '@', (size_t)(slash - auth)))
             FAIL("userinfo in request-target");
         if (http1_authority(auth, (size_t)(slash - auth), r->host, &r->port,
-                            strcmp(r->scheme, "https") == 0 ? 443 : 80) < 0)
+                            strcmp(r->scheme, "https") == 0 ? 443 : 80, &r->port_explicit) < 0)
             FAIL("invalid authority in request-target");
         if (*slash == '?')
             FAIL("request-target query without a path");
@@ -412,7 +416,7 @@ http1_parse_request(const char *head, size_t len, struct http1_request *r, const
          * says to ignore it; a proxy that disagrees with its upstream about
          * which one counts is how fronting slips through). */
         if (r->host_header) {
-            if (http1_authority(r->host_header, strlen(r->host_header), hh, &hp, r->port) < 0)
+            if (http1_authority(r->host_header, strlen(r->host_header), hh, &hp, r->port, NULL) < 0)
                 FAIL("invalid Host header");
             if (strcmp(hh, r->host) != 0 || hp != r->port)
                 FAIL("Host header differs from the request-target authority");

@@ -435,6 +435,10 @@ tls_stack(struct bufferevent *under, struct tls_conn *t, const mbedtls_ssl_confi
     bufferevent_setwatermark(under, EV_WRITE, TLS_OUT_HIGH / 2, TLS_OUT_HIGH);
     bufferevent_enable(under, EV_READ | EV_WRITE);
     bufferevent_enable(t->bev, EV_READ | EV_WRITE);
+    /* Bytes already read (a ClientHello the caller peeked at) would wait
+     * for the next packet: process them now. */
+    if (evbuffer_get_length(bufferevent_get_input(under)))
+        bufferevent_trigger(under, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
     return t->bev;
 }
 

@@ -1,28 +1,183 @@
 /*
- * proxy.c: the openshell-proxy applet: the egress proxy.
- * Not built yet: it parses its options honestly and says so, rather than
- * pretending to run. The "Egress proxy" issue builds it.
+ * proxy.c: the openshell-proxy applet: the policy-enforcing egress proxy
+ * (engine in src/px.c).
+ *
+ * Standalone: `openshell-proxy --policy FILE --listen 127.0.0.1:3128`. The
+ * supervisor will start it with --listen-fd (sockets it created inside the
+ * agent's network namespace) and --ca-pem-fd (where the proxy hands back
+ * the public certificate of the CA whose key never leaves this process).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "../applets.h"
+#include "buf.h"
+#include "ca.h"
+#include "log.h"
+#include "loop.h"
+#include "policy.h"
+#include "px.h"
+#include "tls.h"
 #include "xfuncs.h"
 
 static const char proxy_usage[] =
-    "Usage: openshell-proxy [OPTIONS]\n"
+    "Usage: openshell-proxy --policy FILE (--listen ADDR:PORT | --listen-fd N)... [OPTIONS]\n"
     "\n"
-    "openshell-proxy is the egress proxy.\n"
-    "It is not available in this build yet.\n"
+    "The egress proxy: CONNECT tunnels and plain-HTTP forwarding, every connection and\n"
+    "every inspected request decided by the policy's network_policies. Run on its own,\n"
+    "caller identity (which binary connects) is not checked: binary rules pass.\n"
     "\n"
     "Options:\n"
-    "  -h, --help              show this help\n"
-    "  -V, --version           print the version\n" APPLET_COMMON_HELP;
+    "  -p, --policy FILE         the policy (YAML); SIGHUP reloads it\n"
+    "  -l, --listen ADDR:PORT    listen there (repeatable; port 0 picks one)\n"
+    "      --listen-fd N         serve listening socket N (repeatable)\n"
+    "      --upstream-ca FILE    trust bundle for upstream TLS (default: the system's,\n"
+    "                            /etc/ssl/certs/ca-certificates.crt)\n"
+    "      --dns-server IP[:PORT]  resolver to use (default: /etc/resolv.conf)\n"
+    "      --resolve HOST:ADDR   answer HOST with ADDR without DNS (repeatable)\n"
+    "      --ca-out FILE         write the proxy's CA certificate (PEM) to FILE\n"
+    "      --bundle-out FILE     write the system trust bundle plus that CA to FILE\n"
+    "      --ca-pem-fd N         write the CA certificate to fd N, then close it\n"
+    "      --port-file FILE      write the first listener's port to FILE once listening\n"
+    "      --header-timeout S    seconds to receive a request head (default 30)\n"
+    "      --connect-timeout S   seconds for DNS and the upstream connect (default 10)\n"
+    "      --response-timeout S  seconds for an upstream's response head (default 60)\n"
+    "      --idle-timeout S      seconds an idle tunnel or connection lives (default 300)\n"
+    "      --max-conns N         concurrent client connections (default 8192)\n"
+    "  -h, --help                show this help\n"
+    "  -V, --version             print the version\n" APPLET_COMMON_HELP;
 
-int
-proxy_main(int argc, char **argv)
+enum {
+    OPT_LISTEN_FD = 0x100,
+    OPT_UPSTREAM_CA,
+    OPT_DNS_SERVER,
+    OPT_RESOLVE,
+    OPT_CA_OUT,
+    OPT_BUNDLE_OUT,
+    OPT_CA_PEM_FD,
+    OPT_PORT_FILE,
+    OPT_HEADER_TIMEOUT,
+    OPT_CONNECT_TIMEOUT,
+    OPT_RESPONSE_TIMEOUT,
+    OPT_IDLE_TIMEOUT,
+    OPT_MAX_CONNS,
+};
+
+#define PROXY_MAX_LIST 16
+
+struct proxy_opts {
+    const char *policy;
+    const char *listen[PROXY_MAX_LIST];
+    unsigned nlisten;
+    int listen_fd[PROXY_MAX_LIST];
+    unsigned nlisten_fd;
+    const char *resolve[64];
+    unsigned nresolve;
+    const char *ca_out;
+    const char *bundle_out;
+    int ca_pem_fd;
+    const char *port_file;
+    struct px_opts px;
+};
+
+struct proxy_state {
+    struct loop *loop;
+    struct px_server *srv;
+    const char *policy_path;
+};
+
+static unsigned
+proxy_uint(const char *prog, const char *opt, const char *arg, unsigned max)
+{
+    char *end;
+    unsigned long v;
+
+    errno = 0;
+    v = strtoul(arg, &end, 10);
+    if (errno || end == arg || *end || v == 0 || v > max)
+        applet_usage_error(prog, "%s: expected a number from 1 to %u, got '%s'", opt, max, arg);
+    return (unsigned)v;
+}
+
+static int
+proxy_fd_arg(const char *prog, const char *opt, const char *arg)
+{
+    unsigned v = proxy_uint(prog, opt, arg, 1 << 20);
+
+    if (v < 3)
+        applet_usage_error(prog, "%s: fd %u is a standard stream", opt, v);
+    return (int)v;
+}
+
+static void
+proxy_write_file(const char *path, const struct buf *b)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+    if (fd < 0)
+        die_errno("open %s", path);
+    if (write_full(fd, b->data, b->len) < 0)
+        die_errno("write %s", path);
+    close(fd);
+}
+
+static void
+proxy_on_stop(int signo, void *arg)
+{
+    struct proxy_state *st = arg;
+
+    log_info("signal %d: stopping", signo);
+    loop_stop(st->loop);
+}
+
+/* SIGHUP: load the policy again; a bad edit keeps the last good one. */
+static void
+proxy_on_reload(int signo, void *arg)
+{
+    struct proxy_state *st = arg;
+    struct policy_diags d;
+    struct policy *p = NULL;
+    struct err e;
+
+    (void)signo;
+    policy_diags_init(&d);
+    if (policy_load_file(st->policy_path, &p, &d, &e) < 0) {
+        for (size_t i = 0; i < d.n; i++)
+            log_warnx("%s", d.v[i].text);
+        log_warnx("policy reload failed, keeping the last good policy: %s", e.msg);
+    } else {
+        px_server_set_policy(st->srv, p);
+        policy_unref(p);
+        log_info("policy reloaded from %s", st->policy_path);
+    }
+    policy_diags_fini(&d);
+}
+
+static void
+proxy_parse(int argc, char **argv, struct proxy_opts *o)
 {
     static const struct option longopts[] = {
+        { "policy", required_argument, NULL, 'p' },
+        { "listen", required_argument, NULL, 'l' },
+        { "listen-fd", required_argument, NULL, OPT_LISTEN_FD },
+        { "upstream-ca", required_argument, NULL, OPT_UPSTREAM_CA },
+        { "dns-server", required_argument, NULL, OPT_DNS_SERVER },
+        { "resolve", required_argument, NULL, OPT_RESOLVE },
+        { "ca-out", required_argument, NULL, OPT_CA_OUT },
+        { "bundle-out", required_argument, NULL, OPT_BUNDLE_OUT },
+        { "ca-pem-fd", required_argument, NULL, OPT_CA_PEM_FD },
+        { "port-file", required_argument, NULL, OPT_PORT_FILE },
+        { "header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT },
+        { "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
+        { "response-timeout", required_argument, NULL, OPT_RESPONSE_TIMEOUT },
+        { "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
+        { "max-conns", required_argument, NULL, OPT_MAX_CONNS },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         APPLET_COMMON_OPTIONS,
@@ -31,15 +186,136 @@ proxy_main(int argc, char **argv)
     const char *prog = "openshell-proxy";
     int opt;
 
+    o->ca_pem_fd = -1;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "p:l:hV", longopts, NULL)) != -1) {
         if (applet_common_option(prog, opt, optarg))
             continue;
         switch (opt) {
-        case 'h': fputs(proxy_usage, stdout); return 0;
-        case 'V': return applet_print_version(prog);
+        case 'p': o->policy = optarg; break;
+        case 'l':
+            if (o->nlisten == PROXY_MAX_LIST)
+                applet_usage_error(prog, "too many --listen");
+            o->listen[o->nlisten++] = optarg;
+            break;
+        case OPT_LISTEN_FD:
+            if (o->nlisten_fd == PROXY_MAX_LIST)
+                applet_usage_error(prog, "too many --listen-fd");
+            o->listen_fd[o->nlisten_fd++] = proxy_fd_arg(prog, "--listen-fd", optarg);
+            break;
+        case OPT_UPSTREAM_CA: o->px.upstream_ca = optarg; break;
+        case OPT_DNS_SERVER: o->px.dns_server = optarg; break;
+        case OPT_RESOLVE:
+            if (o->nresolve == sizeof(o->resolve) / sizeof(o->resolve[0]))
+                applet_usage_error(prog, "too many --resolve");
+            o->resolve[o->nresolve++] = optarg;
+            break;
+        case OPT_CA_OUT: o->ca_out = optarg; break;
+        case OPT_BUNDLE_OUT: o->bundle_out = optarg; break;
+        case OPT_CA_PEM_FD: o->ca_pem_fd = proxy_fd_arg(prog, "--ca-pem-fd", optarg); break;
+        case OPT_PORT_FILE: o->port_file = optarg; break;
+        case OPT_HEADER_TIMEOUT:
+            o->px.header_timeout_s = proxy_uint(prog, "--header-timeout", optarg, 86400);
+            break;
+        case OPT_CONNECT_TIMEOUT:
+            o->px.connect_timeout_s = proxy_uint(prog, "--connect-timeout", optarg, 86400);
+            break;
+        case OPT_RESPONSE_TIMEOUT:
+            o->px.response_timeout_s = proxy_uint(prog, "--response-timeout", optarg, 86400);
+            break;
+        case OPT_IDLE_TIMEOUT:
+            o->px.idle_timeout_s = proxy_uint(prog, "--idle-timeout", optarg, 7 * 86400);
+            break;
+        case OPT_MAX_CONNS:
+            o->px.max_conns = proxy_uint(prog, "--max-conns", optarg, 1 << 20);
+            break;
+        case 'h': fputs(proxy_usage, stdout); exit(0);
+        case 'V': exit(applet_print_version(prog));
         default: applet_bad_option(prog, argv, optind, optopt);
         }
     }
-    return applet_not_built(prog, "the egress proxy");
+    if (optind < argc)
+        applet_usage_error(prog, "unexpected argument '%s'", argv[optind]);
+    if (!o->policy)
+        applet_usage_error(prog, "--policy FILE is required");
+    if (!o->nlisten && !o->nlisten_fd)
+        applet_usage_error(prog, "nothing to serve: give --listen ADDR:PORT or --listen-fd N");
+    o->px.resolve = o->resolve;
+    o->px.nresolve = o->nresolve;
+}
+
+int
+proxy_main(int argc, char **argv)
+{
+    struct proxy_opts o = { 0 };
+    struct proxy_state st = { 0 };
+    struct policy_diags d;
+    struct policy *pol = NULL;
+    struct ca *ca;
+    struct err e;
+    struct buf pem = BUF_INIT;
+    int rc;
+
+    proxy_parse(argc, argv, &o);
+    signal(SIGPIPE, SIG_IGN);
+    policy_diags_init(&d);
+    rc = policy_load_file(o.policy, &pol, &d, &e);
+    for (size_t i = 0; i < d.n; i++)
+        log_warnx("%s", d.v[i].text);
+    policy_diags_fini(&d);
+    if (rc < 0)
+        die("%s", e.msg);
+    /* Standalone: there is no agent namespace to attribute sockets to. */
+    o.px.identity_off = true;
+    log_warnx("caller identity checks are off (standalone proxy): binary rules are not "
+              "enforced");
+    ca = ca_new(&e);
+    if (!ca)
+        die("%s", e.msg);
+    ca_cert_pem(ca, &pem);
+    if (o.ca_out)
+        proxy_write_file(o.ca_out, &pem);
+    if (o.ca_pem_fd >= 0) {
+        if (write_full(o.ca_pem_fd, pem.data, pem.len) < 0)
+            die_errno("write CA certificate to fd %d", o.ca_pem_fd);
+        close(o.ca_pem_fd);
+    }
+    if (o.bundle_out) {
+        struct buf bundle = BUF_INIT;
+
+        if (ca_bundle_pem(ca, NULL, &bundle, &e) < 0)
+            die("%s", e.msg);
+        proxy_write_file(o.bundle_out, &bundle);
+        buf_fini(&bundle);
+    }
+    buf_fini(&pem);
+
+    st.loop = loop_new();
+    st.policy_path = o.policy;
+    st.srv = px_server_new(st.loop, pol, ca, &o.px, &e);
+    if (!st.srv)
+        die("%s", e.msg);
+    policy_unref(pol);
+    for (unsigned i = 0; i < o.nlisten_fd; i++)
+        if (px_server_listen_fd(st.srv, o.listen_fd[i], &e) < 0)
+            die("%s", e.msg);
+    for (unsigned i = 0; i < o.nlisten; i++)
+        if (px_server_listen(st.srv, o.listen[i], &e) < 0)
+            die("%s", e.msg);
+    if (o.port_file) {
+        struct buf b = BUF_INIT;
+
+        buf_printf(&b, "%u\n", px_server_port(st.srv));
+        proxy_write_file(o.port_file, &b);
+        buf_fini(&b);
+    }
+    loop_on_signal(st.loop, SIGTERM, proxy_on_stop, &st);
+    loop_on_signal(st.loop, SIGINT, proxy_on_stop, &st);
+    loop_on_signal(st.loop, SIGHUP, proxy_on_reload, &st);
+    log_info("listening on port %u (policy %s)", px_server_port(st.srv), o.policy);
+    rc = loop_run(st.loop);
+    px_server_free(st.srv);
+    ca_free(ca);
+    loop_free(st.loop);
+    return rc < 0 ? 1 : 0;
 }

@@ -1,0 +1,139 @@
+# proxy_servers.py: upstream servers for the proxy end-to-end tests (not a
+# test itself: not executable). Run inside the test's network namespace:
+#
+#   python3 proxy_servers.py ADDR CERT KEY LOG
+#
+# ADDR:8080  HTTP/1.1 echo (keep-alive): answers every request with a JSON
+#            description of what arrived (method, target, Host, body length)
+# ADDR:8443  the same over TLS (CERT/KEY from the test CA)
+# ADDR:8081  accepts, reads, then resets the connection (RST)
+# ADDR:8082  accepts, reads, and never answers (a stalled upstream)
+# ADDR:8090  TCP echo (raw tunnel throughput)
+#
+# Every request line that reaches the HTTP servers is appended to LOG, so a
+# test can prove that a refused request never went upstream.
+import http.server
+import json
+import socket
+import ssl
+import struct
+import sys
+import threading
+
+ADDR, CERT, KEY, LOG = sys.argv[1:5]
+log_lock = threading.Lock()
+
+
+class Echo(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def handle_any(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = b""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        elif n:
+            body = self.rfile.read(n)
+        with log_lock, open(LOG, "a") as f:
+            f.write("%s %s %s\n" % (self.command, self.path, self.headers.get("Host")))
+        if self.path.startswith("/big/"):
+            size = int(self.path[5:])
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            chunk = b"x" * 65536
+            while size > 0:
+                self.wfile.write(chunk[: min(size, len(chunk))])
+                size -= len(chunk)
+            return
+        out = json.dumps(
+            {
+                "method": self.command,
+                "target": self.path,
+                "host": self.headers.get("Host"),
+                "body": len(body),
+                "connection": self.headers.get("Connection"),
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(out)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = handle_any
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def serve_http(port, tls):
+    srv = Server((ADDR, port), Echo)
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(CERT, KEY)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    srv.serve_forever()
+
+
+def raw_server(port, handler):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((ADDR, port))
+    s.listen(64)
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=handler, args=(c,), daemon=True).start()
+
+
+def resetter(c):
+    try:
+        c.recv(4096)
+    except OSError:
+        pass
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+
+
+def staller(c):
+    try:
+        while c.recv(4096):
+            pass
+    except OSError:
+        pass
+
+
+def echo(c):
+    try:
+        while True:
+            d = c.recv(262144)
+            if not d:
+                break
+            c.sendall(d)
+    except OSError:
+        pass
+    c.close()
+
+
+for target, args in (
+    (serve_http, (8080, False)),
+    (serve_http, (8443, True)),
+    (raw_server, (8081, resetter)),
+    (raw_server, (8082, staller)),
+    (raw_server, (8090, echo)),
+):
+    threading.Thread(target=target, args=args, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
