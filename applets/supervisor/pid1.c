@@ -76,6 +76,7 @@ static void __attribute__((noreturn)) exec_cmd(char **argv, char **envp)
 {
     const char *path = "/usr/local/bin:/usr/bin:/bin";
     int err = ENOENT;
+    bool only_eacces = true, tried = false;
 
     if (strchr(argv[0], '/')) {
         execve(argv[0], argv, envp);
@@ -90,13 +91,20 @@ static void __attribute__((noreturn)) exec_cmd(char **argv, char **envp)
             if (buf_fmt_fixed(full, sizeof(full), "%.*s/%s", (int)n, n ? path : ".", argv[0]) ==
                 0) {
                 execve(full, argv, envp);
-                if (errno != ENOENT && errno != ENOTDIR)
+                /* An unreadable PATH entry (EACCES) does not make a command
+                 * that exists nowhere "not executable". */
+                tried = true;
+                if (errno != EACCES)
+                    only_eacces = false;
+                if (errno != ENOENT && errno != ENOTDIR && errno != EACCES)
                     err = errno;
             }
             path += n;
             if (*path == ':')
                 path++;
         }
+        if (tried && only_eacces)
+            err = EACCES;
     }
     log_error("%s: %s", argv[0], err == ENOENT ? "command not found" : strerror(err));
     _exit(err == ENOENT ? 127 : 126);
