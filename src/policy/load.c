@@ -1630,7 +1630,8 @@ ld_index(struct ld *l, struct policy *p)
 {
     size_t nexact = 0, cap = 16;
 
-    qsort(p->blocks, p->nblocks, sizeof(*p->blocks), ld_cmp_block);
+    if (p->nblocks)
+        qsort(p->blocks, p->nblocks, sizeof(*p->blocks), ld_cmp_block);
     for (size_t b = 0; b < p->nblocks; b++)
         p->neps += p->blocks[b].neps;
     p->eps = pol_arena_alloc(l->a, (p->neps ? p->neps : 1) * sizeof(*p->eps));
