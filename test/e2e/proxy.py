@@ -1,0 +1,584 @@
+#!/usr/bin/python3
+# proxy.py: the standalone openshell-proxy against real clients (curl,
+# python urllib and raw sockets) and real upstream servers (proxy_servers.py)
+# running in a network namespace this test creates (a veth pair with private
+# 10.x addresses on both ends; only those addresses are used, everything is
+# removed on exit). Upstream TLS uses a test CA made with the openssl CLI.
+#
+# Covers: allowed and denied hosts and ports with the exact deny bodies,
+# CONNECT tunnels (cleartext HTTP, TLS terminated, raw bytes), plain-HTTP
+# forwarding, GET allowed and POST denied on one inspected host, keep-alive
+# with each request decided, pipelining, each smuggling shape, oversized
+# heads (431), domain fronting (Host and SNI), SSRF, upstreams that reset,
+# stall, refuse, or present a certificate for another name.
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIN = os.environ.get("OPENSHELL_BIN", "")
+results = []
+
+
+def point(ok, name, diag=""):
+    results.append((bool(ok), name, diag))
+    print("%s %d - %s" % ("ok" if ok else "not ok", len(results), name), flush=True)
+    if not ok and diag:
+        for line in str(diag).splitlines()[:30]:
+            print("# " + line)
+
+
+def skip_all(reason, n=1):
+    print("1..%d" % n)
+    for i in range(n):
+        print("ok %d - proxy e2e # SKIP %s" % (i + 1, reason))
+    sys.exit(0)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=kw.pop("timeout", 30), **kw)
+
+
+class Env:
+    pass
+
+
+E = Env()
+
+
+def setup():
+    E.tmp = tempfile.mkdtemp(prefix="openshell-proxy-e2e.")
+    tag = "%05d" % (os.getpid() % 100000)
+    E.ns = "ospx" + tag
+    E.veth_a = "vpx%sa" % tag
+    E.veth_b = "vpx%sb" % tag
+    used = run(["ip", "-o", "addr"]).stdout + run(["ip", "route"]).stdout
+    for _ in range(50):
+        a, b = random.randint(100, 250), random.randint(0, 250)
+        net = "10.%d.%d." % (a, b)
+        if net not in used:
+            break
+    E.host_ip, E.up = net + "1", net + "2"
+    cmds = [
+        ["ip", "netns", "add", E.ns],
+        ["ip", "link", "add", E.veth_a, "type", "veth", "peer", "name", E.veth_b],
+        ["ip", "link", "set", E.veth_b, "netns", E.ns],
+        ["ip", "addr", "add", E.host_ip + "/30", "dev", E.veth_a],
+        ["ip", "link", "set", E.veth_a, "up"],
+        ["ip", "netns", "exec", E.ns, "ip", "addr", "add", E.up + "/30", "dev", E.veth_b],
+        ["ip", "netns", "exec", E.ns, "ip", "link", "set", E.veth_b, "up"],
+        ["ip", "netns", "exec", E.ns, "ip", "link", "set", "lo", "up"],
+    ]
+    for c in cmds:
+        r = run(c)
+        if r.returncode:
+            raise RuntimeError("%s: %s" % (" ".join(c), r.stderr))
+    # Test CA and the upstream's certificate (api.test and the IP).
+    t = E.tmp
+    ossl = [
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", t + "/ca.key", "-out", t + "/ca.pem", "-days", "2", "-subj",
+         "/CN=openshell test CA"],
+        ["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", t + "/srv.key", "-out", t + "/srv.csr", "-subj", "/CN=api.test"],
+    ]
+    for c in ossl:
+        r = run(c)
+        if r.returncode:
+            raise RuntimeError("openssl: " + r.stderr)
+    with open(t + "/ext.cnf", "w") as f:
+        f.write("subjectAltName=DNS:api.test,IP:%s\nbasicConstraints=CA:FALSE\n"
+                "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n" % E.up)
+    r = run(["openssl", "x509", "-req", "-in", t + "/srv.csr", "-CA", t + "/ca.pem", "-CAkey",
+             t + "/ca.key", "-CAcreateserial", "-out", t + "/srv.pem", "-days", "2",
+             "-extfile", t + "/ext.cnf"])
+    if r.returncode:
+        raise RuntimeError("openssl x509: " + r.stderr)
+    E.uplog = t + "/upstream.log"
+    open(E.uplog, "w").close()
+    E.servers = subprocess.Popen(
+        ["ip", "netns", "exec", E.ns, "/usr/bin/python3", HERE + "/proxy_servers.py", E.up,
+         t + "/srv.pem", t + "/srv.key", E.uplog],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if E.servers.stdout.readline().strip() != "ready":
+        raise RuntimeError("upstream servers did not start")
+    with open(t + "/policy.yaml", "w") as f:
+        f.write("""version: 1
+network_policies:
+  plain:
+    endpoints:
+      - host: api.test
+        ports: [8080, 8081, 8082, 8090, 8099]
+      - host: %(up)s
+        port: 8080
+      - host: loop.test
+        port: 8080
+    binaries:
+      - path: /usr/bin/curl
+  inspected:
+    endpoints:
+      - host: api.test
+        port: 8443
+        protocol: rest
+        enforcement: enforce
+        access: read-only
+      - host: bad.test
+        port: 8443
+        protocol: rest
+        enforcement: enforce
+        access: read-only
+    binaries:
+      - path: /usr/bin/curl
+""" % {"up": E.up})
+    E.proxy_log = t + "/proxy.log"
+    E.proxy = subprocess.Popen(
+        [BIN.replace("/openshell", "/bin/openshell-proxy") if os.path.exists(
+            BIN.replace("/openshell", "/bin/openshell-proxy")) else BIN,
+         ] + ([] if os.path.exists(BIN.replace("/openshell", "/bin/openshell-proxy"))
+              else ["applet", "openshell-proxy"]) + [
+            "--policy", t + "/policy.yaml", "--listen", "127.0.0.1:0", "--port-file",
+            t + "/port", "--resolve", "api.test:" + E.up, "--resolve", "other.test:" + E.up,
+            "--resolve", "bad.test:" + E.up, "--resolve", "loop.test:127.0.0.1",
+            "--upstream-ca", t + "/ca.pem", "--ca-out", t + "/sandbox-ca.pem",
+            "--bundle-out", t + "/bundle.pem", "--response-timeout", "2",
+            "--log-format", "text"],
+        stdout=subprocess.DEVNULL, stderr=open(E.proxy_log, "w"))
+    for _ in range(100):
+        if os.path.exists(t + "/port") and open(t + "/port").read().strip():
+            break
+        time.sleep(0.05)
+    E.port = int(open(t + "/port").read())
+    E.proxy_url = "http://127.0.0.1:%d" % E.port
+
+
+def teardown():
+    for p in (getattr(E, "proxy", None), getattr(E, "servers", None)):
+        if p and p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    if hasattr(E, "ns"):
+        run(["ip", "netns", "del", E.ns])
+        run(["ip", "link", "del", E.veth_a])
+    if hasattr(E, "tmp"):
+        shutil.rmtree(E.tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------ client helpers
+
+def connect():
+    s = socket.create_connection(("127.0.0.1", E.port), timeout=10)
+    return s
+
+
+def read_all(s, timeout=5):
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    except (socket.timeout, ConnectionResetError, ssl.SSLError):
+        pass
+    return data
+
+
+def read_response(s, timeout=5):
+    """One HTTP/1.1 response framed by Content-Length (or until close)."""
+    s.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        d = s.recv(65536)
+        if not d:
+            return data
+        data += d
+    head, _, rest = data.partition(b"\r\n\r\n")
+    n = None
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            n = int(v)
+    if n is None:
+        return head + b"\r\n\r\n" + rest + read_all(s, timeout)
+    while len(rest) < n:
+        d = s.recv(65536)
+        if not d:
+            break
+        rest += d
+    return head + b"\r\n\r\n" + rest
+
+
+def parse(resp):
+    head, _, body = resp.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    try:
+        status = int(lines[0].split()[1])
+    except (IndexError, ValueError):
+        status = 0
+    hdrs = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return status, hdrs, body
+
+
+def exchange(data, timeout=5):
+    s = connect()
+    s.sendall(data)
+    r = read_all(s, timeout)
+    s.close()
+    return parse(r)
+
+
+def tunnel(host, port):
+    s = connect()
+    s.sendall(b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (host.encode(), port,
+                                                                  host.encode(), port))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = s.recv(1)
+        if not d:
+            break
+        head += d
+    return s, parse(head)[0]
+
+
+def tls_tunnel(host, port, sni=None):
+    s, st = tunnel(host, port)
+    if st != 200:
+        raise RuntimeError("CONNECT answered %d" % st)
+    ctx = ssl.create_default_context(cafile=E.tmp + "/sandbox-ca.pem")
+    return ctx.wrap_socket(s, server_hostname=sni or host)
+
+
+def upstream_saw(marker):
+    time.sleep(0.2)
+    with open(E.uplog) as f:
+        return marker in f.read()
+
+
+def curl(*args, timeout=20):
+    return run(["curl", "-sS", "--max-time", "10", "-x", E.proxy_url] + list(args),
+               timeout=timeout)
+
+
+def proxy_log():
+    with open(E.proxy_log) as f:
+        return f.read()
+
+
+# ------------------------------------------------------------ tests
+
+def t_forward_and_deny_bodies():
+    r = curl("http://api.test:8080/hello?x=1")
+    j = json.loads(r.stdout or "{}")
+    point(j.get("target") == "/hello?x=1" and j.get("host") == "api.test:8080",
+          "forward: GET allowed reaches the upstream with origin-form target", r.stdout + r.stderr)
+    st, h, body = exchange(b"GET http://api.test:9999/x?secret=1 HTTP/1.1\r\nHost: api.test:9999\r\n\r\n")
+    point(st == 403 and body == b'{"error":"policy_denied","detail":"GET api.test:9999/x not '
+          b'permitted by policy"}' and h.get("content-type") == "application/json"
+          and h.get("connection") == "close",
+          "forward: denied port gets the exact 403 policy_denied body", (st, h, body))
+    st, h, body = exchange(b"CONNECT other.test:8080 HTTP/1.1\r\nHost: other.test:8080\r\n\r\n")
+    point(st == 403 and body == b'{"error":"policy_denied","detail":"CONNECT other.test:8080 not '
+          b'permitted by policy","reason":"endpoint other.test:8080 is not allowed by any policy"}',
+          "CONNECT: denied host gets the exact 403 policy_denied body", (st, body))
+    r = curl("-p", "http://other.test:8080/")
+    point(r.returncode == 56 and "403" in r.stderr, "curl: denied CONNECT reports 403 from proxy",
+          r.stderr)
+    st, h, body = exchange(b"GET https://api.test:8443/ HTTP/1.1\r\nHost: api.test:8443\r\n\r\n")
+    point(st == 400 and body == b"Use CONNECT for HTTPS URLs", "forward: https:// URL gets 400",
+          (st, body))
+
+
+def t_tunnels():
+    r = curl("-p", "http://api.test:8080/tunnel")
+    point('"target": "/tunnel"' in r.stdout, "CONNECT: cleartext HTTP inside a tunnel", r.stderr)
+    s, st = tunnel("api.test", 8090)
+    s.sendall(b"\x00\x01raw-bytes-through")
+    s.settimeout(5)
+    got = b""
+    while len(got) < 19:
+        d = s.recv(100)
+        if not d:
+            break
+        got += d
+    s.close()
+    point(st == 200 and got == b"\x00\x01raw-bytes-through", "CONNECT: raw bytes relayed both ways",
+          (st, got))
+    r = curl("-p", "http://api.test:8099/")
+    st, h, body = exchange(b"CONNECT api.test:8099 HTTP/1.1\r\nHost: api.test:8099\r\n\r\n")
+    point(st == 502 and b'"upstream_unreachable"' in body and b"api.test:8099" in body,
+          "CONNECT: refused upstream gets 502 upstream_unreachable", (st, body))
+
+
+def t_inspected():
+    cacert = E.tmp + "/sandbox-ca.pem"
+    r = curl("--cacert", cacert, "https://api.test:8443/repos/x/y?page=2")
+    j = json.loads(r.stdout or "{}")
+    point(j.get("method") == "GET" and j.get("target") == "/repos/x/y?page=2",
+          "inspected HTTPS: GET allowed (curl trusts the sandbox CA)", r.stdout + r.stderr)
+    r = curl("--cacert", cacert, "-i", "--suppress-connect-headers", "-X", "POST", "-d", "a=b", "https://api.test:8443/repos/x/issues")
+    st, h, body = parse(r.stdout.replace("\r\n", "\n").replace("\n", "\r\n").encode())
+    want = {
+        "error": "policy_denied", "policy": "inspected", "rule": "POST /repos/x/issues",
+        "detail": "POST /repos/x/issues not permitted by policy", "layer": "l7",
+        "protocol": "rest", "method": "POST", "path": "/repos/x/issues", "host": "api.test",
+        "port": 8443, "binary": "-",
+        "rule_missing": {"type": "rest_allow", "layer": "l7", "method": "POST",
+                         "path": "/repos/x/issues", "host": "api.test", "port": 8443,
+                         "binary": "-"},
+        "next_steps": [],
+    }
+    try:
+        got = json.loads(body)
+    except ValueError:
+        got = None
+    point(st == 403 and got == want and h.get("x-openshell-policy") == "inspected",
+          "inspected HTTPS: POST denied with the exact L7 body and X-OpenShell-Policy",
+          r.stdout + r.stderr)
+    point(not upstream_saw("POST /repos/x/issues"), "inspected HTTPS: the denied POST never "
+          "reached the upstream")
+    # python urllib with the bundle (system CAs + sandbox CA), as an agent would.
+    ctx = ssl.create_default_context(cafile=E.tmp + "/bundle.pem")
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({"https": E.proxy_url, "http": E.proxy_url}),
+        urllib.request.HTTPSHandler(context=ctx))
+    try:
+        j = json.loads(opener.open("https://api.test:8443/py/get", timeout=10).read())
+        ok = j.get("target") == "/py/get"
+    except Exception as e:  # noqa: BLE001 - report anything as the diagnostic
+        ok, j = False, repr(e)
+    point(ok, "python urllib: HTTPS GET through the proxy", j)
+    try:
+        opener.open(urllib.request.Request("https://api.test:8443/py/post", data=b"x=1"),
+                    timeout=10)
+        ok, why = False, "POST succeeded"
+    except urllib.error.HTTPError as e:
+        b = json.loads(e.read())
+        ok, why = e.code == 403 and b.get("rule") == "POST /py/post", b
+    except Exception as e:  # noqa: BLE001
+        ok, why = False, repr(e)
+    point(ok, "python urllib: HTTPS POST denied with 403 JSON", why)
+    try:
+        j = json.loads(opener.open("http://api.test:8080/py/plain", timeout=10).read())
+        ok = j.get("target") == "/py/plain"
+    except Exception as e:  # noqa: BLE001
+        ok, j = False, repr(e)
+    point(ok, "python urllib: plain HTTP forwarded", j)
+    # Canonical path: what is checked is what is forwarded.
+    s = tls_tunnel("api.test", 8443)
+    s.sendall(b"GET /a/./b/../c//d HTTP/1.1\r\nHost: api.test:8443\r\n\r\n")
+    st, h, body = parse(read_response(s))
+    s.close()
+    point(st == 200 and json.loads(body or b"{}").get("target") == "/a/c/d",
+          "inspected: the canonical path is what goes upstream", body)
+
+
+def t_keepalive():
+    cacert = E.tmp + "/sandbox-ca.pem"
+    r = curl("-v", "--cacert", cacert, "https://api.test:8443/k1", "https://api.test:8443/k2")
+    point("Re-using existing connection" in r.stderr and r.stdout.count('"GET"') == 2,
+          "keep-alive: curl reuses the inspected tunnel", r.stderr[-2000:])
+    r = curl("-v", "http://api.test:8080/k1", "http://api.test:8080/k2")
+    point("Re-using existing connection" in r.stderr and r.stdout.count('"GET"') == 2,
+          "keep-alive: curl reuses the forward connection", r.stderr[-2000:])
+    # Each request on a kept-alive connection is decided on its own.
+    s = connect()
+    s.sendall(b"GET http://api.test:8080/ka1 HTTP/1.1\r\nHost: api.test:8080\r\n\r\n")
+    st1 = parse(read_response(s))[0]
+    s.sendall(b"GET http://api.test:9999/ka2 HTTP/1.1\r\nHost: api.test:9999\r\n\r\n")
+    st2, _, b2 = parse(read_response(s))
+    s.close()
+    point(st1 == 200 and st2 == 403 and b"policy_denied" in b2,
+          "keep-alive forward: second request (other port) denied on its own", (st1, st2, b2))
+    s = tls_tunnel("api.test", 8443)
+    s.sendall(b"GET /ka/get HTTP/1.1\r\nHost: api.test:8443\r\n\r\n")
+    st1 = parse(read_response(s))[0]
+    s.sendall(b"DELETE /ka/del HTTP/1.1\r\nHost: api.test:8443\r\n\r\n")
+    st2, _, b2 = parse(read_response(s))
+    s.close()
+    point(st1 == 200 and st2 == 403 and b'"rule":"DELETE /ka/del"' in b2
+          and not upstream_saw("DELETE /ka/del"),
+          "keep-alive inspected: GET then DELETE on one tunnel, DELETE denied", (st1, st2, b2))
+    # Pipelined: two requests in one write, each answered in order.
+    s = tls_tunnel("api.test", 8443)
+    s.sendall(b"GET /pipe/1 HTTP/1.1\r\nHost: api.test:8443\r\n\r\nGET /pipe/2 HTTP/1.1\r\nHost: "
+              b"api.test:8443\r\n\r\n")
+    r1 = parse(read_response(s))
+    r2 = parse(read_response(s))
+    s.close()
+    point(b"/pipe/1" in r1[2] and b"/pipe/2" in r2[2], "pipelined requests answered in order",
+          (r1, r2))
+
+
+SMUGGLING = [
+    ("Content-Length with Transfer-Encoding",
+     b"POST /smuggle/cl-te HTTP/1.1\r\nHost: api.test:8443\r\nContent-Length: 4\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ("duplicate Content-Length",
+     b"POST /smuggle/dup-cl HTTP/1.1\r\nHost: api.test:8443\r\nContent-Length: 4\r\n"
+     b"Content-Length: 5\r\n\r\nabcde"),
+    ("bare LF", b"GET /smuggle/bare-lf HTTP/1.1\nHost: api.test:8443\n\n"),
+    ("obs-fold", b"GET /smuggle/obs-fold HTTP/1.1\r\nHost: api.test:8443\r\nX-A: b\r\n c\r\n\r\n"),
+    ("Transfer-Encoding other than chunked",
+     b"POST /smuggle/te HTTP/1.1\r\nHost: api.test:8443\r\nTransfer-Encoding: chunked, identity\r\n\r\n"),
+]
+
+
+def t_smuggling():
+    for name, req in SMUGGLING:
+        marker = req.split(b" ")[1].decode()
+        # Inside an inspected TLS tunnel (origin-form).
+        s = tls_tunnel("api.test", 8443)
+        s.sendall(req)
+        st, _, _ = parse(read_all(s, 3))
+        s.close()
+        # On the forward path (absolute-form).
+        fwd = req.replace(b" /smuggle", b" http://api.test:8080/smuggle", 1)
+        fwd = fwd.replace(b"Host: api.test:8443", b"Host: api.test:8080")
+        st2, _, _ = exchange(fwd, 3)
+        point(st == 400 and st2 == 400 and not upstream_saw(marker),
+              "smuggling refused before upstream: " + name, (st, st2))
+    s = tls_tunnel("api.test", 8443)
+    s.sendall(b"GET /smuggle/h2c HTTP/1.1\r\nHost: api.test:8443\r\nConnection: Upgrade, HTTP2-Settings"
+              b"\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+    st, _, body = parse(read_all(s, 3))
+    s.close()
+    point(st == 403 and b"unsupported_l7_protocol" in body and not upstream_saw("/smuggle/h2c"),
+          "h2c upgrade on a rest endpoint: 403 unsupported_l7_protocol", (st, body))
+    s, st0 = tunnel("api.test", 8443)
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    st, _, body = parse(read_all(s, 3))
+    s.close()
+    point(st0 == 200 and st == 403 and b"unsupported_l7_protocol" in body,
+          "HTTP/2 preface on a rest endpoint: 403 unsupported_l7_protocol", (st0, st, body))
+    s = tls_tunnel("api.test", 8443)
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    st, _, body = parse(read_all(s, 3))
+    s.close()
+    point(st == 403 and b"unsupported_l7_protocol" in body,
+          "HTTP/2 preface inside TLS on a rest endpoint: 403", (st, body))
+
+
+def t_oversized():
+    big = b"X-Big: " + b"a" * 9000 + b"\r\n"
+    st, _, body = exchange(b"GET http://api.test:8080/big HTTP/1.1\r\nHost: api.test:8080\r\n" +
+                           big + b"\r\n")
+    point(st == 431 and body == b"", "oversized head at the proxy's door: 431", st)
+    s = tls_tunnel("api.test", 8443)
+    s.sendall(b"GET /big HTTP/1.1\r\nHost: api.test:8443\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n")
+    st, _, _ = parse(read_all(s, 3))
+    s.close()
+    point(st == 431, "oversized head inside a tunnel: 431", st)
+
+
+def t_fronting():
+    s = tls_tunnel("api.test", 8443)
+    s.sendall(b"GET /front HTTP/1.1\r\nHost: other.test\r\n\r\n")
+    st, _, body = parse(read_all(s, 3))
+    s.close()
+    point(st == 403 and b"request_authority_mismatch" in body and not upstream_saw("/front"),
+          "domain fronting: Host differing from the CONNECT authority is denied", (st, body))
+    try:
+        s = tls_tunnel("api.test", 8443, sni="other.test")
+        s.close()
+        ok = False
+    except (ssl.SSLError, OSError):
+        ok = True
+    time.sleep(0.2)
+    point(ok and "stage=tls" in proxy_log() and "other.test" in proxy_log(),
+          "domain fronting: SNI differing from the CONNECT authority fails the handshake")
+
+
+def t_ssrf_and_upstream_faults():
+    st, _, body = exchange(b"GET http://loop.test:8080/ HTTP/1.1\r\nHost: loop.test:8080\r\n\r\n")
+    point(st == 403 and body.startswith(b'{"error":"ssrf_denied","detail":"GET loop.test:8080 '
+                                        b'blocked: '),
+          "SSRF: a declared name resolving to loopback is blocked", (st, body))
+    st, _, body = exchange(b"CONNECT loop.test:8080 HTTP/1.1\r\nHost: loop.test:8080\r\n\r\n")
+    point(st == 403 and body.startswith(b'{"error":"ssrf_denied","detail":"CONNECT loop.test:8080'
+                                        b' blocked: '),
+          "SSRF: CONNECT to a loopback answer is blocked", (st, body))
+    r = curl("http://%s:8080/by-ip" % E.up)
+    point('"/by-ip"' in r.stdout, "IP-literal endpoint declared in the policy is reachable",
+          r.stdout + r.stderr)
+    t0 = time.time()
+    st, _, body = exchange(b"GET http://api.test:8081/reset HTTP/1.1\r\nHost: api.test:8081\r\n\r\n")
+    point(st == 502 and b"upstream_unreachable" in body, "upstream reset: 502", (st, body))
+    t0 = time.time()
+    st, _, body = exchange(b"GET http://api.test:8082/stall HTTP/1.1\r\nHost: api.test:8082\r\n\r\n",
+                           15)
+    took = time.time() - t0
+    point(st == 504 and b"upstream_timeout" in body and took < 10,
+          "upstream stall: 504 after the response timeout", (st, body, took))
+    r = curl("--cacert", E.tmp + "/sandbox-ca.pem", "https://bad.test:8443/x")
+    time.sleep(0.2)
+    point(r.returncode != 0 and "certificate verify failed" in proxy_log(),
+          "upstream certificate for another name: refused", r.stderr)
+
+
+def t_cli():
+    proxy = [BIN, "applet", "openshell-proxy"]
+    r = run(proxy + ["--help"])
+    point(r.returncode == 0 and "--upstream-ca FILE" in r.stdout and "--listen-fd" in r.stdout,
+          "--help documents --upstream-ca and --listen-fd")
+    r = run(proxy + ["--listen", "127.0.0.1:0"])
+    point(r.returncode == 2 and "--policy" in r.stderr, "missing --policy: usage error (2)",
+          r.stderr)
+    bad = E.tmp + "/bad.yaml"
+    with open(bad, "w") as f:
+        f.write("network_policies:\n  x:\n    endpoints: 3\n")
+    r = run(proxy + ["--policy", bad, "--listen", "127.0.0.1:0"])
+    point(r.returncode == 1 and "bad.yaml" in r.stderr, "invalid policy: refuses to start",
+          r.stderr)
+    point(E.proxy.poll() is None, "the proxy survived every test")
+
+
+def main():
+    if os.geteuid() != 0:
+        skip_all("needs root for network namespaces")
+    for tool in ("ip", "openssl", "curl"):
+        if not shutil.which(tool):
+            skip_all("%s not installed" % tool)
+    if not BIN or not os.path.exists(BIN):
+        skip_all("OPENSHELL_BIN not set")
+    try:
+        setup()
+    except Exception as e:  # noqa: BLE001
+        teardown()
+        skip_all("cannot set up the network namespace: %s" % e)
+    try:
+        for t in (t_forward_and_deny_bodies, t_tunnels, t_inspected, t_keepalive, t_smuggling,
+                  t_oversized, t_fronting, t_ssrf_and_upstream_faults, t_cli):
+            try:
+                t()
+            except Exception as e:  # noqa: BLE001
+                point(False, t.__name__ + " raised", repr(e))
+    finally:
+        if any(not ok for ok, _, _ in results):
+            print("# proxy log tail:")
+            for line in proxy_log().splitlines()[-25:]:
+                print("# " + line)
+        teardown()
+    print("1..%d" % len(results))
+    sys.exit(0 if all(ok for ok, _, _ in results) else 1)
+
+
+if __name__ == "__main__":
+    main()
