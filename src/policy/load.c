@@ -1353,6 +1353,11 @@ ld_block(struct ld *l, const struct py_node *key, const struct py_node *n, struc
                             pb->path = path;
                             if (pg_has_meta(path))
                                 pb->g = ld_glob(l, path_n, path, '/', PG_PATH);
+                            else if (strpbrk(path, "?[{"))
+                                ld_warn(l, path_n,
+                                        "'%s' has glob characters but no '*': it is compared "
+                                        "literally",
+                                        path);
                         }
                         ld_pop(l, o4);
                     } else {
