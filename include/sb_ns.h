@@ -28,6 +28,7 @@
  * namespace can accept the agent's connections through them. Today it only
  * records that no listener exists.
  */
+#include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
 #include <sys/types.h>
@@ -40,6 +41,12 @@ struct sb_netns {
     int fd;                                 /* the agent netns (O_CLOEXEC), -1 if none */
     int listen_fds[SB_NETNS_MAX_LISTENERS]; /* created by the hook inside the netns */
     int nlisten;
+    /* private: the creating thread */
+    pthread_t thread;
+    bool running;
+    int proc_fd; /* /proc, opened before the thread starts */
+    int rc;
+    struct err err;
 };
 
 /* Namespace flags for the sandbox's PID 1 (without CLONE_NEWUSER). */
@@ -54,7 +61,12 @@ pid_t sb_ns_clone(unsigned long flags);
 int sb_ns_write_maps(pid_t pid, uid_t outer_uid, gid_t outer_gid, struct err *e);
 
 /* Create the agent's network namespace (see above) into NS. Returns 0 or
- * -errno with E set. */
+ * -errno with E set. sb_netns_begin() starts the work on its thread (it
+ * overlaps with building the filesystem view: creating a network namespace
+ * costs the kernel a few milliseconds) and sb_netns_end() waits for it;
+ * sb_netns_create() does both. /proc must be the host's at begin time. */
+int sb_netns_begin(struct sb_netns *ns, struct err *e);
+int sb_netns_end(struct sb_netns *ns, struct err *e);
 int sb_netns_create(struct sb_netns *ns, struct err *e);
 /* Close everything NS holds. */
 void sb_netns_fini(struct sb_netns *ns);

@@ -215,7 +215,7 @@ sv_pid1(struct sb_plan *p)
 {
     const int fwd[] = { SV_FORWARDED_SIGNALS };
     struct sb_mount_spec ms = { p->root, p->workdir, p->userns };
-    struct sb_netns ns = { -1, { -1 }, 0 };
+    struct sb_netns ns;
     struct sigaction sa;
     struct err e;
     struct buf report = BUF_INIT;
@@ -235,6 +235,9 @@ sv_pid1(struct sb_plan *p)
     setsid();
     if (sethostname(p->name, strlen(p->name)) < 0)
         setup_failed("sethostname", strerror(errno));
+    /* The network namespace is made on a thread while the view is built. */
+    if (sb_netns_begin(&ns, &e) < 0)
+        setup_failed("network namespace", e.msg);
     if (sb_mount_build(&ms, &e) < 0)
         setup_failed("filesystem view", e.msg);
     /* Fileless exec: memfds of this pid namespace are created
@@ -249,7 +252,7 @@ sv_pid1(struct sb_plan *p)
             setup_failed("vm.memfd_noexec", strerror(errno));
         log_debug("vm.memfd_noexec not settable in a user namespace: %s", strerror(errno));
     }
-    if (sb_netns_create(&ns, &e) < 0)
+    if (sb_netns_end(&ns, &e) < 0)
         setup_failed("network namespace", e.msg);
 
     if (p->ll_on) {

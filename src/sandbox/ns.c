@@ -71,64 +71,92 @@ sb_netns_proxy_hook(struct sb_netns *ns, struct err *e)
     return 0;
 }
 
-struct netns_job {
-    struct sb_netns *ns;
-    struct err *e;
-    int rc;
-};
-
-/* Runs on its own thread: only this thread moves into the new namespace. */
+/* Runs on its own thread: only this thread moves into the new namespace.
+ * It must not touch paths (the main thread may be pivoting the root):
+ * the namespace fd comes through the /proc fd opened beforehand. */
 static void *
 netns_thread(void *arg)
 {
-    struct netns_job *job = arg;
+    struct sb_netns *ns = arg;
     struct ifreq ifr;
     int s;
 
     if (unshare(CLONE_NEWNET) < 0) {
-        job->rc = err_errno(job->e, "unshare(CLONE_NEWNET)");
+        ns->rc = err_errno(&ns->err, "unshare(CLONE_NEWNET)");
         return NULL;
     }
     /* Loopback comes up down in a new namespace; 127.0.0.1 and ::1 appear
      * when it goes up. */
     s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s < 0) {
-        job->rc = err_errno(job->e, "socket for loopback setup");
+        ns->rc = err_errno(&ns->err, "socket for loopback setup");
         return NULL;
     }
     memset(&ifr, 0, sizeof(ifr));
     buf_copy_fixed(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
     if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0 ||
         (ifr.ifr_flags |= IFF_UP | IFF_RUNNING, ioctl(s, SIOCSIFFLAGS, &ifr) < 0)) {
-        job->rc = err_errno(job->e, "bring up loopback");
+        ns->rc = err_errno(&ns->err, "bring up loopback");
         close(s);
         return NULL;
     }
     close(s);
-    job->ns->fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (job->ns->fd < 0) {
-        job->rc = err_errno(job->e, "open /proc/thread-self/ns/net");
+    /* thread-self resolves in the pid namespace of that /proc mount. */
+    ns->fd = openat(ns->proc_fd, "thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (ns->fd < 0) {
+        ns->rc = err_errno(&ns->err, "open /proc/thread-self/ns/net");
         return NULL;
     }
-    job->rc = sb_netns_proxy_hook(job->ns, job->e);
+    ns->rc = sb_netns_proxy_hook(ns, &ns->err);
     return NULL;
+}
+
+int
+sb_netns_begin(struct sb_netns *ns, struct err *e)
+{
+    int rc;
+
+    ns->fd = -1;
+    ns->nlisten = 0;
+    ns->rc = 0;
+    ns->running = false;
+    err_clear(&ns->err);
+    ns->proc_fd = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (ns->proc_fd < 0)
+        return err_errno(e, "open /proc");
+    if ((rc = pthread_create(&ns->thread, NULL, netns_thread, ns)) != 0) {
+        close(ns->proc_fd);
+        ns->proc_fd = -1;
+        return err_set(e, rc, "pthread_create: %s", strerror(rc));
+    }
+    ns->running = true;
+    return 0;
+}
+
+int
+sb_netns_end(struct sb_netns *ns, struct err *e)
+{
+    if (ns->running) {
+        pthread_join(ns->thread, NULL);
+        ns->running = false;
+    }
+    if (ns->proc_fd >= 0)
+        close(ns->proc_fd);
+    ns->proc_fd = -1;
+    if (ns->rc < 0) {
+        int rc = err_set(e, ns->err.code, "%s", ns->err.msg);
+        sb_netns_fini(ns);
+        return rc;
+    }
+    return 0;
 }
 
 int
 sb_netns_create(struct sb_netns *ns, struct err *e)
 {
-    struct netns_job job = { ns, e, 0 };
-    pthread_t t;
-    int rc;
+    int rc = sb_netns_begin(ns, e);
 
-    ns->fd = -1;
-    ns->nlisten = 0;
-    if ((rc = pthread_create(&t, NULL, netns_thread, &job)) != 0)
-        return err_set(e, rc, "pthread_create: %s", strerror(rc));
-    pthread_join(t, NULL);
-    if (job.rc < 0)
-        sb_netns_fini(ns);
-    return job.rc;
+    return rc < 0 ? rc : sb_netns_end(ns, e);
 }
 
 void
