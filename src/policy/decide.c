@@ -58,9 +58,13 @@ static void __attribute__((format(printf, 2, 3))) txt_printf(struct txt *t, cons
 
 /* ------------------------------------------------------------------ candidates */
 
+#define CAND_LISTS 16
+
 struct cand_it {
-    struct pol_endpoint *const *l[3];
-    size_t n[3], i[3];
+    struct pol_endpoint *const *l[CAND_LISTS];
+    size_t n[CAND_LISTS], i[CAND_LISTS];
+    bool glob[CAND_LISTS]; /* entries need the host glob checked */
+    int nl;
 };
 
 /* Lower-case REQ's host into BUF (brackets of an IPv6 literal dropped).
@@ -88,28 +92,45 @@ norm_host(const char *host, char *buf)
 }
 
 static void
+cand_add(struct cand_it *it, const struct pol_hslot *s, bool glob)
+{
+    if (!s || !s->n)
+        return;
+    it->l[it->nl] = s->eps;
+    it->n[it->nl] = s->n;
+    it->glob[it->nl++] = glob;
+}
+
+/* Candidate endpoints for HOST: its exact slot, the wildcard slots of each
+ * of its suffixes (a wildcard's fixed part follows its first label), and
+ * the hostless endpoints. */
+static void
 cand_init(struct cand_it *it, const struct policy *p, const char *host, size_t hlen)
 {
-    memset(it, 0, sizeof(*it));
-    if (p->nhosts_cap && hlen) {
-        uint32_t h = pol_hash(host, hlen);
-        size_t mask = p->nhosts_cap - 1;
+    struct pol_hslot all = { .eps = p->wild, .n = p->nwild };
+    struct pol_hslot hl = { .eps = p->hostless, .n = p->nhostless };
+    int first_wild;
 
-        for (size_t i = h & mask;; i = (i + 1) & mask) {
-            const struct pol_hslot *s = &p->hosts[i];
-            if (!s->host)
-                break;
-            if (s->hash == h && !strcmp(s->host, host)) {
-                it->l[0] = s->eps;
-                it->n[0] = s->n;
+    it->nl = 0;
+    memset(it->i, 0, sizeof(it->i));
+    if (!hlen)
+        return;
+    cand_add(it, pol_hidx_get(&p->exact, host), false);
+    first_wild = it->nl;
+    if (p->nwild) {
+        for (const char *c = host; *c; c++) {
+            if (*c != '.')
+                continue;
+            if (it->nl == CAND_LISTS - 1) {
+                /* Absurdly many hits: fall back to every wildcard. */
+                it->nl = first_wild;
+                cand_add(it, &all, true);
                 break;
             }
+            cand_add(it, pol_hidx_get(&p->wildidx, c + 1), true);
         }
     }
-    it->l[1] = p->wild;
-    it->n[1] = p->nwild;
-    it->l[2] = p->hostless;
-    it->n[2] = p->nhostless;
+    cand_add(it, &hl, false);
 }
 
 static bool
@@ -137,7 +158,7 @@ cand_next(struct cand_it *it, const char *host, size_t hlen, unsigned port)
         int best = -1;
         const struct pol_endpoint *ep;
 
-        for (int k = 0; k < 3; k++)
+        for (int k = 0; k < it->nl; k++)
             if (it->i[k] < it->n[k] &&
                 (best < 0 || it->l[k][it->i[k]]->ordinal < it->l[best][it->i[best]]->ordinal))
                 best = k;
@@ -146,7 +167,7 @@ cand_next(struct cand_it *it, const char *host, size_t hlen, unsigned port)
         ep = it->l[best][it->i[best]++];
         if (!port_in(ep, port))
             continue;
-        if (best == 1 && pg_match(ep->hostg, host, hlen) != 1)
+        if (it->glob[best] && pg_match(ep->hostg, host, hlen) != 1)
             continue;
         return ep;
     }

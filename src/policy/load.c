@@ -1577,31 +1577,60 @@ ld_check_pair(struct ld *l, struct policy *p, const struct pol_endpoint *a,
 }
 
 /* Endpoints that can be hit by the same connection must agree on how it is
- * handled (reference §3.13). Exact hosts only meet their equals, so they are
- * compared within their host index slot; wildcard and hostless endpoints
- * against everything. */
+ * handled (reference §3.13). Only endpoints whose hosts can meet are
+ * compared: exact hosts within their index slot, a wildcard against the
+ * exact hosts below its fixed part and the wildcards sharing it, hostless
+ * endpoints against everything. */
 static void
 ld_ambiguity(struct ld *l, struct policy *p)
 {
-    size_t reported = l->errors;
+    size_t reported = l->errors, nkeys = 0;
+    struct pol_arena tmp;
+    struct pol_hkey *keys;
+    struct pol_hidx below;
 
-    for (size_t s = 0; s < p->nhosts_cap; s++) {
-        struct pol_hslot *h = &p->hosts[s];
+    for (size_t s = 0; s < p->exact.cap; s++) {
+        const struct pol_hslot *h = &p->exact.slots[s];
         for (size_t i = 0; h->host && i < h->n; i++)
-            for (size_t j = i + 1; j < h->n; j++)
+            for (size_t j = i + 1; j < h->n && l->errors - reported < 50; j++)
                 ld_check_pair(l, p, h->eps[i], h->eps[j]);
     }
-    for (size_t i = 0; i < p->neps; i++) {
-        const struct pol_endpoint *a = p->eps[i];
-        if (!a->hostg && *a->host)
-            continue;
+    for (size_t s = 0; s < p->wildidx.cap; s++) {
+        const struct pol_hslot *h = &p->wildidx.slots[s];
+        for (size_t i = 0; h->host && i < h->n; i++)
+            for (size_t j = i + 1; j < h->n && l->errors - reported < 50; j++)
+                ld_check_pair(l, p, h->eps[i], h->eps[j]);
+    }
+    /* Exact hosts by every suffix after a '.'. */
+    pol_arena_init(&tmp);
+    for (size_t i = 0; i < p->neps; i++)
+        if (!p->eps[i]->hostg && *p->eps[i]->host)
+            for (const char *c = p->eps[i]->host; *c; c++)
+                nkeys += *c == '.';
+    keys = pol_arena_alloc(&tmp, (nkeys ? nkeys : 1) * sizeof(*keys));
+    nkeys = 0;
+    for (size_t i = 0; i < p->neps; i++)
+        if (!p->eps[i]->hostg && *p->eps[i]->host)
+            for (const char *c = p->eps[i]->host; *c; c++)
+                if (*c == '.') {
+                    keys[nkeys].key = c + 1;
+                    keys[nkeys++].ep = p->eps[i];
+                }
+    pol_hidx_build(&tmp, &below, keys, nkeys);
+    for (size_t i = 0; i < p->nwild; i++) {
+        const struct pol_endpoint *a = p->wild[i];
+        const struct pol_hslot *h = pol_hidx_get(&below, strchr(a->host, '.') + 1);
+        for (size_t j = 0; h && j < h->n && l->errors - reported < 50; j++)
+            ld_check_pair(l, p, a, h->eps[j]);
+    }
+    pol_arena_fini(&tmp);
+    for (size_t i = 0; i < p->nhostless; i++)
         for (size_t j = 0; j < p->neps && l->errors - reported < 50; j++) {
             const struct pol_endpoint *b = p->eps[j];
-            if (i == j || ((b->hostg || !*b->host) && j < i))
+            if (b == p->hostless[i] || (!*b->host && b->ordinal < p->hostless[i]->ordinal))
                 continue;
-            ld_check_pair(l, p, a, b);
+            ld_check_pair(l, p, p->hostless[i], b);
         }
-    }
 }
 
 /* ------------------------------------------------------------------ index */
@@ -1612,28 +1641,11 @@ ld_cmp_block(const void *x, const void *y)
     return strcmp(((const struct pol_block *)x)->key, ((const struct pol_block *)y)->key);
 }
 
-static struct pol_hslot *
-ld_slot(struct policy *p, const char *host)
-{
-    uint32_t h = pol_hash(host, strlen(host));
-    size_t mask = p->nhosts_cap - 1;
-
-    for (size_t i = h & mask;; i = (i + 1) & mask) {
-        struct pol_hslot *s = &p->hosts[i];
-        if (!s->host) {
-            s->host = host;
-            s->hash = h;
-            return s;
-        }
-        if (s->hash == h && !strcmp(s->host, host))
-            return s;
-    }
-}
-
 static void
 ld_index(struct ld *l, struct policy *p)
 {
-    size_t nexact = 0, cap = 16;
+    struct pol_hkey *exact, *wild;
+    size_t nexact = 0;
 
     if (p->nblocks)
         qsort(p->blocks, p->nblocks, sizeof(*p->blocks), ld_cmp_block);
@@ -1654,35 +1666,30 @@ ld_index(struct ld *l, struct policy *p)
             else
                 nexact++;
         }
-    while (cap < nexact * 2)
-        cap *= 2;
-    p->nhosts_cap = cap;
-    p->hosts = pol_arena_alloc(l->a, cap * sizeof(*p->hosts));
     p->wild = pol_arena_alloc(l->a, (p->nwild ? p->nwild : 1) * sizeof(*p->wild));
     p->hostless = pol_arena_alloc(l->a, (p->nhostless ? p->nhostless : 1) * sizeof(*p->hostless));
+    exact = xcalloc(nexact ? nexact : 1, sizeof(*exact));
+    wild = xcalloc(p->nwild ? p->nwild : 1, sizeof(*wild));
     p->nwild = p->nhostless = 0;
-    /* Two passes over the exact hosts: count per slot, then fill. */
+    nexact = 0;
     for (size_t i = 0; i < p->neps; i++) {
         struct pol_endpoint *ep = p->eps[i];
-        if (ep->hostg)
+        if (ep->hostg) {
+            /* Validation guarantees '*' only in the first label and a '.'. */
+            wild[p->nwild].key = strchr(ep->host, '.') + 1;
+            wild[p->nwild].ep = ep;
             p->wild[p->nwild++] = ep;
-        else if (!*ep->host)
+        } else if (!*ep->host) {
             p->hostless[p->nhostless++] = ep;
-        else
-            ld_slot(p, ep->host)->n++;
-    }
-    for (size_t s = 0; s < cap; s++)
-        if (p->hosts[s].host) {
-            p->hosts[s].eps = pol_arena_alloc(l->a, p->hosts[s].n * sizeof(*p->hosts[s].eps));
-            p->hosts[s].n = 0;
-        }
-    for (size_t i = 0; i < p->neps; i++) {
-        struct pol_endpoint *ep = p->eps[i];
-        if (!ep->hostg && *ep->host) {
-            struct pol_hslot *s = ld_slot(p, ep->host);
-            s->eps[s->n++] = ep;
+        } else {
+            exact[nexact].key = ep->host;
+            exact[nexact++].ep = ep;
         }
     }
+    pol_hidx_build(l->a, &p->exact, exact, nexact);
+    pol_hidx_build(l->a, &p->wildidx, wild, p->nwild);
+    free(exact);
+    free(wild);
 }
 
 /* ------------------------------------------------------------------ top level */

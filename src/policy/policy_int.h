@@ -174,6 +174,22 @@ struct pol_hslot {
     size_t n;
 };
 
+/* A string -> endpoints index (open addressing; capacity a power of two). */
+struct pol_hidx {
+    struct pol_hslot *slots;
+    size_t cap;
+};
+
+struct pol_hkey {
+    const char *key; /* NUL-terminated, lives as long as the index */
+    struct pol_endpoint *ep;
+};
+
+/* Build H from N keys (given in ordinal order; each slot keeps that order). */
+void pol_hidx_build(struct pol_arena *a, struct pol_hidx *h, const struct pol_hkey *keys, size_t n);
+/* The slot for KEY, or NULL. Never allocates. */
+const struct pol_hslot *pol_hidx_get(const struct pol_hidx *h, const char *key);
+
 struct policy {
     int refs; /* atomic */
     struct pol_arena arena;
@@ -190,8 +206,8 @@ struct policy {
     size_t nblocks;
     struct pol_endpoint **eps; /* all endpoints in ordinal order */
     size_t neps;
-    struct pol_hslot *hosts;    /* exact hosts */
-    size_t nhosts_cap;          /* power of two */
+    struct pol_hidx exact;      /* exact host -> endpoints */
+    struct pol_hidx wildidx;    /* wildcard: fixed part after the first label -> endpoints */
     struct pol_endpoint **wild; /* wildcard-host endpoints, ordinal order */
     size_t nwild;
     struct pol_endpoint **hostless; /* hostless (allowed_ips) endpoints */

@@ -157,3 +157,59 @@ pol_hash(const char *s, size_t n)
     }
     return h;
 }
+
+void
+pol_hidx_build(struct pol_arena *a, struct pol_hidx *h, const struct pol_hkey *keys, size_t n)
+{
+    size_t cap = 16;
+
+    while (cap < n * 2)
+        cap *= 2;
+    h->cap = cap;
+    h->slots = pol_arena_alloc(a, cap * sizeof(*h->slots));
+    /* Two passes: count per slot, then fill in the given order. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t k = 0; k < n; k++) {
+            uint32_t hash = pol_hash(keys[k].key, strlen(keys[k].key));
+            size_t i = hash & (cap - 1);
+            struct pol_hslot *s;
+
+            for (;; i = (i + 1) & (cap - 1)) {
+                s = &h->slots[i];
+                if (!s->host || (s->hash == hash && !strcmp(s->host, keys[k].key)))
+                    break;
+            }
+            if (!s->host) {
+                s->host = keys[k].key;
+                s->hash = hash;
+            }
+            if (pass == 0)
+                s->n++;
+            else
+                s->eps[s->n++] = keys[k].ep;
+        }
+        if (pass == 0)
+            for (size_t i = 0; i < cap; i++)
+                if (h->slots[i].host) {
+                    h->slots[i].eps = pol_arena_alloc(a, h->slots[i].n * sizeof(*h->slots[i].eps));
+                    h->slots[i].n = 0;
+                }
+    }
+}
+
+const struct pol_hslot *
+pol_hidx_get(const struct pol_hidx *h, const char *key)
+{
+    uint32_t hash;
+
+    if (!h->cap)
+        return NULL;
+    hash = pol_hash(key, strlen(key));
+    for (size_t i = hash & (h->cap - 1);; i = (i + 1) & (h->cap - 1)) {
+        const struct pol_hslot *s = &h->slots[i];
+        if (!s->host)
+            return NULL;
+        if (s->hash == hash && !strcmp(s->host, key))
+            return s;
+    }
+}
