@@ -51,8 +51,9 @@
 #include "tls.h"
 #include "xfuncs.h"
 
-#define PX_HIGH (256 * 1024) /* a relay's output bound: stop reading the other side */
-#define PX_MAX_ADDRS 16      /* resolved addresses kept */
+#define PX_HIGH (256 * 1024)    /* a relay's output bound: stop reading the other side */
+#define PX_MAX_ADDRS 16         /* resolved addresses kept */
+#define PX_IO_CHUNK (64 * 1024) /* largest single read or write on a socket */
 
 enum px_state {
     PX_HEAD = 0,
@@ -749,14 +750,19 @@ px_dial_next(struct px_conn *c)
     px_reply_json(c, 502, "Bad Gateway", "upstream_unreachable", detail, NULL);
 }
 
+/* Every socket of a relay: no Nagle delay (reference 7.1), and reads and
+ * writes of up to PX_IO_CHUNK per call (libevent's default 16 KiB caps a
+ * tunnel's throughput at a fraction of the link's). */
 static void
-px_nodelay(struct bufferevent *bev)
+px_tune(struct bufferevent *bev)
 {
     int one = 1;
     evutil_socket_t fd = bufferevent_getfd(bev);
 
     if (fd >= 0)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    bufferevent_set_max_single_read(bev, PX_IO_CHUNK);
+    bufferevent_set_max_single_write(bev, PX_IO_CHUNK);
 }
 
 /* ------------------------------------------------------------ relays */
@@ -802,7 +808,7 @@ px_start_raw(struct px_conn *c)
 static void
 px_upstream_connected(struct px_conn *c)
 {
-    px_nodelay(c->up);
+    px_tune(c->up);
     bufferevent_setwatermark(c->up, EV_WRITE, PX_HIGH / 2, 0);
     evtimer_del(c->timer);
     if (c->tunnel) {
@@ -1561,7 +1567,7 @@ px_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, i
     bufferevent_setcb(c->cli, px_cli_read, px_cli_write, px_cli_event, c);
     bufferevent_setwatermark(c->cli, EV_WRITE, PX_HIGH / 2, 0);
     bufferevent_setwatermark(c->cli, EV_READ, 0, PX_HIGH);
-    px_nodelay(c->cli);
+    px_tune(c->cli);
     bufferevent_enable(c->cli, EV_READ | EV_WRITE);
     c->start_ms = loop_now_ms(s->loop);
     px_touch(c);

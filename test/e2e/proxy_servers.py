@@ -8,7 +8,8 @@
 # ADDR:8443  the same over TLS (CERT/KEY from the test CA)
 # ADDR:8081  accepts, reads, then resets the connection (RST)
 # ADDR:8082  accepts, reads, and never answers (a stalled upstream)
-# ADDR:8090  TCP echo (raw tunnel throughput)
+# ADDR:8090  TCP echo
+# ADDR:8091  byte source: reads "N\n", sends N bytes, closes (bench/proxy)
 #
 # Every request line that reaches the HTTP servers is appended to LOG, so a
 # test can prove that a refused request never went upstream.
@@ -26,6 +27,7 @@ log_lock = threading.Lock()
 
 class Echo(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
 
     def log_message(self, fmt, *args):
         pass
@@ -127,12 +129,27 @@ def echo(c):
     c.close()
 
 
+def source(c):
+    f = c.makefile("rb")
+    try:
+        n = int(f.readline())
+        chunk = memoryview(b"\x5a" * (1 << 20))
+        while n > 0:
+            k = min(n, len(chunk))
+            c.sendall(chunk[:k])
+            n -= k
+    except (OSError, ValueError):
+        pass
+    c.close()
+
+
 for target, args in (
     (serve_http, (8080, False)),
     (serve_http, (8443, True)),
     (raw_server, (8081, resetter)),
     (raw_server, (8082, staller)),
     (raw_server, (8090, echo)),
+    (raw_server, (8091, source)),
 ):
     threading.Thread(target=target, args=args, daemon=True).start()
 print("ready", flush=True)
