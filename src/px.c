@@ -115,6 +115,9 @@ struct px_conn {
     struct event *timer;
     uint64_t last_active_ms;
     uint64_t closing_since_ms;
+    bool drain_both;      /* CLOSING flushes the upstream's output too */
+    bool cli_eof, up_eof; /* raw relay half-closes */
+    bool cli_shut, up_shut;
 
     /* The decision this connection (tunnel) or request (forward) runs under. */
     struct policy *pol;
@@ -411,16 +414,27 @@ px_conn_kill(struct px_conn *c)
     px_wake(c);
 }
 
-/* Bytes queued for the client, TLS records below the filter included. */
+/* Bytes queued for writing on BEV, TLS records below a filter included. */
 static size_t
-px_cli_pending(struct px_conn *c)
+px_pending(struct bufferevent *bev, bool tls)
 {
-    size_t n = evbuffer_get_length(bufferevent_get_output(c->cli));
-    struct bufferevent *under = c->cli_tls ? bufferevent_get_underlying(c->cli) : NULL;
+    size_t n;
+    struct bufferevent *under;
 
+    if (!bev)
+        return 0;
+    n = evbuffer_get_length(bufferevent_get_output(bev));
+    under = tls ? bufferevent_get_underlying(bev) : NULL;
     if (under)
         n += evbuffer_get_length(bufferevent_get_output(under));
     return n;
+}
+
+static size_t
+px_cli_pending(struct px_conn *c)
+{
+    return px_pending(c->cli, c->cli_tls != NULL) +
+           (c->drain_both ? px_pending(c->up, c->up_tls != NULL) : 0);
 }
 
 /* Close after what is queued for the client has been written: checked on
@@ -449,6 +463,73 @@ px_conn_close(struct px_conn *c)
     bufferevent_setwatermark(c->cli, EV_WRITE, 0, 0);
     bufferevent_enable(c->cli, EV_WRITE);
     evtimer_add(c->timer, &tv);
+}
+
+/* Close a relay once both directions' queued bytes are written (at most
+ * 5 s). */
+static void
+px_conn_drain(struct px_conn *c)
+{
+    struct timeval tv = { 0, 20000 };
+
+    if (c->dead || c->state == PX_CLOSING)
+        return;
+    c->state = PX_CLOSING;
+    c->drain_both = true;
+    if (px_cli_pending(c) == 0) {
+        px_conn_kill(c);
+        return;
+    }
+    c->closing_since_ms = px_now(c);
+    bufferevent_disable(c->cli, EV_READ);
+    bufferevent_setwatermark(c->cli, EV_WRITE, 0, 0);
+    if (c->up) {
+        bufferevent_disable(c->up, EV_READ);
+        bufferevent_setwatermark(c->up, EV_WRITE, 0, 0);
+    }
+    evtimer_add(c->timer, &tv);
+}
+
+static void px_copy(struct px_conn *c, struct bufferevent *src, struct bufferevent *dst,
+                    uint64_t *count);
+
+/* Half-closes in a raw relay over plain sockets: an EOF from one side
+ * becomes a shutdown(SHUT_WR) towards the other once what it sent has been
+ * written, and the relay ends when both directions are done. */
+static void
+px_raw_eof_step(struct px_conn *c)
+{
+    if (c->cli_eof && !c->up_shut && px_pending(c->up, false) == 0) {
+        shutdown(bufferevent_getfd(c->up), SHUT_WR);
+        c->up_shut = true;
+    }
+    if (c->up_eof && !c->cli_shut && px_pending(c->cli, false) == 0) {
+        shutdown(bufferevent_getfd(c->cli), SHUT_WR);
+        c->cli_shut = true;
+    }
+    if (c->up_shut && c->cli_shut)
+        px_conn_kill(c);
+}
+
+/* One side of a raw relay reached EOF (FROM_CLI: the client). */
+static void
+px_raw_eof(struct px_conn *c, bool from_cli)
+{
+    if (from_cli) {
+        px_copy(c, c->cli, c->up, &c->bytes_up);
+        c->cli_eof = true;
+        bufferevent_setwatermark(c->up, EV_WRITE, 0, 0);
+    } else {
+        px_copy(c, c->up, c->cli, &c->bytes_down);
+        c->up_eof = true;
+        bufferevent_setwatermark(c->cli, EV_WRITE, 0, 0);
+    }
+    /* Over TLS a half-close has no clean equivalent: flush and end. */
+    if (c->cli_tls || c->up_tls) {
+        px_conn_drain(c);
+        return;
+    }
+    px_raw_eof_step(c);
 }
 
 static void px_handle_dns(struct px_conn *c);
@@ -1409,6 +1490,11 @@ px_cli_write(struct bufferevent *bev, void *arg)
             px_conn_kill(c);
         return;
     }
+    if (c->state == PX_RAW && (c->cli_eof || c->up_eof)) {
+        px_raw_eof_step(c);
+        if (c->dead || c->up_eof)
+            return;
+    }
     /* The client drained: the upstream may be read again. */
     if (c->up && (c->state == PX_RAW || (c->state == PX_REQ && c->have_req))) {
         px_resume(c->up, c->up_tls != NULL);
@@ -1439,9 +1525,9 @@ px_cli_event(struct bufferevent *bev, short what, void *arg)
         else
             log_info("conn %llu: %s", (unsigned long long)c->id, tls_conn_error(c->cli_tls));
     }
-    if (c->state == PX_RAW && (what & BEV_EVENT_EOF) && c->up) {
-        /* Client finished: flush what it sent, then close. */
-        px_copy(c, c->cli, c->up, &c->bytes_up);
+    if (c->state == PX_RAW && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->up) {
+        px_raw_eof(c, true);
+        return;
     }
     px_conn_kill(c);
 }
@@ -1468,6 +1554,16 @@ px_up_write(struct bufferevent *bev, void *arg)
     (void)bev;
     if (c->dead)
         return;
+    if (c->state == PX_CLOSING) {
+        if (px_cli_pending(c) == 0)
+            px_conn_kill(c);
+        return;
+    }
+    if (c->state == PX_RAW && (c->cli_eof || c->up_eof)) {
+        px_raw_eof_step(c);
+        if (c->dead || c->cli_eof)
+            return;
+    }
     if (c->state == PX_RAW || (c->state == PX_REQ && !c->req_body_done)) {
         px_resume(c->cli, c->cli_tls != NULL);
         px_process_input(c);
@@ -1498,9 +1594,12 @@ px_up_event(struct bufferevent *bev, short what, void *arg)
     }
     if (c->up_tls && (what & BEV_EVENT_ERROR) && tls_conn_error(c->up_tls)[0])
         px_log_decision(c, "error", "upstream_tls", NULL, NULL, tls_conn_error(c->up_tls));
+    if (c->state == PX_RAW && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)) {
+        px_raw_eof(c, false);
+        return;
+    }
     if (c->state == PX_RAW) {
-        px_copy(c, c->up, c->cli, &c->bytes_down);
-        px_conn_close(c);
+        px_conn_kill(c);
         return;
     }
     if (c->state == PX_REQ && c->have_req) {

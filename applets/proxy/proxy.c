@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "../applets.h"
@@ -125,6 +126,20 @@ proxy_write_file(const char *path, const struct buf *b)
     if (write_full(fd, b->data, b->len) < 0)
         die_errno("write %s", path);
     close(fd);
+}
+
+/* Every tunnel holds two descriptors: lift the soft limit to the hard one
+ * so thousands of connections fit (the default 1024 would not). */
+static void
+proxy_raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            log_warn("raising the descriptor limit");
+    }
 }
 
 static void
@@ -258,6 +273,7 @@ proxy_main(int argc, char **argv)
 
     proxy_parse(argc, argv, &o);
     signal(SIGPIPE, SIG_IGN);
+    proxy_raise_nofile();
     policy_diags_init(&d);
     rc = policy_load_file(o.policy, &pol, &d, &e);
     for (size_t i = 0; i < d.n; i++)

@@ -321,6 +321,15 @@ def t_tunnels():
     s.close()
     point(st == 200 and got == b"\x00\x01raw-bytes-through", "CONNECT: raw bytes relayed both ways",
           (st, got))
+    # Half-close: the client ends its side, the echo still comes back whole.
+    s, st = tunnel("api.test", 8090)
+    blob = os.urandom(1 << 20)
+    s.sendall(blob)
+    s.shutdown(socket.SHUT_WR)
+    got = read_all(s, 10)
+    s.close()
+    point(st == 200 and got == blob, "CONNECT: half-close relays the rest of the reply",
+          (st, len(got)))
     r = curl("-p", "http://api.test:8099/")
     st, h, body = exchange(b"CONNECT api.test:8099 HTTP/1.1\r\nHost: api.test:8099\r\n\r\n")
     point(st == 502 and b'"upstream_unreachable"' in body and b"api.test:8099" in body,
@@ -533,6 +542,35 @@ def t_ssrf_and_upstream_faults():
           "upstream certificate for another name: refused", r.stderr)
 
 
+def t_many_idle():
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2000
+    if hard < want + 100:
+        point(True, "2000 idle connections # SKIP descriptor limit %d" % hard)
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    idle = []
+    try:
+        for i in range(want):
+            c = connect()
+            if i % 2:
+                c.sendall(b"GET http://api.test:8080/partial")  # an unfinished head
+            idle.append(c)
+        r = curl("http://api.test:8080/while-busy")
+        ok = '"/while-busy"' in r.stdout
+        s, st = tunnel("api.test", 8090)
+        s.sendall(b"ping")
+        s.settimeout(5)
+        ok2 = st == 200 and s.recv(4) == b"ping"
+        s.close()
+    finally:
+        for c in idle:
+            c.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    point(ok and ok2, "2000 idle connections do not stop new requests", r.stderr)
+
+
 def t_cli():
     proxy = [BIN, "applet", "openshell-proxy"]
     r = run(proxy + ["--help"])
@@ -565,7 +603,7 @@ def main():
         skip_all("cannot set up the network namespace: %s" % e)
     try:
         for t in (t_forward_and_deny_bodies, t_tunnels, t_inspected, t_keepalive, t_smuggling,
-                  t_oversized, t_fronting, t_ssrf_and_upstream_faults, t_cli):
+                  t_oversized, t_fronting, t_ssrf_and_upstream_faults, t_many_idle, t_cli):
             try:
                 t()
             except Exception as e:  # noqa: BLE001
