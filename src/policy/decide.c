@@ -300,7 +300,8 @@ policy_decide_l4(const struct policy *p, const struct policy_request *req,
         return 0;
     }
     if (!any) {
-        txt_printf(&t, "endpoint %s:%u is not allowed by any policy", req->host ? req->host : "",
+        /* The proxy lower-cases the host before deciding; so do reasons. */
+        txt_printf(&t, "endpoint %s:%u is not allowed by any policy", hl > 0 ? host : "",
                    req->port);
         return -EACCES;
     }
@@ -458,7 +459,7 @@ policy_decide_l7(const struct policy *p, const struct policy_request *req,
         }
     }
     if (!any) {
-        txt_printf(&t, "connection to %s:%u is not allowed by policy", req->host ? req->host : "",
+        txt_printf(&t, "connection to %s:%u is not allowed by policy", hl > 0 ? host : "",
                    req->port);
         return -EACCES;
     }
@@ -524,6 +525,9 @@ policy_decide_l7(const struct policy *p, const struct policy_request *req,
     }
     if (!sel) {
         txt_printf(&t, "no L7 endpoint path matched request");
+        /* The reference's forward proxy words it differently; say both. */
+        if (req->transport == POLICY_TRANSPORT_FORWARD)
+            txt_printf(&t, ": %s %s did not match an L7 endpoint path", method, path);
         return -EACCES;
     }
     out->policy = p->blocks[sel->block].key;
@@ -663,8 +667,11 @@ policy_ssrf_check(const struct policy *p, const struct policy_request *req,
         }
         return POLICY_SSRF_OK;
     }
-    /* 3. The host is an IP literal: only that address. */
-    if (policy_addr_parse(host, &lit) == 0 && !pol_addr_always_blocked(&lit)) {
+    /* 3. The host is an IP literal: only that address (never a loopback,
+     * link-local or unspecified one). */
+    if (policy_addr_parse(host, &lit) == 0) {
+        if (pol_addr_always_blocked(&lit))
+            return POLICY_SSRF_INTERNAL;
         if (control_plane_port(req->port))
             return POLICY_SSRF_INTERNAL;
         for (size_t i = 0; i < n; i++)
@@ -732,7 +739,10 @@ policy_decide(const struct policy *p, const struct policy_request *req, struct p
         if (check)
             k = policy_ssrf_check(p, req, addrs, n, NULL);
         if (k != POLICY_SSRF_OK) {
-            txt_printf(&t, "CONNECT %s:%u blocked: %s", req->host ? req->host : "", req->port,
+            char host[HOST_MAX];
+            int hl = norm_host(req->host, host);
+
+            txt_printf(&t, "CONNECT %s:%u blocked: %s", hl > 0 ? host : "", req->port,
                        policy_ssrf_kind(k));
             return -EACCES;
         }
