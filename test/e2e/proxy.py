@@ -399,6 +399,32 @@ def t_inspected():
           "inspected: the canonical path is what goes upstream", body)
 
 
+def t_websocket():
+    s = tls_tunnel("api.test", 8443)
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: api.test:8443\r\nConnection: Upgrade\r\n"
+              b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    head = b""
+    s.settimeout(5)
+    while b"\r\n\r\n" not in head:
+        d = s.recv(1)
+        if not d:
+            break
+        head += d
+    st, h, _ = parse(head)
+    s.sendall(b"\x81\x85frame")
+    got = b""
+    while len(got) < 7:
+        d = s.recv(64)
+        if not d:
+            break
+        got += d
+    s.close()
+    point(st == 101 and h.get("sec-websocket-accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+          and got == b"\x81\x85frame",
+          "WebSocket upgrade on an allowed GET is relayed (inspected endpoint)", (st, h, got))
+
+
 def t_keepalive():
     cacert = E.tmp + "/sandbox-ca.pem"
     r = curl("-v", "--cacert", cacert, "https://api.test:8443/k1", "https://api.test:8443/k2")
@@ -602,7 +628,8 @@ def main():
         teardown()
         skip_all("cannot set up the network namespace: %s" % e)
     try:
-        for t in (t_forward_and_deny_bodies, t_tunnels, t_inspected, t_keepalive, t_smuggling,
+        for t in (t_forward_and_deny_bodies, t_tunnels, t_inspected, t_websocket, t_keepalive,
+                  t_smuggling,
                   t_oversized, t_fronting, t_ssrf_and_upstream_faults, t_many_idle, t_cli):
             try:
                 t()

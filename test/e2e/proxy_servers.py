@@ -13,6 +13,8 @@
 #
 # Every request line that reaches the HTTP servers is appended to LOG, so a
 # test can prove that a refused request never went upstream.
+import base64
+import hashlib
 import http.server
 import json
 import socket
@@ -32,7 +34,30 @@ class Echo(http.server.BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
+    def websocket(self):
+        # The opening handshake (RFC 6455 4.2.2), then a raw byte echo: the
+        # proxy relays upgraded connections without parsing frames.
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept.decode())
+        self.end_headers()
+        self.wfile.flush()
+        while True:
+            d = self.connection.recv(65536)
+            if not d:
+                break
+            self.connection.sendall(d)
+        self.close_connection = True
+
     def handle_any(self):
+        if self.headers.get("Upgrade", "").lower() == "websocket":
+            with log_lock, open(LOG, "a") as f:
+                f.write("%s %s %s\n" % (self.command, self.path, self.headers.get("Host")))
+            return self.websocket()
         n = int(self.headers.get("Content-Length") or 0)
         body = b""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
