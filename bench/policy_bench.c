@@ -60,15 +60,17 @@ gen_policy(struct buf *b, int nblocks)
         }
         buf_printf(b, "      - host: \"*.cdn%d.example.net\"\n        port: 443\n", i);
         if (i % 5 == 0)
-            buf_printf(b, "      - host: ro%d.example.org\n        port: 443\n"
-                          "        protocol: rest\n        access: read-only\n",
+            buf_printf(b,
+                       "      - host: ro%d.example.org\n        port: 443\n"
+                       "        protocol: rest\n        access: read-only\n",
                        i);
         else
             buf_printf(b, "      - host: git%d.example.org\n        ports: [22, 443]\n", i);
-        buf_printf(b,
-                   "    binaries:\n      - path: /usr/bin/tool%d\n      - path: /usr/local/bin/agent%d\n"
-                   "      - path: \"/opt/app%d/**\"\n",
-                   i, i % 50, i);
+        buf_printf(
+            b,
+            "    binaries:\n      - path: /usr/bin/tool%d\n      - path: /usr/local/bin/agent%d\n"
+            "      - path: \"/opt/app%d/**\"\n",
+            i, i % 50, i);
     }
 }
 
@@ -116,8 +118,9 @@ gen_requests(struct breq *r, int n, int nblocks)
             snprintf(r[i].binary, sizeof(r[i].binary), "/usr/bin/tool%d", blk & ~1);
             r[i].method = kind == 5 ? "GET" : "POST";
             snprintf(r[i].target, sizeof(r[i].target),
-                     kind == 5 ? "/v1/repos/r%d/issues?state=open" :
-                     kind == 6 ? "/v1/repos/r%d/pulls" : "/v1/repos/r%d/admin/x/../y",
+                     kind == 5   ? "/v1/repos/r%d/issues?state=open"
+                     : kind == 6 ? "/v1/repos/r%d/pulls"
+                                 : "/v1/repos/r%d/admin/x/../y",
                      blk);
             break;
         }
@@ -198,8 +201,8 @@ main(void)
         lat[i] = now_ns() - t0;
     }
     qsort(lat, NREQ, sizeof(*lat), cmp_double);
-    printf("policy: 500 blocks, %zu bytes of YAML; %d requests (%d L7, %d L4), %d allowed\n",
-           b.len, NREQ, nl7, NREQ - nl7, allow);
+    printf("policy: 500 blocks, %zu bytes of YAML; %d requests (%d L7, %d L4), %d allowed\n", b.len,
+           NREQ, nl7, NREQ - nl7, allow);
     printf("decisions/s:        %.0f (best of %d passes)\n", NREQ / (best / 1e9), ROUNDS);
     printf("per decision:       p50 %.0f ns, p99 %.0f ns, max %.0f ns (budget: p50 < 2000 ns)\n",
            lat[NREQ / 2], lat[NREQ * 99 / 100], lat[NREQ - 1]);
