@@ -27,6 +27,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/dns.h>
@@ -51,9 +52,10 @@
 #include "tls.h"
 #include "xfuncs.h"
 
-#define PX_HIGH (256 * 1024)    /* a relay's output bound: stop reading the other side */
-#define PX_MAX_ADDRS 16         /* resolved addresses kept */
-#define PX_IO_CHUNK (64 * 1024) /* largest single read or write on a socket */
+#define PX_HIGH (256 * 1024)        /* a relay's output bound: stop reading the other side */
+#define PX_MAX_ADDRS 16             /* resolved addresses kept */
+#define PX_IO_CHUNK (64 * 1024)     /* largest single read or write on a socket */
+#define PX_SPLICE_PIPE (256 * 1024) /* pipe size per spliced direction */
 
 enum px_state {
     PX_HEAD = 0,
@@ -81,6 +83,22 @@ struct px_listener {
 };
 
 struct px_conn;
+
+/* One direction of a spliced relay: SRC -> pipe -> DST (fds borrowed from
+ * the connection's bufferevents). */
+struct px_splice_dir {
+    struct px_conn *c;
+    int src, dst;
+    int pipe[2];
+    size_t inpipe; /* bytes in the pipe not yet written to DST */
+    bool eof, done;
+    struct event *rd, *wr;
+    uint64_t *count;
+};
+
+struct px_splice {
+    struct px_splice_dir d[2]; /* [0] client -> upstream, [1] upstream -> client */
+};
 
 struct px_server {
     struct loop *loop;
@@ -118,6 +136,9 @@ struct px_conn {
     bool drain_both;      /* CLOSING flushes the upstream's output too */
     bool cli_eof, up_eof; /* raw relay half-closes */
     bool cli_shut, up_shut;
+    /* Raw relay between two plain sockets runs in the kernel (splice). */
+    bool splice_pending; /* waiting for the bufferevents' output to drain */
+    struct px_splice *sp;
 
     /* The decision this connection (tunnel) or request (forward) runs under. */
     struct policy *pol;
@@ -156,6 +177,7 @@ struct px_conn {
 };
 
 static void px_conn_close(struct px_conn *c);
+static void px_splice_free(struct px_conn *c);
 static void px_process_input(struct px_conn *c);
 static void px_pump_response(struct px_conn *c);
 static void px_cli_read(struct bufferevent *bev, void *arg);
@@ -379,6 +401,7 @@ px_conn_free(struct px_conn *c)
            "bytes_down", down, "duration_ms", ms, "requests", nreq, NULL);
     if (c->dns_req)
         evdns_getaddrinfo_cancel(c->dns_req);
+    px_splice_free(c);
     if (c->cli)
         bufferevent_free(c->cli);
     if (c->up)
@@ -406,6 +429,11 @@ px_conn_kill(struct px_conn *c)
     if (c->dead)
         return;
     c->dead = true;
+    if (c->sp)
+        for (int i = 0; i < 2; i++) {
+            event_del(c->sp->d[i].rd);
+            event_del(c->sp->d[i].wr);
+        }
     if (c->cli)
         bufferevent_disable(c->cli, EV_READ | EV_WRITE);
     if (c->up)
@@ -871,12 +899,167 @@ px_copy(struct px_conn *c, struct bufferevent *src, struct bufferevent *dst, uin
     px_touch(c);
 }
 
+/* ------------------------------------------------------------ splice */
+
+static void
+px_splice_free(struct px_conn *c)
+{
+    struct px_splice *sp = c->sp;
+
+    if (!sp)
+        return;
+    for (int i = 0; i < 2; i++) {
+        struct px_splice_dir *d = &sp->d[i];
+
+        if (d->rd)
+            event_free(d->rd);
+        if (d->wr)
+            event_free(d->wr);
+        if (d->pipe[0] >= 0)
+            close(d->pipe[0]);
+        if (d->pipe[1] >= 0)
+            close(d->pipe[1]);
+    }
+    free(sp);
+    c->sp = NULL;
+}
+
+/* Move what can move in direction D without blocking; arm the event that
+ * lets it continue. */
+static void
+px_splice_pump(struct px_splice_dir *d)
+{
+    struct px_conn *c = d->c;
+    const unsigned fl = SPLICE_F_NONBLOCK | SPLICE_F_MOVE;
+    ssize_t n;
+
+    for (;;) {
+        while (d->inpipe) {
+            n = splice(d->pipe[0], NULL, d->dst, NULL, d->inpipe, fl);
+            if (n > 0) {
+                d->inpipe -= (size_t)n;
+                *d->count += (uint64_t)n;
+                px_touch(c);
+                continue;
+            }
+            if (n < 0 && errno == EAGAIN) {
+                event_del(d->rd);
+                event_add(d->wr, NULL);
+                return;
+            }
+            log_debug("conn %llu: relay write: %s", (unsigned long long)c->id,
+                      n < 0 ? strerror(errno) : "closed");
+            px_conn_kill(c);
+            return;
+        }
+        event_del(d->wr);
+        if (d->eof) {
+            /* Everything SRC sent has been written: pass the half-close on. */
+            shutdown(d->dst, SHUT_WR);
+            d->done = true;
+            event_del(d->rd);
+            if (c->sp->d[0].done && c->sp->d[1].done)
+                px_conn_kill(c);
+            return;
+        }
+        n = splice(d->src, NULL, d->pipe[1], NULL, PX_SPLICE_PIPE, fl);
+        if (n > 0) {
+            d->inpipe += (size_t)n;
+            continue;
+        }
+        if (n == 0) {
+            d->eof = true;
+            continue;
+        }
+        if (errno == EAGAIN) {
+            event_add(d->rd, NULL);
+            return;
+        }
+        log_debug("conn %llu: relay read: %s", (unsigned long long)c->id, strerror(errno));
+        px_conn_kill(c);
+        return;
+    }
+}
+
+static void
+px_splice_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_splice_dir *d = arg;
+
+    (void)fd;
+    (void)what;
+    if (d->c->dead)
+        return;
+    px_splice_pump(d);
+}
+
+/* Switch a raw relay to splice once the bufferevents have nothing queued;
+ * without pipes (descriptor limit) it stays on bufferevents. */
+static void
+px_splice_maybe_start(struct px_conn *c)
+{
+    struct px_splice *sp;
+    int fds[2] = { bufferevent_getfd(c->cli), bufferevent_getfd(c->up) };
+
+    if (!c->splice_pending || px_pending(c->cli, false) || px_pending(c->up, false))
+        return;
+    c->splice_pending = false;
+    sp = xcalloc(1, sizeof(*sp));
+    for (int i = 0; i < 2; i++) {
+        struct px_splice_dir *d = &sp->d[i];
+
+        d->c = c;
+        d->src = fds[i];
+        d->dst = fds[1 - i];
+        d->count = i == 0 ? &c->bytes_up : &c->bytes_down;
+        d->pipe[0] = d->pipe[1] = -1;
+        if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+            log_debug("conn %llu: pipe: %s; relaying in user space", (unsigned long long)c->id,
+                      strerror(errno));
+            c->sp = sp;
+            px_splice_free(c);
+            bufferevent_setwatermark(c->cli, EV_WRITE, PX_HIGH / 2, 0);
+            bufferevent_setwatermark(c->up, EV_WRITE, PX_HIGH / 2, 0);
+            bufferevent_enable(c->cli, EV_READ);
+            bufferevent_enable(c->up, EV_READ);
+            return;
+        }
+        fcntl(d->pipe[1], F_SETPIPE_SZ, PX_SPLICE_PIPE);
+        d->rd = event_new(c->srv->base, d->src, EV_READ | EV_PERSIST, px_splice_cb, d);
+        d->wr = event_new(c->srv->base, d->dst, EV_WRITE | EV_PERSIST, px_splice_cb, d);
+    }
+    c->sp = sp;
+    bufferevent_disable(c->cli, EV_READ | EV_WRITE);
+    bufferevent_disable(c->up, EV_READ | EV_WRITE);
+    /* An EOF seen by the bufferevents before the switch carries over. */
+    sp->d[0].eof = c->cli_eof;
+    sp->d[1].eof = c->up_eof;
+    px_splice_pump(&sp->d[0]);
+    if (!c->dead)
+        px_splice_pump(&sp->d[1]);
+}
+
 static void
 px_start_raw(struct px_conn *c)
 {
     c->state = PX_RAW;
     px_touch(c);
     px_timer(c, c->srv->o.idle_timeout_s);
+    if (!c->cli_tls && !c->up_tls) {
+        /* Plain sockets both sides: what the bufferevents already hold goes
+         * first, then the kernel moves the rest (px_splice_start). */
+        bufferevent_disable(c->cli, EV_READ);
+        bufferevent_disable(c->up, EV_READ);
+        c->bytes_up += evbuffer_get_length(bufferevent_get_input(c->cli));
+        bufferevent_write_buffer(c->up, bufferevent_get_input(c->cli));
+        c->bytes_down += evbuffer_get_length(bufferevent_get_input(c->up));
+        bufferevent_write_buffer(c->cli, bufferevent_get_input(c->up));
+        c->splice_pending = true;
+        bufferevent_setwatermark(c->cli, EV_WRITE, 0, 0);
+        bufferevent_setwatermark(c->up, EV_WRITE, 0, 0);
+        px_splice_maybe_start(c);
+        return;
+    }
     bufferevent_enable(c->cli, EV_READ);
     bufferevent_enable(c->up, EV_READ);
     if (evbuffer_get_length(bufferevent_get_input(c->cli)))
@@ -1459,7 +1642,10 @@ px_process_input(struct px_conn *c)
         else
             px_pump_response(c);
         break;
-    case PX_RAW: px_copy(c, c->cli, c->up, &c->bytes_up); break;
+    case PX_RAW:
+        if (!c->sp && !c->splice_pending)
+            px_copy(c, c->cli, c->up, &c->bytes_up);
+        break;
     default: break;
     }
 }
@@ -1488,6 +1674,10 @@ px_cli_write(struct bufferevent *bev, void *arg)
     if (c->state == PX_CLOSING) {
         if (px_cli_pending(c) == 0)
             px_conn_kill(c);
+        return;
+    }
+    if (c->state == PX_RAW && c->splice_pending) {
+        px_splice_maybe_start(c);
         return;
     }
     if (c->state == PX_RAW && (c->cli_eof || c->up_eof)) {
@@ -1557,6 +1747,10 @@ px_up_write(struct bufferevent *bev, void *arg)
     if (c->state == PX_CLOSING) {
         if (px_cli_pending(c) == 0)
             px_conn_kill(c);
+        return;
+    }
+    if (c->state == PX_RAW && c->splice_pending) {
+        px_splice_maybe_start(c);
         return;
     }
     if (c->state == PX_RAW && (c->cli_eof || c->up_eof)) {
