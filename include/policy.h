@@ -108,6 +108,17 @@ int policy_load_mem_flags(const char *name, const char *data, size_t len, unsign
 const char *policy_default_yaml(void);
 struct policy *policy_default(void);
 
+/*
+ * A new policy (one reference, the caller's) equal to P, except that every
+ * non-glob binary path that leads through a symlink under ROOT ("/" or
+ * "/proc/PID/root" of the sandbox's entrypoint; NULL means "/") also admits
+ * the resolved path, as the reference does once the entrypoint runs (the
+ * kernel reports resolved executables). At most 40 links are followed;
+ * missing paths are kept as written. Returns 0, or -errno with E set.
+ */
+int policy_expand_symlinks(const struct policy *p, const char *root, struct policy **out,
+                           struct err *e);
+
 /* Take another reference (returns P). P may be NULL. */
 struct policy *policy_ref(struct policy *p);
 /* Drop a reference; the last one frees the policy. P may be NULL. */

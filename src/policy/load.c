@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "log.h"
@@ -31,7 +32,8 @@ struct ld {
     unsigned flags;
     char field[LD_FIELD_MAX];
     size_t flen;
-    size_t errors; /* errors seen here (d may be NULL) */
+    size_t errors;       /* errors seen here (d may be NULL) */
+    const char *symroot; /* resolve binary symlinks under this root, or NULL */
 };
 
 /* ------------------------------------------------------------------ field paths */
@@ -1224,6 +1226,78 @@ ld_endpoint(struct ld *l, const struct py_node *n, struct pol_endpoint *ep)
 
 /* ------------------------------------------------------------------ blocks */
 
+/* Resolve PATH (absolute) component by component under ROOT as the kernel
+ * would, following at most 40 symlinks (relative targets against the link's
+ * directory). Missing components are kept as written. Returns 0 with the
+ * resolved absolute path in OUT, or -ELOOP / -ENAMETOOLONG. */
+static int
+pol_resolve(const char *root, const char *path, char *out, size_t outsz)
+{
+    char rest[2 * LD_MAX_PATH + 2], done[LD_MAX_PATH + 1], full[2 * LD_MAX_PATH + 2];
+    char target[LD_MAX_PATH + 1];
+    size_t dlen = 0;
+    int hops = 0;
+    bool rootdir = !strcmp(root, "/");
+
+    if (buf_copy_fixed(rest, sizeof(rest), path) < 0)
+        return -ENAMETOOLONG;
+    done[0] = '\0';
+    while (rest[0]) {
+        char *c = rest, *slash;
+        size_t cl;
+        ssize_t n;
+
+        while (*c == '/')
+            c++;
+        slash = strchr(c, '/');
+        cl = slash ? (size_t)(slash - c) : strlen(c);
+        if (cl == 0)
+            break;
+        if (cl == 1 && c[0] == '.') {
+            memmove(rest, c + cl, strlen(c + cl) + 1);
+            continue;
+        }
+        if (cl == 2 && c[0] == '.' && c[1] == '.') {
+            while (dlen > 0 && done[dlen - 1] != '/')
+                dlen--;
+            if (dlen > 0)
+                dlen--;
+            done[dlen] = '\0';
+            memmove(rest, c + cl, strlen(c + cl) + 1);
+            continue;
+        }
+        if (dlen + 1 + cl >= sizeof(done))
+            return -ENAMETOOLONG;
+        done[dlen] = '/';
+        memcpy(done + dlen + 1, c, cl);
+        done[dlen + 1 + cl] = '\0';
+        if (buf_fmt_fixed(full, sizeof(full), "%s%s", rootdir ? "" : root, done) < 0)
+            return -ENAMETOOLONG;
+        n = readlink(full, target, sizeof(target) - 1);
+        if (n < 0) {
+            /* Not a link (or missing): keep the component. */
+            dlen += 1 + cl;
+            memmove(rest, c + cl, strlen(c + cl) + 1);
+            continue;
+        }
+        if (++hops > 40)
+            return -ELOOP;
+        target[n] = '\0';
+        {
+            char tmp[sizeof(rest)];
+            if (buf_fmt_fixed(tmp, sizeof(tmp), "%s/%s", target, c + cl) < 0)
+                return -ENAMETOOLONG;
+            memcpy(rest, tmp, strlen(tmp) + 1);
+        }
+        if (target[0] == '/')
+            dlen = 0;
+        done[dlen] = '\0';
+    }
+    if (dlen == 0)
+        return buf_copy_fixed(out, outsz, "/");
+    return buf_copy_fixed(out, outsz, done);
+}
+
 static const char *
 ld_binary_problem(const char *path)
 {
@@ -1317,7 +1391,8 @@ ld_block(struct ld *l, const struct py_node *key, const struct py_node *n, struc
                 ld_err(l, binaries,
                        "binaries is empty: an empty list matches no process (list "
                        "the executables allowed to connect)");
-            b->bins = pol_arena_alloc(l->a, (binaries->n ? binaries->n : 1) * sizeof(*b->bins));
+            /* Room for one resolved symlink target per entry. */
+            b->bins = pol_arena_alloc(l->a, (binaries->n ? binaries->n : 1) * 2 * sizeof(*b->bins));
             for (size_t i = 0; i < binaries->n; i++) {
                 const struct py_node *it = binaries->items[i];
                 const char *path = NULL;
@@ -1350,6 +1425,8 @@ ld_block(struct ld *l, const struct py_node *key, const struct py_node *n, struc
                             ld_err(l, path_n, "%s: '%s'", why, path);
                         } else {
                             struct pol_binary *pb = &b->bins[b->nbins++];
+                            char real[LD_MAX_PATH + 1];
+
                             pb->path = path;
                             if (pg_has_meta(path))
                                 pb->g = ld_glob(l, path_n, path, '/', PG_PATH);
@@ -1358,6 +1435,12 @@ ld_block(struct ld *l, const struct py_node *key, const struct py_node *n, struc
                                         "'%s' has glob characters but no '*': it is compared "
                                         "literally",
                                         path);
+                            /* The kernel reports resolved executables: a
+                             * symlink in the policy also admits its target. */
+                            if (l->symroot && !pb->g &&
+                                pol_resolve(l->symroot, path, real, sizeof(real)) == 0 &&
+                                strcmp(real, path) != 0)
+                                b->bins[b->nbins++].path = pol_arena_strdup(l->a, real);
                         }
                         ld_pop(l, o4);
                     } else {
@@ -1764,9 +1847,9 @@ pol_free(struct policy *p)
     free(p);
 }
 
-int
-policy_load_mem_flags(const char *name, const char *data, size_t len, unsigned flags,
-                      struct policy **out, struct policy_diags *diags, struct err *e)
+static int
+pol_load(const char *name, const char *data, size_t len, unsigned flags, const char *symroot,
+         struct policy **out, struct policy_diags *diags, struct err *e)
 {
     struct policy *p;
     struct py_node *root;
@@ -1802,6 +1885,10 @@ policy_load_mem_flags(const char *name, const char *data, size_t len, unsigned f
     l.file = p->name;
     l.d = d;
     l.flags = flags;
+    l.symroot = symroot;
+    p->flags = flags;
+    p->src = pol_arena_strndup(&p->arena, data, len);
+    p->srclen = len;
     rc = py_parse(&p->arena, p->name, data, len, &root, d);
     /* Duplicate keys are reported by py_parse but do not stop the walk, so
      * one run shows every error. */
@@ -1824,6 +1911,19 @@ out:
     if (d == &local)
         policy_diags_fini(&local);
     return rc;
+}
+
+int
+policy_load_mem_flags(const char *name, const char *data, size_t len, unsigned flags,
+                      struct policy **out, struct policy_diags *diags, struct err *e)
+{
+    return pol_load(name, data, len, flags, NULL, out, diags, e);
+}
+
+int
+policy_expand_symlinks(const struct policy *p, const char *root, struct policy **out, struct err *e)
+{
+    return pol_load(p->name, p->src, p->srclen, p->flags, root ? root : "/", out, NULL, e);
 }
 
 int

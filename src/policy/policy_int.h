@@ -194,6 +194,9 @@ struct policy {
     int refs; /* atomic */
     struct pol_arena arena;
     const char *name;
+    const char *src; /* the source text (for policy_expand_symlinks) */
+    size_t srclen;
+    unsigned flags;
     bool fs_present;
     bool include_workdir;
     const char **ro;

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "policy.h"
@@ -562,6 +564,50 @@ test_decide_json(void)
     return TAP_PASS;
 }
 
+static int
+test_symlinks(void)
+{
+    char root[] = "/tmp/test_policy_root.XXXXXX", path[256];
+    struct policy *p, *x = NULL;
+    struct policy_l4_result r;
+    struct policy_request q;
+    struct err e;
+    FILE *f;
+
+    CHECK(mkdtemp(root) != NULL);
+    snprintf(path, sizeof(path), "%s/usr", root);
+    CHECK(mkdir(path, 0755) == 0);
+    snprintf(path, sizeof(path), "%s/usr/bin", root);
+    CHECK(mkdir(path, 0755) == 0);
+    snprintf(path, sizeof(path), "%s/usr/bin/python3.11", root);
+    CHECK((f = fopen(path, "w")) != NULL);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/usr/bin/python3", root);
+    CHECK(symlink("python3.11", path) == 0);
+    snprintf(path, sizeof(path), "%s/bin", root);
+    CHECK(symlink("usr/bin", path) == 0);
+    snprintf(path, sizeof(path), "%s/loop", root);
+    CHECK(symlink("loop", path) == 0);
+
+    p = load("version: 1\nnetwork_policies:\n  py:\n    endpoints: [{host: pypi.org, port: 443}]\n"
+             "    binaries: [{path: /bin/python3}, {path: /loop/x}, {path: /nope/x}]\n");
+    CHECK(p != NULL);
+    memset(&q, 0, sizeof(q));
+    q.binary = "/usr/bin/python3.11";
+    q.host = "pypi.org";
+    q.port = 443;
+    CHECK_INT(policy_decide_l4(p, &q, &r), -EACCES);
+    CHECK_INT(policy_expand_symlinks(p, root, &x, &e), 0);
+    CHECK_INT(policy_decide_l4(x, &q, &r), 0);
+    q.binary = "/bin/python3"; /* the original entry stays */
+    CHECK_INT(policy_decide_l4(x, &q, &r), 0);
+    policy_unref(x);
+    policy_unref(p);
+    snprintf(path, sizeof(path), "rm -rf '%s'", root);
+    CHECK(system(path) == 0);
+    return TAP_PASS;
+}
+
 TAP_MAIN(TAP_TEST(test_glob), TAP_TEST(test_canon), TAP_TEST(test_loader_errors),
          TAP_TEST(test_static_sections), TAP_TEST(test_l4), TAP_TEST(test_l7), TAP_TEST(test_ssrf),
-         TAP_TEST(test_decide_json))
+         TAP_TEST(test_decide_json), TAP_TEST(test_symlinks))
