@@ -611,7 +611,55 @@ def t_cli():
     r = run(proxy + ["--policy", bad, "--listen", "127.0.0.1:0"])
     point(r.returncode == 1 and "bad.yaml" in r.stderr, "invalid policy: refuses to start",
           r.stderr)
+    # The supervisor's hand-off: a listening socket and a pipe for the CA.
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    rfd, wfd = os.pipe()
+    p = subprocess.Popen(proxy + ["--policy", E.tmp + "/policy.yaml", "--listen-fd",
+                                  str(ls.fileno()), "--ca-pem-fd", str(wfd)],
+                         pass_fds=(ls.fileno(), wfd), stderr=subprocess.DEVNULL)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        pem = f.read()
+    s = socket.create_connection(ls.getsockname(), timeout=5)
+    ls.close()
+    s.sendall(b"CONNECT nope.test:443 HTTP/1.1\r\nHost: nope.test:443\r\n\r\n")
+    st, _, body = parse(read_all(s, 5))
+    s.close()
+    p.send_signal(signal.SIGTERM)
+    rc = p.wait(5)
+    point(pem.startswith(b"-----BEGIN CERTIFICATE-----\n") and st == 403
+          and b"nope.test:443" in body and rc == 0,
+          "--listen-fd serves a socket made by the caller; --ca-pem-fd hands over the CA; "
+          "SIGTERM exits 0", (pem[:40], st, body, rc))
     point(E.proxy.poll() is None, "the proxy survived every test")
+
+
+def t_reload():
+    # An open tunnel decided under the old policy, then SIGHUP with 8080 removed.
+    s, st = tunnel("api.test", 8090)
+    pol = E.tmp + "/policy.yaml"
+    with open(pol) as f:
+        text = f.read()
+    with open(pol, "w") as f:
+        f.write(text.replace("ports: [8080, 8081, 8082, 8090, 8099]", "ports: [8081]"))
+    E.proxy.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    closed = read_all(s, 3) == b""
+    s.close()
+    st2, _, body = exchange(b"GET http://api.test:8080/after-reload HTTP/1.1\r\n"
+                            b"Host: api.test:8080\r\n\r\n")
+    point(st == 200 and closed and st2 == 403 and b"policy_denied" in body,
+          "SIGHUP reload: new policy applies, tunnels under the old one are closed",
+          (st, closed, st2, body))
+    with open(pol, "w") as f:
+        f.write("network_policies: [")
+    E.proxy.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    st3, _, _ = exchange(b"GET http://api.test:8081/still HTTP/1.1\r\nHost: api.test:8081\r\n\r\n")
+    point(st3 == 502 and "keeping the last good policy" in proxy_log() and E.proxy.poll() is None,
+          "SIGHUP with an invalid policy keeps the last good one", st3)
 
 
 def main():
@@ -630,7 +678,7 @@ def main():
     try:
         for t in (t_forward_and_deny_bodies, t_tunnels, t_inspected, t_websocket, t_keepalive,
                   t_smuggling,
-                  t_oversized, t_fronting, t_ssrf_and_upstream_faults, t_many_idle, t_cli):
+                  t_oversized, t_fronting, t_ssrf_and_upstream_faults, t_many_idle, t_cli, t_reload):
             try:
                 t()
             except Exception as e:  # noqa: BLE001
