@@ -38,10 +38,10 @@ void pol_diag(struct policy_diags *d, const char *file, enum policy_diag_level l
 
 /* ------------------------------------------------------------------ YAML tree */
 
-#define PY_MAX_DEPTH 32       /* nesting levels (a policy needs about 8) */
-#define PY_MAX_ITEMS 10000    /* entries of one sequence or mapping */
-#define PY_MAX_NODES 2000000u /* nodes in one document */
-#define PY_MAX_SCALAR 65536   /* bytes of one scalar */
+#define PY_MAX_DEPTH 32      /* nesting levels (a policy needs about 8) */
+#define PY_MAX_ITEMS 10000   /* entries of one sequence or mapping */
+#define PY_MAX_NODES 500000u /* nodes in one document (4 MiB of ordinary YAML is ~400k) */
+#define PY_MAX_SCALAR 65536  /* bytes of one scalar */
 
 enum py_kind {
     PY_SCALAR = 0,

@@ -136,6 +136,23 @@ test_many_keys(void)
     return expect_error("20k-key mapping", &b, "too many keys in one mapping");
 }
 
+static int
+test_node_flood(void)
+{
+    struct buf b = BUF_INIT;
+
+    /* 4 MiB of "1," in nested lists: a million nodes, refused at 500k. */
+    buf_puts(&b, "version: 1\nx: [");
+    for (int l = 0; l < 200 && b.len < POLICY_MAX_BYTES - 30000; l++) {
+        buf_puts(&b, l ? ",[" : "[");
+        for (int i = 0; i < 9999; i++)
+            buf_puts(&b, i ? ",1" : "1");
+        buf_putc(&b, ']');
+    }
+    buf_puts(&b, "]\n");
+    return expect_error("node flood", &b, "too many YAML nodes");
+}
+
 TAP_MAIN(TAP_TEST(test_too_big), TAP_TEST(test_long_list), TAP_TEST(test_deep_nesting),
          TAP_TEST(test_alias_bomb), TAP_TEST(test_invalid_utf8), TAP_TEST(test_overlong_utf8),
-         TAP_TEST(test_nul_byte), TAP_TEST(test_many_keys))
+         TAP_TEST(test_nul_byte), TAP_TEST(test_many_keys), TAP_TEST(test_node_flood))
