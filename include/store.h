@@ -146,6 +146,9 @@ struct store_obj *store_obj_dup(const struct store_obj *o);
  * 0 or -EINVAL with E naming the bad pair. */
 int store_selector_check(const char *sel, struct err *e);
 
+/* Validate one label KEY = VALUE with the same rules. 0 or -EINVAL. */
+int store_label_check(const char *key, const char *value, struct err *e);
+
 /*
  * A policy revision for OWNER (a CAS update of OWNER with EXPECTED_RV, plus
  * a new child row of type CHILD_TYPE, scope OWNER->id, version = last + 1,

@@ -737,6 +737,22 @@ store_selector_check(const char *sel, struct err *e)
 }
 
 int
+store_label_check(const char *key, const char *value, struct err *e)
+{
+    if (!label_key_ok(key, strlen(key)))
+        return err_set(e, EINVAL,
+                       "label key \"%.80s\": expected [prefix/]name, name up to 63 of "
+                       "[A-Za-z0-9._-] with alphanumeric ends",
+                       key);
+    if (!label_word_ok(value, strlen(value), true))
+        return err_set(e, EINVAL,
+                       "label %.80s: value \"%.80s\" is not up to 63 of [A-Za-z0-9._-] with "
+                       "alphanumeric ends",
+                       key, value);
+    return 0;
+}
+
+int
 store_list(struct store *s, const struct store_query *q, struct store_list *out, struct err *e)
 {
     struct sel_pair pairs[STORE_MAX_SELECTOR];

@@ -1,30 +1,261 @@
 /*
- * gateway.c: the openshell-gateway applet: the gateway (control plane).
- * Not built yet: it parses its options honestly and says so, rather than
- * pretending to run. The "Gateway" issue builds it.
+ * gateway.c: the openshell-gateway applet: the control plane.
+ *
+ * This slice serves, on a unix socket (h2c, callers checked with
+ * SO_PEERCRED: root or the gateway's own uid), the health and readiness
+ * probes, gateway info and sandbox records (create, list with label
+ * selectors, get, patch, delete, watch) from the SQLite store under the
+ * state directory. There is no compute driver yet: sandboxes are records.
+ * doc/api.md is the contract.
+ *
+ * Shutdown (SIGTERM/SIGINT): stop accepting, end watch streams, GOAWAY on
+ * every connection, exit once they are closed (at most 5 s later).
  */
+#include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
 
 #include "../applets.h"
+#include "api.h"
+#include "gw.h"
+#include "h2.h"
+#include "log.h"
+#include "loop.h"
+#include "store.h"
+#include "version.h"
 #include "xfuncs.h"
+
+#define GW_SOCKET_NAME "gateway.sock"
+#define GW_STOP_GRACE_MS 5000
 
 static const char gateway_usage[] =
     "Usage: openshell-gateway [OPTIONS]\n"
     "\n"
-    "openshell-gateway is the gateway (control plane).\n"
-    "It is not available in this build yet.\n"
+    "openshell-gateway is the control plane: it keeps sandbox records and\n"
+    "policies in its state directory and serves the JSON-over-HTTP/2 API\n"
+    "(doc/api.md) on a unix socket for local clients.\n"
     "\n"
     "Options:\n"
+    "      --state-dir DIR     state directory (default\n"
+    "                          $XDG_STATE_HOME/openshell/gateway, else\n"
+    "                          ~/.local/state/openshell/gateway)\n"
+    "      --socket PATH       unix socket to serve (default STATE_DIR/" GW_SOCKET_NAME ")\n"
     "  -h, --help              show this help\n"
     "  -V, --version           print the version\n" APPLET_COMMON_HELP;
 
-int
-gateway_main(int argc, char **argv)
+struct gateway_opts {
+    const char *state_dir;
+    const char *socket;
+};
+
+bool
+gw_authorized(struct gw *gw, struct h2_stream *st)
 {
+    const struct h2_peer *p = h2_stream_peer(st);
+
+    if (p->kind == H2_PEER_UNIX && (p->uid == 0 || p->uid == gw->owner_uid))
+        return true;
+    h2_stream_error(st, 401, "unauthenticated",
+                    "caller not authorized: local callers must be root or uid %u",
+                    (unsigned)gw->owner_uid);
+    return false;
+}
+
+/* ------------------------------------------------------------------ health, info */
+
+static void
+h_healthz(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    (void)req;
+    (void)arg;
+    h2_stream_respond(st, 200, "application/json", NULL, 0, "{\"status\":\"ok\"}\n", 16);
+}
+
+/* Readiness: the database answers. */
+static void
+h_readyz(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    struct gw *gw = arg;
+    struct err e;
+    cJSON *j = cJSON_CreateObject(), *db;
+    int rc = store_ping(gw->store, &e);
+    bool ok = rc == 0 && !gw->stopping;
+
+    (void)req;
+    cJSON_AddStringToObject(j, "status", ok ? "healthy" : "unhealthy");
+    cJSON_AddStringToObject(j, "version", OPENSHELL_VERSION);
+    db = cJSON_AddObjectToObject(cJSON_AddObjectToObject(j, "checks"), "database");
+    cJSON_AddStringToObject(db, "status", rc == 0 ? "healthy" : "unhealthy");
+    if (rc < 0)
+        cJSON_AddStringToObject(db, "error", err_str(&e, rc));
+    api_respond_json(st, ok ? 200 : 503, j, 0);
+    cJSON_Delete(j);
+}
+
+static void
+h_health(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    cJSON *j = cJSON_CreateObject();
+
+    (void)req;
+    (void)arg;
+    cJSON_AddStringToObject(j, "status", "healthy");
+    cJSON_AddStringToObject(j, "version", OPENSHELL_VERSION);
+    api_respond_json(st, 200, j, 0);
+    cJSON_Delete(j);
+}
+
+static void
+h_gateway(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    struct gw *gw = arg;
+    cJSON *j;
+
+    (void)req;
+    if (!gw_authorized(gw, st))
+        return;
+    j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "version", OPENSHELL_VERSION);
+    cJSON_AddStringToObject(j, "api", "v1");
+    cJSON_AddNumberToObject(j, "schema_version", store_schema_version(gw->store));
+    cJSON_AddStringToObject(j, "state_dir", gw->state_dir);
+    cJSON_AddArrayToObject(j, "compute_drivers");
+    cJSON_AddNumberToObject(j, "watch_streams", (double)gw->nwatches);
+    cJSON_AddNumberToObject(j, "connections", (double)h2_server_conn_count(gw->srv));
+    api_respond_json(st, 200, j, 0);
+    cJSON_Delete(j);
+}
+
+/* ------------------------------------------------------------------ listener, shutdown */
+
+static void
+accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
+{
+    struct gw *gw = arg;
+    struct h2_peer peer;
+    struct bufferevent *bev;
+    struct err e;
+
+    (void)l;
+    (void)sa;
+    (void)len;
+    if (h2_peer_from_unix_fd(fd, &peer) < 0) {
+        log_warn("peer credentials of a new connection");
+        close(fd);
+        return;
+    }
+    bev = bufferevent_socket_new(loop_base(gw->loop), fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        close(fd);
+        return;
+    }
+    if (!h2_server_adopt(gw->srv, bev, &peer, &e))
+        log_debug("connection from uid %u refused: %s", (unsigned)peer.uid, e.msg);
+}
+
+static void
+accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    /* EMFILE and friends: keep serving the connections we have. */
+    log_warn("accept on the unix socket");
+}
+
+static void
+stop_now(void *arg)
+{
+    struct gw *gw = arg;
+
+    log_info("shutdown: closing %zu remaining connection(s)", h2_server_conn_count(gw->srv));
+    loop_stop(gw->loop);
+}
+
+static void
+conn_closed(struct h2_conn *c, void *arg)
+{
+    struct gw *gw = arg;
+
+    (void)c;
+    if (gw->stopping && h2_server_conn_count(gw->srv) == 0)
+        loop_stop(gw->loop);
+}
+
+static void
+on_signal(int signo, void *arg)
+{
+    struct gw *gw = arg;
+
+    if (gw->stopping)
+        return;
+    gw->stopping = true;
+    log_info("signal %d: shutting down", signo);
+    if (gw->unix_lst) {
+        evconnlistener_free(gw->unix_lst);
+        gw->unix_lst = NULL;
+        unlink(gw->sock_path);
+    }
+    gw_watch_end_all(gw, "gateway shutting down");
+    h2_server_shutdown(gw->srv);
+    if (h2_server_conn_count(gw->srv) == 0) {
+        loop_stop(gw->loop);
+        return;
+    }
+    loop_timer_start(gw->stop_timer, GW_STOP_GRACE_MS, false);
+}
+
+/* ------------------------------------------------------------------ setup */
+
+/* mkdir -p with mode 0700 for the components we create. */
+static void
+mkdir_p(const char *path)
+{
+    char *p = xstrdup(path);
+
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0700) < 0 && errno != EEXIST)
+            die_errno("creating %s", p);
+        *s = '/';
+    }
+    if (mkdir(p, 0700) < 0 && errno != EEXIST)
+        die_errno("creating %s", p);
+    free(p);
+}
+
+static char *
+default_state_dir(void)
+{
+    const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+
+    if (xdg && xdg[0] == '/')
+        return xasprintf("%s/openshell/gateway", xdg);
+    if (home && home[0] == '/')
+        return xasprintf("%s/.local/state/openshell/gateway", home);
+    die("no state directory: set HOME or XDG_STATE_HOME, or pass --state-dir");
+}
+
+static void
+parse_opts(int argc, char **argv, struct gateway_opts *o)
+{
+    enum { OPT_STATE_DIR = 0x100, OPT_SOCKET };
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
+        { "state-dir", required_argument, NULL, OPT_STATE_DIR },
+        { "socket", required_argument, NULL, OPT_SOCKET },
         APPLET_COMMON_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
@@ -36,10 +267,83 @@ gateway_main(int argc, char **argv)
         if (applet_common_option(prog, opt, optarg))
             continue;
         switch (opt) {
-        case 'h': fputs(gateway_usage, stdout); return 0;
-        case 'V': return applet_print_version(prog);
+        case 'h': fputs(gateway_usage, stdout); exit(0);
+        case 'V': exit(applet_print_version(prog));
+        case OPT_STATE_DIR:
+            if (!*optarg)
+                applet_usage_error(prog, "--state-dir: empty path");
+            o->state_dir = optarg;
+            break;
+        case OPT_SOCKET:
+            if (!*optarg)
+                applet_usage_error(prog, "--socket: empty path");
+            o->socket = optarg;
+            break;
         default: applet_bad_option(prog, argv, optind, optopt);
         }
     }
-    return applet_not_built(prog, "the gateway (control plane)");
+    if (optind < argc)
+        applet_usage_error(prog, "unexpected argument '%s'", argv[optind]);
+}
+
+int
+gateway_main(int argc, char **argv)
+{
+    struct gateway_opts o = { 0 };
+    struct gw gw = { 0 };
+    struct err e;
+    cJSON_Hooks hooks = { .malloc_fn = xmalloc, .free_fn = free };
+    int fd, rc;
+
+    log_init("openshell-gateway");
+    parse_opts(argc, argv, &o);
+    cJSON_InitHooks(&hooks);
+    signal(SIGPIPE, SIG_IGN);
+    gw.owner_uid = geteuid();
+    gw.state_dir = o.state_dir ? xstrdup(o.state_dir) : default_state_dir();
+    mkdir_p(gw.state_dir);
+    gw.sock_path = o.socket ? xstrdup(o.socket) : xasprintf("%s/%s", gw.state_dir, GW_SOCKET_NAME);
+    if ((rc = store_open(gw.state_dir, NULL, &gw.store, &e)) < 0)
+        die("state store: %s", e.msg);
+
+    gw.loop = loop_new();
+    gw.router = h2_router_new();
+    h2_router_add(gw.router, "GET", "/healthz", 0, h_healthz, &gw);
+    h2_router_add(gw.router, "GET", "/readyz", 0, h_readyz, &gw);
+    h2_router_add(gw.router, "GET", "/v1/health", 0, h_health, &gw);
+    h2_router_add(gw.router, "GET", "/v1/gateway", 0, h_gateway, &gw);
+    gw_sandbox_routes(&gw);
+    gw.srv = h2_server_new(loop_base(gw.loop), gw.router, NULL);
+    h2_server_set_conn_close_cb(gw.srv, conn_closed, &gw);
+    gw.stop_timer = loop_timer_new(gw.loop, stop_now, &gw);
+
+    /* Anyone may connect; SO_PEERCRED decides what they get (401 for
+     * other users), so the socket itself is world-writable. */
+    if ((fd = h2_listen_unix(gw.sock_path, 0666, &e)) < 0)
+        die("listening: %s", e.msg);
+    gw.unix_lst = evconnlistener_new(loop_base(gw.loop), accept_cb, &gw,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+    if (!gw.unix_lst)
+        die("listening on %s: libevent listener", gw.sock_path);
+    evconnlistener_set_error_cb(gw.unix_lst, accept_error_cb);
+    loop_on_signal(gw.loop, SIGTERM, on_signal, &gw);
+    loop_on_signal(gw.loop, SIGINT, on_signal, &gw);
+    log_kv(LOG_LVL_INFO, "gateway ready", "socket", gw.sock_path, "state_dir", gw.state_dir,
+           "version", OPENSHELL_VERSION, NULL);
+
+    rc = loop_run(gw.loop);
+
+    if (gw.unix_lst) {
+        evconnlistener_free(gw.unix_lst);
+        unlink(gw.sock_path);
+    }
+    h2_server_free(gw.srv);
+    h2_router_free(gw.router);
+    loop_timer_free(gw.stop_timer);
+    store_close(gw.store);
+    loop_free(gw.loop);
+    free(gw.sock_path);
+    free(gw.state_dir);
+    log_info("stopped");
+    return rc < 0 ? 1 : 0;
 }

@@ -1,0 +1,46 @@
+#ifndef OPENSHELL_GW_H
+#define OPENSHELL_GW_H
+/*
+ * gw.h: private to the openshell-gateway applet. One `struct gw` per
+ * process holds the loop, the store, the HTTP/2 server and its router, the
+ * listeners and the in-memory watch subscribers. Handlers live in
+ * gw_sandbox.c (sandbox records, watch) and gateway.c (health, info).
+ */
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct evconnlistener;
+struct h2_router;
+struct h2_server;
+struct h2_stream;
+struct loop;
+struct loop_timer;
+struct store;
+struct store_obj;
+struct gw_watch;
+
+struct gw {
+    struct loop *loop;
+    struct store *store;
+    struct h2_router *router;
+    struct h2_server *srv;
+    struct evconnlistener *unix_lst;
+    struct loop_timer *stop_timer;
+    char *state_dir;
+    char *sock_path;
+    uid_t owner_uid;
+    bool stopping;
+    struct gw_watch *watches;
+    unsigned long nwatches;
+};
+
+/* Local callers allowed: root or the gateway's own uid (SO_PEERCRED).
+ * Answers 401 and returns false otherwise. */
+bool gw_authorized(struct gw *gw, struct h2_stream *st);
+
+/* Register the sandbox routes on GW's router. */
+void gw_sandbox_routes(struct gw *gw);
+/* End every watch stream (shutdown). */
+void gw_watch_end_all(struct gw *gw, const char *why);
+
+#endif

@@ -1,0 +1,794 @@
+/*
+ * gw_sandbox.c: sandbox records (create, list, get, patch, delete) and their
+ * watch streams, straight from the store. There is no compute driver yet:
+ * a created sandbox stays "provisioning" with a Ready=False condition that
+ * says so (doc/api.md).
+ *
+ * Stored shape: the row's labels column holds metadata.labels; the payload
+ * holds {"annotations":{},"spec":{},"status":{}}; id, name, workspace,
+ * timestamps and resource_version come from the row.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "api.h"
+#include "buf.h"
+#include "gw.h"
+#include "h2.h"
+#include "log.h"
+#include "store.h"
+#include "xfuncs.h"
+
+#define SB_TYPE "sandbox"
+#define SB_NAME_MAX 19
+/* A watch stream whose reader stays this far behind gets coalesced
+ * snapshots: only the latest state is sent once it drains. */
+
+struct gw_watch {
+    struct gw *gw;
+    struct h2_stream *st;
+    char id[37];
+    bool blocked, dirty, follow;
+    struct gw_watch *prev, *next;
+};
+
+/* ------------------------------------------------------------------ validation */
+
+static bool
+dns_label_ok(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > max || s[0] == '-' || s[n - 1] == '-' || strstr(s, "--"))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+            return false;
+    return true;
+}
+
+static int
+check_name(const char *what, const char *name, struct err *e)
+{
+    if (!dns_label_ok(name, SB_NAME_MAX))
+        return err_set(e, EINVAL,
+                       "%s \"%.80s\": expected 1-%d of [a-z0-9-], starting and ending with a "
+                       "letter or digit, without \"--\"",
+                       what, name, SB_NAME_MAX);
+    return 0;
+}
+
+static int
+check_labels(const cJSON *labels, struct err *e)
+{
+    int rc;
+
+    if ((rc = api_check_string_map(labels, "labels", e)) < 0)
+        return rc;
+    for (const cJSON *c = labels->child; c; c = c->next)
+        if ((rc = store_label_check(c->string, c->valuestring, e)) < 0)
+            return rc;
+    return 0;
+}
+
+static bool
+env_key_ok(const char *k)
+{
+    if (!((k[0] >= 'A' && k[0] <= 'Z') || (k[0] >= 'a' && k[0] <= 'z') || k[0] == '_'))
+        return false;
+    for (const char *p = k + 1; *p; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+              *p == '_'))
+            return false;
+    return strlen(k) <= 256;
+}
+
+static int
+check_env(const cJSON *env, const char *where, struct err *e)
+{
+    int rc;
+
+    if ((rc = api_check_string_map(env, where, e)) < 0)
+        return rc;
+    for (const cJSON *c = env->child; c; c = c->next)
+        if (!env_key_ok(c->string))
+            return err_set(e, EINVAL,
+                           "%s.%.80s: not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)", where,
+                           c->string);
+    return 0;
+}
+
+static int
+check_string_array(const cJSON *a, const char *where, size_t max, bool nonempty_items,
+                   struct err *e)
+{
+    size_t n = 0;
+
+    for (const cJSON *c = a->child; c; c = c->next, n++) {
+        if (!cJSON_IsString(c))
+            return err_set(e, EINVAL, "%s[%zu]: expected a string", where, n);
+        if (nonempty_items && !*c->valuestring)
+            return err_set(e, EINVAL, "%s[%zu]: empty", where, n);
+    }
+    if (n > max)
+        return err_set(e, EINVAL, "%s: more than %zu items", where, max);
+    return 0;
+}
+
+static int
+check_template(const cJSON *t, struct err *e)
+{
+    static const char *const keys[] = { "image",     "runtime_class_name", "agent_socket",
+                                        "labels",    "annotations",        "environment",
+                                        "resources", "user_namespaces",    "driver_config",
+                                        NULL };
+    static const char *const str_keys[] = { "image", "runtime_class_name", "agent_socket", NULL };
+    static const char *const obj_keys[] = { "resources", "driver_config", NULL };
+    const cJSON *o;
+    const char *s;
+    bool b;
+    int rc;
+
+    if ((rc = api_check_keys(t, keys, "spec.template", e)) < 0)
+        return rc;
+    for (size_t i = 0; str_keys[i]; i++)
+        if ((rc = api_get_string(t, str_keys[i], "spec.template", false, &s, e)) < 0)
+            return rc;
+    for (size_t i = 0; obj_keys[i]; i++)
+        if ((rc = api_get_object(t, obj_keys[i], "spec.template", &o, e)) < 0)
+            return rc;
+    if ((rc = api_get_bool(t, "user_namespaces", "spec.template", &b, e)) < 0)
+        return rc;
+    if ((rc = api_get_object(t, "labels", "spec.template", &o, e)) < 0 ||
+        (rc == 0 && (rc = api_check_string_map(o, "spec.template.labels", e)) < 0))
+        return rc;
+    if ((rc = api_get_object(t, "annotations", "spec.template", &o, e)) < 0 ||
+        (rc == 0 && (rc = api_check_string_map(o, "spec.template.annotations", e)) < 0))
+        return rc;
+    if ((rc = api_get_object(t, "environment", "spec.template", &o, e)) < 0 ||
+        (rc == 0 && (rc = check_env(o, "spec.template.environment", e)) < 0))
+        return rc;
+    return 0;
+}
+
+/* Validate SPEC in place and normalise it (default command). */
+static int
+check_spec(cJSON *spec, struct err *e)
+{
+    static const char *const keys[] = {
+        "command", "tty",      "environment",           "log_level", "providers",
+        "policy",  "template", "resource_requirements", NULL
+    };
+    static const char *const levels[] = { "", "trace", "debug", "info", "warn", "error", NULL };
+    const cJSON *o, *a;
+    const char *s;
+    bool b;
+    int rc;
+
+    if ((rc = api_check_keys(spec, keys, "spec", e)) < 0)
+        return rc;
+    if ((rc = api_get_array(spec, "command", "spec", &a, e)) < 0 ||
+        (rc == 0 && (rc = check_string_array(a, "spec.command", 256, true, e)) < 0))
+        return rc;
+    if ((rc = api_get_bool(spec, "tty", "spec", &b, e)) < 0)
+        return rc;
+    if ((rc = api_get_object(spec, "environment", "spec", &o, e)) < 0 ||
+        (rc == 0 && (rc = check_env(o, "spec.environment", e)) < 0))
+        return rc;
+    if ((rc = api_get_string(spec, "log_level", "spec", false, &s, e)) < 0)
+        return rc;
+    if (rc == 0) {
+        size_t i;
+        for (i = 0; levels[i] && strcmp(levels[i], s) != 0; i++)
+            ;
+        if (!levels[i])
+            return err_set(e, EINVAL,
+                           "spec.log_level \"%.40s\": expected trace, debug, info, warn or error",
+                           s);
+    }
+    if ((rc = api_get_array(spec, "providers", "spec", &a, e)) < 0 ||
+        (rc == 0 && (rc = check_string_array(a, "spec.providers", 32, true, e)) < 0))
+        return rc;
+    /* The policy is kept as given; the policy engine validates it once the
+     * supervisor session exists (not in this slice). It must be an object. */
+    if ((rc = api_get_object(spec, "policy", "spec", &o, e)) < 0)
+        return rc;
+    if ((rc = api_get_object(spec, "template", "spec", &o, e)) < 0 ||
+        (rc == 0 && (rc = check_template(o, e)) < 0))
+        return rc;
+    if ((rc = api_get_object(spec, "resource_requirements", "spec", &o, e)) < 0)
+        return rc;
+    if (rc == 0) {
+        static const char *const rkeys[] = { "gpu", NULL };
+        static const char *const gkeys[] = { "count", NULL };
+        const cJSON *g, *cnt;
+
+        if ((rc = api_check_keys(o, rkeys, "spec.resource_requirements", e)) < 0)
+            return rc;
+        if ((rc = api_get_object(o, "gpu", "spec.resource_requirements", &g, e)) < 0)
+            return rc;
+        if (rc == 0) {
+            if ((rc = api_check_keys(g, gkeys, "spec.resource_requirements.gpu", e)) < 0)
+                return rc;
+            cnt = cJSON_GetObjectItemCaseSensitive(g, "count");
+            if (cnt && !(cJSON_IsNumber(cnt) && cnt->valuedouble >= 0 && cnt->valuedouble <= 64 &&
+                         cnt->valuedouble == (double)cnt->valueint))
+                return err_set(e, EINVAL,
+                               "spec.resource_requirements.gpu.count: expected an integer 0-64");
+        }
+    }
+    /* An empty command means an interactive login shell (the reference's
+     * normalisation). */
+    a = cJSON_GetObjectItemCaseSensitive(spec, "command");
+    if (!a || cJSON_IsNull(a) || cJSON_GetArraySize(a) == 0) {
+        cJSON *cmd = cJSON_CreateArray();
+
+        cJSON_AddItemToArray(cmd, cJSON_CreateString("/bin/bash"));
+        cJSON_AddItemToArray(cmd, cJSON_CreateString("-l"));
+        cJSON_DeleteItemFromObjectCaseSensitive(spec, "command");
+        cJSON_AddItemToObject(spec, "command", cmd);
+        cJSON_DeleteItemFromObjectCaseSensitive(spec, "tty");
+        cJSON_AddBoolToObject(spec, "tty", true);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ rendering */
+
+static cJSON *
+parse_stored(const char *text)
+{
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+
+    return j ? j : cJSON_CreateObject();
+}
+
+/* The API object for row O (caller deletes). */
+static cJSON *
+sandbox_json(const struct store_obj *o)
+{
+    cJSON *j = cJSON_CreateObject(), *md = cJSON_CreateObject();
+    cJSON *payload = parse_stored(o->payload), *item;
+
+    cJSON_AddStringToObject(md, "id", o->id);
+    cJSON_AddStringToObject(md, "name", o->name ? o->name : "");
+    cJSON_AddStringToObject(md, "workspace", o->workspace);
+    cJSON_AddItemToObject(md, "labels", parse_stored(o->labels));
+    item = cJSON_DetachItemFromObjectCaseSensitive(payload, "annotations");
+    cJSON_AddItemToObject(md, "annotations", item ? item : cJSON_CreateObject());
+    cJSON_AddNumberToObject(md, "created_at_ms", (double)o->created_at_ms);
+    cJSON_AddNumberToObject(md, "updated_at_ms", (double)o->updated_at_ms);
+    cJSON_AddNumberToObject(md, "resource_version", (double)o->resource_version);
+    cJSON_AddItemToObject(j, "metadata", md);
+    item = cJSON_DetachItemFromObjectCaseSensitive(payload, "spec");
+    cJSON_AddItemToObject(j, "spec", item ? item : cJSON_CreateObject());
+    item = cJSON_DetachItemFromObjectCaseSensitive(payload, "status");
+    cJSON_AddItemToObject(j, "status", item ? item : cJSON_CreateObject());
+    cJSON_Delete(payload);
+    return j;
+}
+
+static int
+respond_sandbox(struct h2_stream *st, int status, const struct store_obj *o)
+{
+    cJSON *j = sandbox_json(o);
+    int rc = api_respond_json(st, status, j, o->resource_version);
+
+    cJSON_Delete(j);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ watch */
+
+static void watch_send(struct gw_watch *w, const char *type, const struct store_obj *o);
+
+static void
+watch_unlink(struct gw_watch *w)
+{
+    struct gw *gw = w->gw;
+
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        gw->watches = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    gw->nwatches--;
+}
+
+static void
+watch_on_close(struct h2_stream *st, uint32_t code, void *arg)
+{
+    struct gw_watch *w = arg;
+
+    (void)st;
+    (void)code;
+    watch_unlink(w);
+    free(w);
+}
+
+static void
+watch_on_drain(struct h2_stream *st, void *arg)
+{
+    struct gw_watch *w = arg;
+    struct store_obj *o = NULL;
+    struct err e;
+    int rc;
+
+    (void)st;
+    w->blocked = false;
+    if (!w->dirty)
+        return;
+    w->dirty = false;
+    rc = store_get(w->gw->store, SB_TYPE, w->id, &o, &e);
+    if (rc == 0)
+        watch_send(w, "sandbox", o);
+    else if (rc == -ENOENT)
+        watch_send(w, "deleted", NULL);
+    store_obj_free(o);
+}
+
+static const struct h2_stream_cbs watch_cbs = {
+    .on_drain = watch_on_drain,
+    .on_close = watch_on_close,
+};
+
+/* One ndjson line; "deleted" (and !follow) ends the stream. */
+static void
+watch_send(struct gw_watch *w, const char *type, const struct store_obj *o)
+{
+    cJSON *line = cJSON_CreateObject();
+    char *s;
+    int rc;
+
+    cJSON_AddStringToObject(line, "type", type);
+    if (o)
+        cJSON_AddItemToObject(line, "sandbox", sandbox_json(o));
+    else
+        cJSON_AddStringToObject(line, "id", w->id);
+    s = api_json_print(line);
+    cJSON_Delete(line);
+    rc = h2_stream_write(w->st, s, strlen(s));
+    if (rc >= -EAGAIN)
+        rc = h2_stream_write(w->st, "\n", 1);
+    free(s);
+    if (rc == -EAGAIN)
+        w->blocked = true;
+    if (strcmp(type, "deleted") == 0 || !w->follow)
+        h2_stream_end(w->st);
+}
+
+/* A sandbox changed (O) or was deleted (O NULL, ID): tell its watchers. A
+ * blocked watcher is marked dirty and gets the latest state on drain. */
+static void
+watch_notify(struct gw *gw, const char *id, const struct store_obj *o)
+{
+    struct gw_watch *w, *next;
+
+    for (w = gw->watches; w; w = next) {
+        next = w->next;
+        if (strcmp(w->id, id) != 0)
+            continue;
+        if (w->blocked) {
+            w->dirty = true;
+            continue;
+        }
+        watch_send(w, o ? "sandbox" : "deleted", o);
+    }
+}
+
+void
+gw_watch_end_all(struct gw *gw, const char *why)
+{
+    static const char line_fmt[] =
+        "{\"type\":\"error\",\"error\":{\"code\":\"unavailable\",\"message\":";
+
+    for (struct gw_watch *w = gw->watches; w; w = w->next) {
+        struct buf b = BUF_INIT;
+
+        buf_puts(&b, line_fmt);
+        buf_put_json_str(&b, why, strlen(why));
+        buf_puts(&b, "}}\n");
+        h2_stream_write(w->st, b.data, b.len);
+        h2_stream_end(w->st);
+        buf_fini(&b);
+    }
+}
+
+/* ------------------------------------------------------------------ handlers */
+
+/* The workspace of a request path; only "default" exists in this slice. */
+static int
+check_workspace(const char *ws, struct err *e)
+{
+    if (strcmp(ws, "default") != 0)
+        return err_set(e, ENOENT, "workspace %.80s not found", ws);
+    return 0;
+}
+
+static int
+content_type_json(struct h2_stream *st)
+{
+    const char *ct = h2_stream_header(st, "content-type");
+    size_t n = strlen("application/json");
+
+    if (!ct || strncasecmp(ct, "application/json", n) != 0 || (ct[n] && ct[n] != ';')) {
+        h2_stream_error(st, 415, "unsupported_media_type",
+                        "request body must be application/json (got %.60s)", ct ? ct : "none");
+        return -1;
+    }
+    return 0;
+}
+
+static void
+h_create(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    static const char *const keys[] = { "name", "labels", "annotations", "spec", NULL };
+    struct gw *gw = arg;
+    struct store_obj o = { 0 };
+    cJSON *body = NULL, *payload = NULL, *status, *conds, *cond;
+    const cJSON *labels = NULL, *ann = NULL, *spec_c = NULL;
+    const char *name = NULL;
+    char id[37], gen[SB_NAME_MAX + 1];
+    struct err e;
+    int rc;
+
+    if (!gw_authorized(gw, st) || content_type_json(st) < 0)
+        return;
+    if ((rc = check_workspace(req->params[0], &e)) < 0 ||
+        (rc = api_parse_object(req->body.data, req->body.len, &body, &e)) < 0 ||
+        (rc = api_check_keys(body, keys, "", &e)) < 0 ||
+        (rc = api_get_string(body, "name", "", false, &name, &e)) < 0 ||
+        (rc == 0 && (rc = check_name("name", name, &e)) < 0) ||
+        (rc = api_get_object(body, "labels", "", &labels, &e)) < 0 ||
+        (rc == 0 && (rc = check_labels(labels, &e)) < 0) ||
+        (rc = api_get_object(body, "annotations", "", &ann, &e)) < 0 ||
+        (rc == 0 && (rc = api_check_string_map(ann, "annotations", &e)) < 0) ||
+        (rc = api_get_object(body, "spec", "", &spec_c, &e)) < 0)
+        goto fail;
+    payload = cJSON_CreateObject();
+    cJSON_AddItemToObject(payload, "annotations",
+                          ann ? cJSON_Duplicate(ann, true) : cJSON_CreateObject());
+    {
+        cJSON *spec = spec_c ? cJSON_Duplicate(spec_c, true) : cJSON_CreateObject();
+
+        cJSON_AddItemToObject(payload, "spec", spec);
+        if ((rc = check_spec(spec, &e)) < 0)
+            goto fail;
+    }
+    status = cJSON_AddObjectToObject(payload, "status");
+    cJSON_AddStringToObject(status, "phase", "provisioning");
+    conds = cJSON_AddArrayToObject(status, "conditions");
+    cond = cJSON_CreateObject();
+    cJSON_AddStringToObject(cond, "type", "Ready");
+    cJSON_AddStringToObject(cond, "status", "False");
+    cJSON_AddStringToObject(cond, "reason", "NoComputeDriver");
+    cJSON_AddStringToObject(cond, "message", "record only: this gateway has no compute driver yet");
+    cJSON_AddNumberToObject(cond, "last_transition_time_ms", (double)store_now_ms());
+    cJSON_AddItemToArray(conds, cond);
+
+    store_new_id(id);
+    if (!name) {
+        /* "sandbox-" and six random characters from the id. */
+        snprintf(gen, sizeof(gen), "sandbox-%.6s", id);
+        name = gen;
+    }
+    o.id = id;
+    o.type = (char *)SB_TYPE;
+    o.name = (char *)name;
+    o.workspace = (char *)req->params[0];
+    o.payload = api_json_print(payload);
+    o.labels = labels ? api_json_print(labels) : NULL;
+    rc = store_create(gw->store, &o, &e);
+    if (rc == 0) {
+        log_kv(LOG_LVL_INFO, "sandbox created", "name", name, "workspace", o.workspace, "id", id,
+               NULL);
+        respond_sandbox(st, 201, &o);
+    }
+    free(o.payload);
+    free(o.labels);
+    if (rc < 0)
+        goto fail;
+    cJSON_Delete(payload);
+    cJSON_Delete(body);
+    return;
+fail:
+    cJSON_Delete(payload);
+    cJSON_Delete(body);
+    api_respond_err(st, rc, &e);
+}
+
+static int
+parse_count(const struct h2_req *req, const char *key, size_t max, size_t *out, struct err *e)
+{
+    struct buf v = BUF_INIT;
+    char *end;
+    unsigned long long n;
+    int rc = h2_req_query(req, key, &v);
+
+    if (rc <= 0) {
+        buf_fini(&v);
+        return rc < 0 ? err_set(e, EINVAL, "query %s: bad percent-encoding", key) : 0;
+    }
+    errno = 0;
+    n = strtoull(buf_cstr(&v), &end, 10);
+    if (!v.len || *end || errno || n > max || buf_cstr(&v)[0] == '-') {
+        rc =
+            err_set(e, EINVAL, "query %s=%.40s: expected an integer 0-%zu", key, buf_cstr(&v), max);
+        buf_fini(&v);
+        return rc;
+    }
+    *out = (size_t)n;
+    buf_fini(&v);
+    return 0;
+}
+
+static void
+list_common(struct gw *gw, struct h2_stream *st, struct h2_req *req, const char *ws)
+{
+    static const char *const known[] = { "label_selector", "limit", "offset", NULL };
+    struct store_query q = { .type = SB_TYPE, .workspace = ws };
+    struct buf sel = BUF_INIT;
+    struct store_list l;
+    struct err e;
+    cJSON *j, *items;
+    int rc;
+
+    /* Unknown query parameters are errors, like unknown fields. */
+    for (const char *p = req->query; p && *p;) {
+        const char *amp = strchr(p, '&'), *eq;
+        size_t len = amp ? (size_t)(amp - p) : strlen(p), i;
+
+        eq = memchr(p, '=', len);
+        for (i = 0; known[i]; i++)
+            if (strlen(known[i]) == (size_t)((eq ? eq : p + len) - p) &&
+                memcmp(known[i], p, strlen(known[i])) == 0)
+                break;
+        if (!known[i] && len) {
+            rc = err_set(&e, EINVAL,
+                         "query parameter %.*s unknown (known: label_selector, limit, offset)",
+                         (int)((eq ? eq : p + len) - p > 60 ? 60 : (eq ? eq : p + len) - p), p);
+            goto fail;
+        }
+        p = amp ? amp + 1 : p + len;
+    }
+    if ((rc = h2_req_query(req, "label_selector", &sel)) < 0) {
+        rc = err_set(&e, EINVAL, "query label_selector: bad percent-encoding");
+        goto fail;
+    }
+    if (rc == 1)
+        q.label_selector = buf_cstr(&sel);
+    if ((rc = parse_count(req, "limit", STORE_LIST_MAX, &q.limit, &e)) < 0 ||
+        (rc = parse_count(req, "offset", 1u << 30, &q.offset, &e)) < 0)
+        goto fail;
+    if ((rc = store_list(gw->store, &q, &l, &e)) < 0)
+        goto fail;
+    j = cJSON_CreateObject();
+    items = cJSON_AddArrayToObject(j, "items");
+    for (size_t i = 0; i < l.n; i++)
+        cJSON_AddItemToArray(items, sandbox_json(l.items[i]));
+    cJSON_AddNumberToObject(j, "total", (double)l.total);
+    api_respond_json(st, 200, j, 0);
+    cJSON_Delete(j);
+    store_list_fini(&l);
+    buf_fini(&sel);
+    return;
+fail:
+    buf_fini(&sel);
+    api_respond_err(st, rc, &e);
+}
+
+static void
+h_list(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    struct gw *gw = arg;
+    struct err e;
+    int rc;
+
+    if (!gw_authorized(gw, st))
+        return;
+    if ((rc = check_workspace(req->params[0], &e)) < 0) {
+        api_respond_err(st, rc, &e);
+        return;
+    }
+    list_common(gw, st, req, req->params[0]);
+}
+
+static void
+h_list_all(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    struct gw *gw = arg;
+
+    if (!gw_authorized(gw, st))
+        return;
+    list_common(gw, st, req, NULL);
+}
+
+/* Look up ws/name from the path; responds with the error itself. */
+static struct store_obj *
+lookup(struct gw *gw, struct h2_stream *st, struct h2_req *req)
+{
+    struct store_obj *o = NULL;
+    struct err e;
+    int rc;
+
+    if ((rc = check_workspace(req->params[0], &e)) < 0 ||
+        (rc = store_get_by_name(gw->store, SB_TYPE, req->params[0], req->params[1], &o, &e)) < 0) {
+        if (rc == -ENOENT)
+            err_set(&e, ENOENT, "sandbox %.80s not found in workspace %.80s", req->params[1],
+                    req->params[0]);
+        api_respond_err(st, rc, &e);
+        return NULL;
+    }
+    return o;
+}
+
+static void
+h_get(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    struct gw *gw = arg;
+    struct store_obj *o;
+
+    if (!gw_authorized(gw, st) || !(o = lookup(gw, st, req)))
+        return;
+    respond_sandbox(st, 200, o);
+    store_obj_free(o);
+}
+
+static void
+h_patch(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    static const char *const keys[] = { "labels", "annotations", NULL };
+    struct gw *gw = arg;
+    struct store_obj *o;
+    const cJSON *labels = NULL, *ann = NULL;
+    cJSON *body = NULL, *payload = NULL;
+    uint64_t expect;
+    struct err e;
+    int rc;
+
+    if (!gw_authorized(gw, st) || content_type_json(st) < 0)
+        return;
+    if ((rc = api_parse_if_match(h2_stream_header(st, "if-match"), &expect, &e)) < 0) {
+        api_respond_err(st, rc, &e);
+        return;
+    }
+    if (!(o = lookup(gw, st, req)))
+        return;
+    if ((rc = api_parse_object(req->body.data, req->body.len, &body, &e)) < 0 ||
+        (rc = api_check_keys(body, keys, "", &e)) < 0 ||
+        (rc = api_get_object(body, "labels", "", &labels, &e)) < 0 ||
+        (rc == 0 && (rc = check_labels(labels, &e)) < 0) ||
+        (rc = api_get_object(body, "annotations", "", &ann, &e)) < 0 ||
+        (rc == 0 && (rc = api_check_string_map(ann, "annotations", &e)) < 0))
+        goto fail;
+    if (labels) {
+        free(o->labels);
+        o->labels = api_json_print(labels);
+    }
+    if (ann) {
+        payload = parse_stored(o->payload);
+        cJSON_DeleteItemFromObjectCaseSensitive(payload, "annotations");
+        cJSON_AddItemToObject(payload, "annotations", cJSON_Duplicate(ann, true));
+        free(o->payload);
+        o->payload = api_json_print(payload);
+    }
+    if ((rc = store_update(gw->store, o, expect, &e)) < 0)
+        goto fail;
+    respond_sandbox(st, 200, o);
+    watch_notify(gw, o->id, o);
+    goto out;
+fail:
+    api_respond_err(st, rc, &e);
+out:
+    cJSON_Delete(payload);
+    cJSON_Delete(body);
+    store_obj_free(o);
+}
+
+static void
+h_delete(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    struct gw *gw = arg;
+    struct store_obj *o;
+    uint64_t expect;
+    struct err e;
+    int rc;
+
+    if (!gw_authorized(gw, st))
+        return;
+    if ((rc = api_parse_if_match(h2_stream_header(st, "if-match"), &expect, &e)) < 0) {
+        api_respond_err(st, rc, &e);
+        return;
+    }
+    if (!(o = lookup(gw, st, req)))
+        return;
+    /* No compute driver: nothing to tear down, the record goes at once. */
+    if ((rc = store_delete(gw->store, SB_TYPE, o->id, expect, &e)) < 0) {
+        if (rc == -ESTALE)
+            err_set(&e, ESTALE, "sandbox %s: resource_version is %llu, not %llu", o->name,
+                    (unsigned long long)o->resource_version, (unsigned long long)expect);
+        api_respond_err(st, rc, &e);
+    } else {
+        log_kv(LOG_LVL_INFO, "sandbox deleted", "name", o->name, "workspace", o->workspace, "id",
+               o->id, NULL);
+        h2_stream_respond(st, 200, "application/json", NULL, 0, "{\"deleted\":true}\n", 17);
+        watch_notify(gw, o->id, NULL);
+    }
+    store_obj_free(o);
+}
+
+static void
+watch_start(struct gw *gw, struct h2_stream *st, struct h2_req *req, struct store_obj *o)
+{
+    struct gw_watch *w = xcalloc(1, sizeof(*w));
+    struct buf v = BUF_INIT;
+
+    w->gw = gw;
+    w->st = st;
+    w->follow = true;
+    if (h2_req_query(req, "follow", &v) == 1 &&
+        (strcmp(buf_cstr(&v), "0") == 0 || strcmp(buf_cstr(&v), "false") == 0))
+        w->follow = false;
+    buf_fini(&v);
+    snprintf(w->id, sizeof(w->id), "%s", o->id);
+    w->next = gw->watches;
+    if (gw->watches)
+        gw->watches->prev = w;
+    gw->watches = w;
+    gw->nwatches++;
+    h2_stream_set_cbs(st, &watch_cbs, w);
+    h2_stream_start(st, 200, "application/x-ndjson", NULL, 0);
+    watch_send(w, "sandbox", o);
+}
+
+static void
+h_watch(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    struct gw *gw = arg;
+    struct store_obj *o;
+
+    if (!gw_authorized(gw, st) || !(o = lookup(gw, st, req)))
+        return;
+    watch_start(gw, st, req, o);
+    store_obj_free(o);
+}
+
+static void
+h_watch_id(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    struct gw *gw = arg;
+    struct store_obj *o = NULL;
+    struct err e;
+    int rc;
+
+    if (!gw_authorized(gw, st))
+        return;
+    if ((rc = store_get(gw->store, SB_TYPE, req->params[0], &o, &e)) < 0) {
+        if (rc == -ENOENT)
+            err_set(&e, ENOENT, "sandbox id %.40s not found", req->params[0]);
+        api_respond_err(st, rc, &e);
+        return;
+    }
+    watch_start(gw, st, req, o);
+    store_obj_free(o);
+}
+
+void
+gw_sandbox_routes(struct gw *gw)
+{
+    struct h2_router *r = gw->router;
+
+    h2_router_add(r, "POST", "/v1/workspaces/{}/sandboxes", 0, h_create, gw);
+    h2_router_add(r, "GET", "/v1/workspaces/{}/sandboxes", 0, h_list, gw);
+    h2_router_add(r, "GET", "/v1/workspaces/{}/sandboxes/{}", 0, h_get, gw);
+    h2_router_add(r, "PATCH", "/v1/workspaces/{}/sandboxes/{}", 0, h_patch, gw);
+    h2_router_add(r, "DELETE", "/v1/workspaces/{}/sandboxes/{}", 0, h_delete, gw);
+    h2_router_add(r, "GET", "/v1/workspaces/{}/sandboxes/{}/watch", 0, h_watch, gw);
+    h2_router_add(r, "GET", "/v1/sandboxes", 0, h_list_all, gw);
+    h2_router_add(r, "GET", "/v1/sandboxes/{}/watch", 0, h_watch_id, gw);
+}
