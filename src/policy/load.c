@@ -201,9 +201,23 @@ ld_seq(struct ld *l, const struct py_node *n, const char *what)
 static void
 ld_unknown(struct ld *l, const struct py_node *key, const char *expected)
 {
-    size_t o = ld_push_key(l, key->s);
+    /* Worded like the reference's parser ("unknown field `x`, expected one
+     * of `a`, `b`"), which users may already grep for. */
+    size_t o = ld_push_key(l, key->s), n = 0;
+    const char *s = expected;
+    char list[1024];
 
-    ld_err(l, key, "unknown field '%s' (expected one of: %s)", key->s, expected);
+    while (*s && n + 4 < sizeof(list)) {
+        const char *e = strstr(s, ", ");
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        int w = snprintf(list + n, sizeof(list) - n, "%s`%.*s`", n ? ", " : "", (int)len, s);
+        if (w < 0 || (size_t)w >= sizeof(list) - n)
+            break;
+        n += (size_t)w;
+        s += len + (e ? 2 : 0);
+    }
+    list[n] = '\0';
+    ld_err(l, key, "unknown field `%s`, expected one of %s", key->s, list);
     ld_pop(l, o);
 }
 
@@ -220,7 +234,7 @@ ld_path_problem(const char *path)
     if (path[0] != '/')
         return "path must be absolute (start with '/')";
     if (n > LD_MAX_PATH)
-        return "path exceeds maximum length (4096 bytes)";
+        return "path exceeds maximum length (> 4096)";
     for (const char *s = path; *s; s++) {
         if (s[0] != '/')
             continue;
@@ -609,7 +623,7 @@ ld_l7rule(struct ld *l, const struct py_node *n, const char *proto, bool deny, s
                           : query,
                    "protocol sql rules use `command` only");
         if (!command) {
-            ld_err(l, n, "missing field 'command' (protocol sql)");
+            ld_err(l, n, "missing field `command` (protocol sql)");
             return;
         }
         o = ld_push_key(l, "command");
@@ -631,7 +645,7 @@ ld_l7rule(struct ld *l, const struct py_node *n, const char *proto, bool deny, s
     }
     /* method */
     if (!method || ld_is_null(method)) {
-        ld_err(l, n, "missing field 'method' (use \"*\" for any method)");
+        ld_err(l, n, "missing field `method` (use \"*\" for any method)");
     } else {
         size_t o = ld_push_key(l, "method");
         const char *m = ld_str(l, method);
@@ -664,7 +678,7 @@ ld_l7rule(struct ld *l, const struct py_node *n, const char *proto, bool deny, s
     }
     /* path */
     if (!path || ld_is_null(path)) {
-        ld_err(l, n, "missing field 'path' (use \"**\" for every path)");
+        ld_err(l, n, "missing field `path` (use \"**\" for every path)");
     } else {
         size_t o = ld_push_key(l, "path");
         const char *s = ld_str(l, path);
@@ -722,7 +736,7 @@ ld_rules(struct ld *l, const struct py_node *n, const char *proto, struct pol_en
                     ld_unknown(l, it->items[k], "allow");
             }
             if (!allow) {
-                ld_err(l, it, "missing field 'allow'");
+                ld_err(l, it, "missing field `allow`");
             } else {
                 size_t o2 = ld_push_key(l, "allow");
                 ld_l7rule(l, allow, proto, false, &ep->allow[ep->nallow++]);
@@ -872,7 +886,7 @@ ld_endpoint(struct ld *l, const struct py_node *n, struct pol_endpoint *ep)
                         ld_unknown(l, v->items[j], "provider");
                 }
                 if (!prov)
-                    ld_err(l, v, "missing field 'provider'");
+                    ld_err(l, v, "missing field `provider`");
             }
         } else if (!strcmp(k, "persisted_queries") || !strcmp(k, "graphql_persisted_queries") ||
                    !strcmp(k, "graphql_max_body_bytes")) {
@@ -1361,7 +1375,7 @@ ld_block(struct ld *l, const struct py_node *key, const struct py_node *n, struc
         ld_pop(l, o2);
     }
     if (!endpoints || ld_is_null(endpoints)) {
-        ld_err(l, n, "missing field 'endpoints' (a network policy needs at least one endpoint)");
+        ld_err(l, n, "missing field `endpoints` (a network policy needs at least one endpoint)");
     } else {
         size_t o2 = ld_push_key(l, "endpoints");
         if (ld_seq(l, endpoints, "a list of endpoints")) {
@@ -1382,7 +1396,7 @@ ld_block(struct ld *l, const struct py_node *key, const struct py_node *n, struc
     }
     if (!binaries || ld_is_null(binaries)) {
         ld_err(l, n,
-               "missing field 'binaries' (list the executables allowed to connect, e.g. "
+               "missing field `binaries` (list the executables allowed to connect, e.g. "
                "- path: /usr/bin/curl)");
     } else {
         size_t o2 = ld_push_key(l, "binaries");
@@ -1417,7 +1431,7 @@ ld_block(struct ld *l, const struct py_node *key, const struct py_node *n, struc
                         ld_pop(l, o4);
                     }
                     if (!path_n) {
-                        ld_err(l, it, "missing field 'path'");
+                        ld_err(l, it, "missing field `path`");
                     } else if (path) {
                         size_t o4 = ld_push_key(l, "path");
                         const char *why = ld_binary_problem(path);
@@ -1534,9 +1548,9 @@ ld_middlewares(struct ld *l, const struct py_node *n)
                 ld_pop(l, o2);
             }
             if (!have_mw)
-                ld_err(l, m, "missing field 'middleware'");
+                ld_err(l, m, "missing field `middleware`");
             if (!have_ep)
-                ld_err(l, m, "missing field 'endpoints'");
+                ld_err(l, m, "missing field `endpoints`");
         }
         ld_pop(l, o);
     }
@@ -1834,9 +1848,9 @@ ld_root(struct ld *l, const struct py_node *root)
     }
     if (!have_version) {
         if (l->flags & POLICY_LOAD_VERSION_OPTIONAL)
-            ld_warn(l, root, "missing field 'version' (assuming 1)");
+            ld_warn(l, root, "missing field `version` (assuming 1)");
         else
-            ld_err(l, root, "missing field 'version' (expected 'version: 1')");
+            ld_err(l, root, "missing field `version` (expected 'version: 1')");
     }
 }
 

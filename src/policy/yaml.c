@@ -174,7 +174,8 @@ py_check_dups(struct py_ctx *c, struct py_frame *f)
             buf_putc(&fld, '.');
         buf_append(&fld, dup->s, dup->len);
         pol_diag(c->diags, c->file, POLICY_DIAG_ERROR, dup->line, dup->col, buf_cstr(&fld),
-                 "duplicate key (first at line %u, column %u)", first->line, first->col);
+                 "duplicate field `%s` (first at line %u, column %u)", dup->s, first->line,
+                 first->col);
         buf_fini(&fld);
         /* Keep the first as the reference point for further duplicates. */
         dup->dup = true;

@@ -161,9 +161,9 @@ test_loader_errors(void)
     policy_diags_fini(&d);
 
     CHECK(rejects("version: 2\n", "unsupported version 2"));
-    CHECK(rejects("network_policies: {}\n", "missing field 'version'"));
-    CHECK(rejects("version: 1\nbogus: 1\n", "unknown field 'bogus'"));
-    CHECK(rejects("version: 1\nversion: 1\n", "duplicate key"));
+    CHECK(rejects("network_policies: {}\n", "missing field `version`"));
+    CHECK(rejects("version: 1\nbogus: 1\n", "unknown field `bogus`"));
+    CHECK(rejects("version: 1\nversion: 1\n", "duplicate field `version`"));
     CHECK(rejects("version: 1\nlandlock: {compatibility: best-effort}\n",
                   "unknown compatibility 'best-effort'"));
     CHECK(rejects("version: 1\nprocess: {run_as_user: root}\n",
@@ -211,7 +211,7 @@ test_loader_errors(void)
     CHECK(rejects(NPB("{host: a.com, port: 1, access: full}"), "access needs protocol"));
     CHECK(rejects(NPB("{host: a.com, port: 1, protocol: rest, access: full, deny_rules: [{method: "
                       "GET}]}"),
-                  "missing field 'path'"));
+                  "missing field `path`"));
     CHECK(rejects(NPB("{host: a.com, port: 1, protocol: tcp, access: full}"),
                   "not valid for protocol tcp"));
     CHECK(rejects(NPB("{host: 10.0.0.1, port: 1, protocol: tcp}"), "not an IP literal"));
@@ -238,7 +238,7 @@ test_loader_errors(void)
     CHECK(rejects(NPB("{host: a.com, port: 1, protocol: websocket, rules: [{allow: {method: POST, "
                       "path: /a}}]}"),
                   "websocket rules allow"));
-    CHECK(rejects(NPB("{host: a.com, port: 1, middleware: x}"), "unknown field 'middleware'"));
+    CHECK(rejects(NPB("{host: a.com, port: 1, middleware: x}"), "unknown field `middleware`"));
     CHECK(rejects(NP("{host: a.com, port: 1}", "[]"), "binaries is empty"));
     CHECK(rejects(NP("{host: a.com, port: 1}", "[{path: curl}]"), "must be absolute"));
     CHECK(rejects(NP("{host: a.com, port: 1}", "[{path: \"/usr/bin/*[a\"}]"), "unclosed '['"));
