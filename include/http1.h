@@ -125,7 +125,8 @@ const char *http1_response_header(const struct http1_response *r, const char *na
  * message's), or -EBADMSG with *WHY on bad framing. What to forward is
  * appended to OUT: a request's chunked body is re-framed from the decoded
  * data (extensions and trailers dropped), anything else is copied as
- * received. *DONE turns true at the end of the message. For a response that
+ * received; for those OUT may be NULL (the caller forwards the bytes it
+ * was told belong to the message). *DONE turns true at the end of the message. For a response that
  * runs until EOF, call http1_body_eof() when the stream ends.
  */
 struct http1_body;

@@ -572,6 +572,7 @@ http1_on_body(http_parser *p, const char *at, size_t len)
     struct http1_body *b = p->data;
 
     if (b->reframe) {
+        BUG_ON(!b->out); /* a re-framed body needs somewhere to go */
         buf_printf(b->out, "%zx\r\n", len);
         buf_append(b->out, at, len);
         buf_puts(b->out, "\r\n");
@@ -585,7 +586,7 @@ http1_on_complete(http_parser *p)
     struct http1_body *b = p->data;
 
     b->done = true;
-    if (b->reframe)
+    if (b->reframe && b->out)
         buf_puts(b->out, "0\r\n\r\n");
     http_parser_pause(p, 1);
     return 0;
@@ -672,7 +673,7 @@ http1_body_feed(struct http1_body *b, const char *p, size_t n, struct buf *out, 
         *why = http_errno_description(HTTP_PARSER_ERRNO(&b->parser));
         return -EBADMSG;
     }
-    if (!b->reframe)
+    if (!b->reframe && out)
         buf_append(out, p, used);
     *done = b->done;
     return (long)used;

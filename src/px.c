@@ -1132,34 +1132,62 @@ px_build_request(struct px_conn *c, const char *path, bool close_upstream, struc
 }
 
 /* Forward request body bytes from the client to the upstream. */
+/* Feed SRC's buffered bytes to body B chain by chain (no linearising);
+ * what belongs to the message goes to DST: moved as is, or re-framed when
+ * REFRAME. Returns the bytes taken from SRC (0: nothing more can be taken
+ * now), or -EBADMSG with *WHY. *DONE: the message ended. */
+static long
+px_body_move(struct http1_body *b, bool reframe, struct evbuffer *src, struct bufferevent *dst,
+             uint64_t *count, bool *done, const char **why)
+{
+    struct evbuffer_iovec v[16];
+    struct buf out = BUF_INIT;
+    size_t total = 0;
+    int nv;
+
+    nv = evbuffer_peek(src, -1, NULL, v, 16);
+    if (nv > 16)
+        nv = 16;
+    if (nv <= 0)
+        return http1_body_feed(b, "", 0, NULL, done, why); /* bodiless: done at once */
+    for (int i = 0; i < nv; i++) {
+        long used =
+            http1_body_feed(b, v[i].iov_base, v[i].iov_len, reframe ? &out : NULL, done, why);
+
+        if (used < 0) {
+            buf_fini(&out);
+            return used;
+        }
+        total += (size_t)used;
+        if (*done || (size_t)used < v[i].iov_len)
+            break;
+    }
+    if (reframe) {
+        evbuffer_drain(src, total);
+        bufferevent_write(dst, out.data, out.len);
+        *count += out.len;
+    } else {
+        evbuffer_remove_buffer(src, bufferevent_get_output(dst), total);
+        *count += total;
+    }
+    buf_fini(&out);
+    return (long)total;
+}
+
 static void
 px_pump_request_body(struct px_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->cli);
-    struct buf out = BUF_INIT;
     const char *why = "";
     bool done = false;
     long used;
 
     while (!c->req_body_done) {
-        size_t n = evbuffer_get_length(in);
-        const char *p;
-
-        if (n > 65536)
-            n = 65536;
-        p = n ? (const char *)evbuffer_pullup(in, (ev_ssize_t)n) : "";
-        used = http1_body_feed(c->req_body, p, n, &out, &done, &why);
+        used = px_body_move(c->req_body, c->req.chunked, in, c->up, &c->bytes_up, &done, &why);
         if (used < 0) {
             px_log_decision(c, "deny", "framing", c->method, c->path, why);
-            buf_fini(&out);
             px_reply_empty(c, 400, "Bad Request");
             return;
-        }
-        evbuffer_drain(in, (size_t)used);
-        if (out.len) {
-            bufferevent_write(c->up, out.data, out.len);
-            c->bytes_up += out.len;
-            buf_reset(&out);
         }
         c->req_body_done = done;
         if (evbuffer_get_length(bufferevent_get_output(c->up)) >= PX_HIGH) {
@@ -1169,7 +1197,6 @@ px_pump_request_body(struct px_conn *c)
         if (used == 0)
             break;
     }
-    buf_fini(&out);
     px_touch(c);
     /* Pipelined requests wait in the client's input (bounded by its read
      * high-water mark) until this one has been answered. */
@@ -1302,24 +1329,12 @@ px_pump_response(struct px_conn *c)
             c->resp_body = http1_body_response(&c->resp);
         }
         {
-            size_t n = evbuffer_get_length(in);
-            const char *p;
-            long used;
+            long used = px_body_move(c->resp_body, false, in, c->cli, &c->bytes_down, &done, &why);
 
-            if (n > 65536)
-                n = 65536;
-            p = n ? (const char *)evbuffer_pullup(in, (ev_ssize_t)n) : "";
-            used = http1_body_feed(c->resp_body, p, n, &out, &done, &why);
             if (used < 0) {
                 px_log_decision(c, "error", "response", c->method, c->path, why);
                 px_conn_kill(c);
                 break;
-            }
-            evbuffer_drain(in, (size_t)used);
-            if (out.len) {
-                bufferevent_write(c->cli, out.data, out.len);
-                c->bytes_down += out.len;
-                buf_reset(&out);
             }
             px_touch(c);
             if (done) {

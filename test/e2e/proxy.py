@@ -399,6 +399,28 @@ def t_inspected():
           "inspected: the canonical path is what goes upstream", body)
 
 
+def t_bodies():
+    body = E.tmp + "/body.bin"
+    with open(body, "wb") as f:
+        f.write(os.urandom(300000))
+    r = curl("--data-binary", "@" + body, "http://api.test:8080/upload")
+    j = json.loads(r.stdout or "{}")
+    point(j.get("method") == "POST" and j.get("body") == 300000,
+          "forward: 300 kB POST body (Expect: 100-continue) arrives whole", r.stdout + r.stderr)
+    r = curl("-p", "-H", "Transfer-Encoding: chunked", "--data-binary", "@" + body,
+             "http://api.test:8080/chunked")
+    j = json.loads(r.stdout or "{}")
+    point(j.get("body") == 300000, "tunnel: chunked upload re-framed and delivered whole",
+          r.stdout + r.stderr)
+    r = curl("--cacert", E.tmp + "/sandbox-ca.pem", "-o", "/dev/null", "-w", "%{size_download}",
+             "https://api.test:8443/big/20000000", "https://api.test:8443/after-big")
+    point(r.stdout.startswith("20000000") and r.returncode == 0,
+          "inspected: 20 MB response relayed, then the next request on the same tunnel",
+          r.stdout + r.stderr)
+    r = curl("-o", "/dev/null", "-w", "%{size_download}", "http://api.test:8080/big/5000000")
+    point(r.stdout == "5000000", "forward: 5 MB response relayed", r.stdout + r.stderr)
+
+
 def t_websocket():
     s = tls_tunnel("api.test", 8443)
     s.sendall(b"GET /ws HTTP/1.1\r\nHost: api.test:8443\r\nConnection: Upgrade\r\n"
@@ -676,7 +698,8 @@ def main():
         teardown()
         skip_all("cannot set up the network namespace: %s" % e)
     try:
-        for t in (t_forward_and_deny_bodies, t_tunnels, t_inspected, t_websocket, t_keepalive,
+        for t in (t_forward_and_deny_bodies, t_tunnels, t_inspected, t_bodies, t_websocket,
+                  t_keepalive,
                   t_smuggling,
                   t_oversized, t_fronting, t_ssrf_and_upstream_faults, t_many_idle, t_cli, t_reload):
             try:
