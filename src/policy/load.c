@@ -175,7 +175,12 @@ bad:
     ld_err(l, n, "expected %s (an integer in %llu..%llu), got '%s'", what, min, max, n->s);
     return -1;
 range:
-    ld_err(l, n, "%s %s is out of range (expected %llu..%llu)", what, n->s, min, max);
+    if (max == 65535 && v > 65535)
+        /* The reference's parser words an oversized port this way. */
+        ld_err(l, n, "invalid value: integer `%s`, expected u16 (%s must be in %llu..%llu)", n->s,
+               what, min, max);
+    else
+        ld_err(l, n, "%s %s is out of range (expected %llu..%llu)", what, n->s, min, max);
     return -1;
 }
 
