@@ -153,6 +153,19 @@ test_node_flood(void)
     return expect_error("node flood", &b, "too many YAML nodes");
 }
 
+static int
+test_long_scalar(void)
+{
+    struct buf b = BUF_INIT;
+
+    buf_puts(&b, "version: 1\nnetwork_policies:\n  a:\n    endpoints: [{host: \"");
+    for (int i = 0; i < 100000; i++)
+        buf_putc(&b, 'a');
+    buf_puts(&b, "\", port: 443}]\n");
+    return expect_error("100 kB scalar", &b, "scalar longer than 65536 bytes");
+}
+
 TAP_MAIN(TAP_TEST(test_too_big), TAP_TEST(test_long_list), TAP_TEST(test_deep_nesting),
          TAP_TEST(test_alias_bomb), TAP_TEST(test_invalid_utf8), TAP_TEST(test_overlong_utf8),
-         TAP_TEST(test_nul_byte), TAP_TEST(test_many_keys), TAP_TEST(test_node_flood))
+         TAP_TEST(test_nul_byte), TAP_TEST(test_many_keys), TAP_TEST(test_node_flood),
+         TAP_TEST(test_long_scalar))
