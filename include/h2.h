@@ -27,7 +27,8 @@
  * data is still queued); on_drain fires once the buffer falls below half of
  * it. The connection stops handing frames to the bufferevent while its
  * output holds H2_CONN_OUT_HIGH bytes. Inbound, request bodies of ordinary
- * routes are buffered up to limits.max_body (more -> 413, stream reset);
+ * routes are buffered up to limits.max_body (more -> 413; the rest of the
+ * body is read and dropped, up to 16 MiB, then the stream is reset);
  * streaming routes get each chunk in on_data and the window is reopened
  * when the callback returns, unless the stream is paused with
  * h2_stream_pause_input() (then nothing is granted until resumed).

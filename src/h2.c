@@ -33,6 +33,8 @@
 #define DEF_OUT_HIGH (256 * 1024)
 #define DEF_WINDOW (256 * 1024)
 #define CONN_WINDOW (4 * 1024 * 1024)
+/* Bytes of a rejected request body read and dropped before a reset. */
+#define H2_DISCARD_MAX (16 * 1024 * 1024)
 
 struct h2_route {
     char *method;
@@ -66,7 +68,7 @@ struct h2_stream {
     bool out_started, out_ended, out_deferred, out_blocked, want_drain;
     /* Their input. */
     bool remote_ended, handled, rejected, paused;
-    size_t unconsumed;
+    size_t unconsumed, discarded;
     bool closed;
     struct h2_stream_cbs cbs;
     void *arg;
@@ -720,6 +722,12 @@ on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const uint8_t *d
     (void)flags;
     if (!st || st->closed || st->rejected) {
         nghttp2_session_consume(sess, id, len);
+        /* A rejected request body is read and dropped rather than reset at
+         * once: RFC 9113 section 8.1 allows RST_STREAM(NO_ERROR) here, but
+         * common clients (curl 7.88) then discard the response. Past a
+         * bound we reset anyway. */
+        if (st && !st->closed && (st->discarded += len) > H2_DISCARD_MAX)
+            nghttp2_submit_rst_stream(sess, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
         return 0;
     }
     if (c->srv && st->route && !(st->route->flags & H2_ROUTE_STREAMING)) {
@@ -742,23 +750,6 @@ on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const uint8_t *d
         st->unconsumed += len;
     else
         nghttp2_session_consume(sess, id, len);
-    return 0;
-}
-
-static int
-on_frame_send(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
-{
-    struct h2_conn *c = ud;
-    struct h2_stream *st;
-
-    if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) ||
-        !(f->hd.flags & NGHTTP2_FLAG_END_STREAM) || !c->srv)
-        return 0;
-    st = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
-    /* The response is complete while the client is still sending: ask it to
-     * stop without error (RFC 9113 section 8.1). */
-    if (st && !st->remote_ended)
-        nghttp2_submit_rst_stream(sess, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
     return 0;
 }
 
@@ -970,7 +961,6 @@ conn_new(struct event_base *base, struct bufferevent *bev, bool server, const st
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
-    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     /* We grant receive window ourselves (back-pressure on paused streams). */
     nghttp2_option_set_no_auto_window_update(opt, 1);

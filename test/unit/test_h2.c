@@ -317,7 +317,7 @@ test_body_limit(void)
         0);
     CHECK_INT(status, 200);
     buf_reset(&resp);
-    /* Over the limit: 413 (the client's upload is then reset with NO_ERROR). */
+    /* Over the limit: 413 (the rest of the upload is read and dropped). */
     h2_client_call(fx.cli, "POST", "/v1/echo/a", NULL, 0, big, 100000, &status, &resp, 65536, &e);
     CHECK_INT(status, 413);
     CHECK_CONTAINS(buf_cstr(&resp), "payload_too_large");

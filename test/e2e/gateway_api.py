@@ -1,0 +1,373 @@
+#!/usr/bin/python3
+"""E2E: openshell-gateway's API on its unix socket, through real curl (HTTP/2
+prior knowledge): every endpoint of the slice, every error status, strict
+JSON, 413, CAS conflicts, label selectors, watch streams, peer-credential
+checks, graceful shutdown and restart with the state kept. Prints TAP."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = os.environ["OPENSHELL_BIN"]
+T = tempfile.mkdtemp(prefix="openshell-gw-e2e.")
+os.chmod(T, 0o755)  # the uid-65534 test must reach the socket
+STATE = os.path.join(T, "state")
+SOCK = os.path.join(T, "gw.sock")
+LOG = os.path.join(T, "gateway.log")
+BASE = "http://localhost"
+n = 0
+failed = 0
+gw = None
+
+
+def tap(ok, name, diag=""):
+    global n, failed
+    n += 1
+    if not ok:
+        failed += 1
+    print(("ok" if ok else "not ok") + " %d - %s" % (n, name))
+    if not ok and diag:
+        for line in str(diag).splitlines()[:20]:
+            print("# " + line)
+    sys.stdout.flush()
+
+
+def start():
+    global gw
+    lnk = os.path.join(T, "openshell-gateway")
+    if not os.path.exists(lnk):
+        os.symlink(BIN, lnk)
+    log = open(LOG, "a")
+    gw = subprocess.Popen([lnk, "--state-dir", STATE, "--socket", SOCK, "--log-format", "text"],
+                          stdout=log, stderr=log)
+    for _ in range(200):
+        if os.path.exists(SOCK):
+            r = curl("GET", "/healthz")
+            if r[0] == 200:
+                return True
+        if gw.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return False
+
+
+def curl(method, path, body=None, headers=None, ctype="application/json", user=None,
+         timeout=10):
+    """Returns (status, headers dict, body text, http_version)."""
+    out = os.path.join(T, "out")
+    if not os.path.isdir(out):
+        os.mkdir(out)
+        os.chmod(out, 0o777)
+    hfile = os.path.join(out, "h.txt")
+    bfile = os.path.join(out, "b.txt")
+    cmd = ["curl", "-sS", "--http2-prior-knowledge", "--unix-socket", SOCK, "-X", method,
+           "-D", hfile, "-o", bfile, "-w", "%{http_code} %{http_version}",
+           "--max-time", str(timeout)]
+    for k, v in (headers or {}).items():
+        cmd += ["-H", "%s: %s" % (k, v)]
+    if body is not None:
+        if ctype:
+            cmd += ["-H", "content-type: " + ctype]
+        cmd += ["--data-binary", "@-"]
+    if user is not None:
+        cmd = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups"] + cmd
+    p = subprocess.run(cmd + [BASE + path], input=(body.encode() if isinstance(body, str)
+                                                   else body), capture_output=True)
+    try:
+        code, ver = p.stdout.decode().split()
+        code = int(code)
+    except ValueError:
+        return (0, {}, p.stderr.decode(), "")
+    hdrs = {}
+    if os.path.exists(hfile):
+        for line in open(hfile, errors="replace"):
+            if ":" in line and not line.startswith("HTTP"):
+                k, v = line.split(":", 1)
+                hdrs[k.strip().lower()] = v.strip()
+    text = open(bfile, errors="replace").read() if os.path.exists(bfile) else ""
+    for f in (hfile, bfile):
+        if os.path.exists(f):
+            os.unlink(f)
+    return (code, hdrs, text, ver)
+
+
+def jbody(r):
+    try:
+        return json.loads(r[2])
+    except ValueError:
+        return None
+
+
+def expect_error(name, r, status, code, contains=None):
+    j = jbody(r)
+    ok = (r[0] == status and isinstance(j, dict) and "error" in j and
+          j["error"].get("code") == code and isinstance(j["error"].get("message"), str) and
+          (contains is None or contains in j["error"]["message"]))
+    tap(ok, name, "status %s body %s" % (r[0], r[2][:500]))
+
+
+SB = "/v1/workspaces/default/sandboxes"
+
+
+def main():
+    if not shutil.which("curl"):
+        print("1..0 # SKIP curl not installed")
+        return 0
+    if not start():
+        tap(False, "gateway starts", open(LOG).read())
+        return 1
+    tap(True, "gateway starts and answers /healthz")
+
+    # --- health, info
+    r = curl("GET", "/healthz")
+    tap(r[0] == 200 and jbody(r) == {"status": "ok"} and r[3] == "2", "GET /healthz over HTTP/2",
+        r)
+    r = curl("GET", "/readyz")
+    j = jbody(r) or {}
+    tap(r[0] == 200 and j.get("status") == "healthy" and
+        j["checks"]["database"]["status"] == "healthy", "GET /readyz: database healthy", r)
+    r = curl("GET", "/v1/health")
+    tap(r[0] == 200 and (jbody(r) or {}).get("status") == "healthy", "GET /v1/health", r)
+    r = curl("GET", "/v1/gateway")
+    j = jbody(r) or {}
+    tap(r[0] == 200 and j.get("compute_drivers") == [] and j.get("schema_version") == 2 and
+        j.get("api") == "v1", "GET /v1/gateway: info, no compute driver", r)
+
+    # --- create
+    r = curl("POST", SB, json.dumps({"name": "alpha", "labels": {"env": "prod", "team": "a"},
+                                     "annotations": {"note": "x"},
+                                     "spec": {"environment": {"FOO": "bar"},
+                                              "log_level": "debug",
+                                              "template": {"image": "base"}}}))
+    j = jbody(r) or {}
+    md = j.get("metadata", {})
+    tap(r[0] == 201 and r[1].get("etag") == '"1"' and md.get("name") == "alpha" and
+        md.get("resource_version") == 1 and md.get("labels") == {"env": "prod", "team": "a"} and
+        j["status"]["phase"] == "provisioning" and
+        j["spec"]["command"] == ["/bin/bash", "-l"] and j["spec"]["tty"] is True,
+        "POST sandbox: 201, ETag, provisioning, default command", r)
+    alpha_id = md.get("id", "")
+    for name, labels in (("beta", {"env": "dev", "team": "a"}),
+                         ("gamma", {"env": "prod", "team": "b", "example.com/tier": "1"})):
+        r = curl("POST", SB, json.dumps({"name": name, "labels": labels,
+                                         "spec": {"command": ["/bin/echo", "hi"]}}))
+        tap(r[0] == 201 and jbody(r)["spec"]["command"] == ["/bin/echo", "hi"],
+            "POST sandbox %s" % name, r)
+    r = curl("POST", SB, "{}")
+    j = jbody(r) or {}
+    gen = j.get("metadata", {}).get("name", "")
+    tap(r[0] == 201 and gen.startswith("sandbox-") and len(gen) <= 19,
+        "POST sandbox without a name gets a generated one", r)
+    expect_error("POST duplicate name: 409 already_exists",
+                 curl("POST", SB, '{"name":"alpha"}'), 409, "already_exists", "alpha")
+
+    # --- get
+    r = curl("GET", SB + "/alpha")
+    tap(r[0] == 200 and r[1].get("etag") == '"1"' and
+        jbody(r)["metadata"]["annotations"] == {"note": "x"}, "GET sandbox: 200 with ETag", r)
+    expect_error("GET unknown sandbox: 404", curl("GET", SB + "/nope"), 404, "not_found", "nope")
+    expect_error("GET in an unknown workspace: 404",
+                 curl("GET", "/v1/workspaces/other/sandboxes/alpha"), 404, "not_found",
+                 "workspace")
+
+    # --- list
+    r = curl("GET", SB)
+    j = jbody(r) or {}
+    names = [i["metadata"]["name"] for i in j.get("items", [])]
+    tap(r[0] == 200 and names[:3] == ["alpha", "beta", "gamma"] and j.get("total") == 4,
+        "GET list: all, creation order, total", r)
+    r = curl("GET", SB + "?label_selector=env%3Dprod")
+    names = [i["metadata"]["name"] for i in (jbody(r) or {}).get("items", [])]
+    tap(r[0] == 200 and names == ["alpha", "gamma"], "list label_selector env=prod", r)
+    r = curl("GET", SB + "?label_selector=env%3Dprod%2Cteam%3Db")
+    names = [i["metadata"]["name"] for i in (jbody(r) or {}).get("items", [])]
+    tap(r[0] == 200 and names == ["gamma"], "list label_selector env=prod,team=b", r)
+    r = curl("GET", SB + "?label_selector=example.com%2Ftier%3D1")
+    names = [i["metadata"]["name"] for i in (jbody(r) or {}).get("items", [])]
+    tap(r[0] == 200 and names == ["gamma"], "list label_selector with a prefixed key", r)
+    r = curl("GET", SB + "?limit=2&offset=1")
+    j = jbody(r) or {}
+    names = [i["metadata"]["name"] for i in j.get("items", [])]
+    tap(r[0] == 200 and names == ["beta", "gamma"] and j.get("total") == 4,
+        "list limit/offset keeps the total", r)
+    r = curl("GET", "/v1/sandboxes")
+    tap(r[0] == 200 and len((jbody(r) or {}).get("items", [])) == 4,
+        "GET /v1/sandboxes: every workspace", r)
+    expect_error("list: bad selector 400", curl("GET", SB + "?label_selector=env"), 400,
+                 "invalid_argument", "label selector")
+    expect_error("list: injection-looking selector 400",
+                 curl("GET", SB + "?label_selector=a%3D%27%29%20OR%201%3D1"), 400,
+                 "invalid_argument")
+    expect_error("list: limit over 1000 is 400", curl("GET", SB + "?limit=5000"), 400,
+                 "invalid_argument", "limit")
+    expect_error("list: negative offset is 400", curl("GET", SB + "?offset=-1"), 400,
+                 "invalid_argument", "offset")
+    expect_error("list: unknown query parameter is 400", curl("GET", SB + "?colour=red"), 400,
+                 "invalid_argument", "colour")
+
+    # --- strict bodies
+    bad = [
+        ("malformed JSON", '{"name": "x",', "not valid JSON"),
+        ("trailing data", '{"name":"x"} {}', "after the JSON"),
+        ("not an object", '["x"]', "JSON object"),
+        ("empty body", "", "empty"),
+        ("duplicate key", '{"name":"a","name":"b"}', "duplicate"),
+        ("nested duplicate key", '{"spec":{"tty":true,"tty":false}}', "duplicate"),
+        ("unknown field", '{"name":"x","colour":"red"}', "colour: unknown field"),
+        ("unknown spec field", '{"spec":{"cmd":["ls"]}}', "spec.cmd: unknown field"),
+        ("unknown template field", '{"spec":{"template":{"img":"x"}}}', "spec.template.img"),
+        ("name wrong type", '{"name":5}', "name: expected a string"),
+        ("labels wrong type", '{"labels":"env=prod"}', "labels: expected an object"),
+        ("label value wrong type", '{"labels":{"env":1}}', "labels.env: expected a string"),
+        ("command wrong type", '{"spec":{"command":"ls -l"}}', "expected an array"),
+        ("command item wrong type", '{"spec":{"command":["ls",1]}}', "spec.command[1]"),
+        ("tty wrong type", '{"spec":{"tty":"yes"}}', "spec.tty: expected true or false"),
+        ("environment value wrong type", '{"spec":{"environment":{"A":1}}}',
+         "spec.environment.A"),
+        ("environment bad name", '{"spec":{"environment":{"1A":"x"}}}', "not a valid variable"),
+        ("bad log level", '{"spec":{"log_level":"loud"}}', "log_level"),
+        ("policy not an object", '{"spec":{"policy":"allow all"}}', "spec.policy"),
+        ("invalid name", '{"name":"Bad_Name"}', "name"),
+        ("name too long", '{"name":"abcdefghijklmnopqrstu"}', "1-19"),
+        ("name with --", '{"name":"a--b"}', "--"),
+        ("bad label key", '{"labels":{"-x":"1"}}', "label key"),
+        ("bad label value", '{"labels":{"x":"a b"}}', "value"),
+        ("gpu count", '{"spec":{"resource_requirements":{"gpu":{"count":1.5}}}}', "gpu.count"),
+    ]
+    for name, body, msg in bad:
+        expect_error("400 for %s" % name, curl("POST", SB, body), 400, "invalid_argument", msg)
+    expect_error("415 for a non-JSON content type",
+                 curl("POST", SB, '{"name":"x"}', ctype="text/plain"), 415,
+                 "unsupported_media_type")
+    big = '{"name":"big","annotations":{"a":"' + "x" * (2 * 1024 * 1024) + '"}}'
+    expect_error("413 for a 2 MiB body", curl("POST", SB, big), 413, "payload_too_large")
+    r = curl("GET", SB + "/big")
+    tap(r[0] == 404, "nothing was created by the oversized request", r)
+    tap(gw.poll() is None, "the gateway survived every bad request")
+
+    # --- routing errors
+    r = curl("PUT", "/v1/sandboxes", "{}")
+    tap(r[0] == 405 and "GET" in r[1].get("allow", "") and
+        (jbody(r) or {}).get("error", {}).get("code") == "method_not_allowed",
+        "405 with Allow for a wrong method", r)
+    expect_error("404 for an unknown path", curl("GET", "/v1/nothing"), 404, "not_found")
+
+    # --- CAS
+    r = curl("PATCH", SB + "/alpha", '{"labels":{"env":"staging"}}', headers={"if-match": '"1"'})
+    tap(r[0] == 200 and r[1].get("etag") == '"2"' and
+        jbody(r)["metadata"]["labels"] == {"env": "staging"}, "PATCH with If-Match: 200, ETag 2",
+        r)
+    expect_error("PATCH with a stale If-Match: 409 aborted",
+                 curl("PATCH", SB + "/alpha", '{"labels":{}}', headers={"if-match": '"1"'}), 409,
+                 "aborted", "resource_version is 2")
+    expect_error("PATCH with a weak ETag: 400",
+                 curl("PATCH", SB + "/alpha", '{"labels":{}}', headers={"if-match": 'W/"2"'}),
+                 400, "invalid_argument", "If-Match")
+    expect_error("PATCH of an unknown field: 400",
+                 curl("PATCH", SB + "/alpha", '{"spec":{}}'), 400, "invalid_argument", "spec")
+    r = curl("PATCH", SB + "/alpha", '{"annotations":{"k":"v"}}')
+    tap(r[0] == 200 and r[1].get("etag") == '"3"' and
+        jbody(r)["metadata"]["annotations"] == {"k": "v"}, "PATCH without If-Match", r)
+    expect_error("DELETE with a stale If-Match: 409",
+                 curl("DELETE", SB + "/alpha", headers={"if-match": '"2"'}), 409, "aborted")
+
+    # --- watch
+    w = subprocess.Popen(["curl", "-sS", "-N", "--http2-prior-knowledge", "--unix-socket", SOCK,
+                          "--max-time", "10", BASE + SB + "/alpha/watch"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.3)
+    r1 = curl("PATCH", SB + "/alpha", '{"labels":{"env":"w1"}}')
+    time.sleep(0.1)
+    r2 = curl("DELETE", SB + "/alpha", headers={"if-match": '"4"'})
+    try:
+        out, err = w.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        w.kill()
+        out, err = w.communicate()
+    lines = [json.loads(x) for x in out.decode().splitlines() if x.strip()]
+    types = [x.get("type") for x in lines]
+    tap(r1[0] == 200 and r2[0] == 200 and jbody(r2) == {"deleted": True},
+        "PATCH then DELETE with the right If-Match", (r1, r2))
+    tap(types == ["sandbox", "sandbox", "deleted"] and
+        lines[0]["sandbox"]["metadata"]["resource_version"] == 3 and
+        lines[1]["sandbox"]["metadata"]["labels"] == {"env": "w1"} and w.returncode == 0,
+        "watch: snapshot, change, deleted, then the stream ends", out.decode() + err.decode())
+    r = curl("GET", SB + "/alpha")
+    tap(r[0] == 404, "deleted sandbox is gone", r)
+    expect_error("DELETE again: 404", curl("DELETE", SB + "/alpha"), 404, "not_found")
+    r = curl("GET", SB + "/beta/watch?follow=0")
+    lines = r[2].splitlines()
+    tap(r[0] == 200 and r[1].get("content-type") == "application/x-ndjson" and
+        len(lines) == 1 and json.loads(lines[0])["sandbox"]["metadata"]["name"] == "beta",
+        "watch follow=0: one ndjson snapshot", r)
+    beta_id = json.loads(lines[0])["sandbox"]["metadata"]["id"] if lines else ""
+    r = curl("GET", "/v1/sandboxes/%s/watch?follow=0" % beta_id)
+    tap(r[0] == 200 and '"name":"beta"' in r[2], "watch by id", r)
+    expect_error("watch of an unknown id: 404",
+                 curl("GET", "/v1/sandboxes/%s/watch" % alpha_id), 404, "not_found")
+
+    # --- peer credentials
+    if os.geteuid() == 0 and shutil.which("setpriv"):
+        expect_error("another uid gets 401 on /v1/gateway", curl("GET", "/v1/gateway", user=65534),
+                     401, "unauthenticated")
+        expect_error("another uid gets 401 on sandboxes", curl("GET", SB, user=65534), 401,
+                     "unauthenticated")
+        r = curl("GET", "/healthz", user=65534)
+        tap(r[0] == 200, "another uid may still probe /healthz", r)
+    else:
+        for i in range(3):
+            tap(True, "peer credential check # SKIP needs root and setpriv")
+
+    # --- graceful shutdown with an open watch, then restart
+    w = subprocess.Popen(["curl", "-sS", "-N", "--http2-prior-knowledge", "--unix-socket", SOCK,
+                          "--max-time", "10", BASE + SB + "/beta/watch"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.3)
+    gw.send_signal(signal.SIGTERM)
+    try:
+        rc = gw.wait(timeout=8)
+    except subprocess.TimeoutExpired:
+        gw.kill()
+        rc = -1
+    out, _ = w.communicate(timeout=10)
+    lines = [json.loads(x) for x in out.decode().splitlines() if x.strip()]
+    tap(rc == 0 and not os.path.exists(SOCK), "SIGTERM: clean exit, socket removed", rc)
+    tap(len(lines) == 2 and lines[-1].get("type") == "error" and
+        lines[-1]["error"]["code"] == "unavailable", "open watch ends with an error line",
+        out.decode())
+    if start():
+        r = curl("GET", SB)
+        names = [i["metadata"]["name"] for i in (jbody(r) or {}).get("items", [])]
+        tap(r[0] == 200 and names[:2] == ["beta", "gamma"] and len(names) == 3,
+            "after restart the records are there", r)
+        r = curl("GET", SB + "/gamma")
+        tap(r[0] == 200 and r[1].get("etag") == '"1"', "ETag survives the restart", r)
+    else:
+        tap(False, "restart", open(LOG).read())
+        tap(False, "restart ETag")
+    st = os.stat(os.path.join(STATE, "openshell.db"))
+    tap(st.st_mode & 0o777 == 0o600 and os.stat(STATE).st_mode & 0o777 == 0o700,
+        "state dir 0700, database 0600")
+    return 0
+
+
+try:
+    main()
+except Exception as ex:  # a crash in the test is a failure, not a pass
+    import traceback
+    tap(False, "test raised", traceback.format_exc())
+finally:
+    if gw and gw.poll() is None:
+        gw.kill()
+        gw.wait()
+    if failed:
+        print("# gateway log:")
+        for line in open(LOG).read().splitlines()[-30:]:
+            print("# " + line)
+    shutil.rmtree(T, ignore_errors=True)
+print("1..%d" % n)
+sys.exit(1 if failed else 0)
