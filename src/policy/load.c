@@ -34,6 +34,7 @@ struct ld {
     size_t flen;
     size_t errors;       /* errors seen here (d may be NULL) */
     const char *symroot; /* resolve binary symlinks under this root, or NULL */
+    bool mcp_allow_all;  /* the endpoint being walked has mcp.allow_all_known_mcp_methods */
 };
 
 /* ------------------------------------------------------------------ field paths */
@@ -576,6 +577,113 @@ ld_qmatch(struct ld *l, const struct py_node *key, const struct py_node *v, stru
 static const char *const ld_std_methods[] = { "GET",    "HEAD",    "POST",  "PUT",    "PATCH",
                                               "DELETE", "OPTIONS", "TRACE", "CONNECT" };
 
+/* Rules of the protocols this build refuses (graphql, json-rpc, mcp) are
+ * still validated as the reference validates them, so a policy written for
+ * a later build gets every error now, not one at a time. */
+static void
+ld_rule_other(struct ld *l, const struct py_node *n, const char *proto)
+{
+    bool gql = !strcmp(proto, "graphql"), jrpc = !strcmp(proto, "json-rpc");
+    const struct py_node *method = NULL, *optype = NULL, *opname = NULL, *fields = NULL,
+                         *tool = NULL, *params = NULL, *pname = NULL;
+
+    for (size_t i = 0; i < n->n; i++) {
+        const char *k = n->items[i]->s;
+        const struct py_node *v = n->vals[i];
+        bool ok = true;
+
+        if (!strcmp(k, "method"))
+            method = v, ok = !gql;
+        else if (!strcmp(k, "operation_type"))
+            optype = v, ok = gql;
+        else if (!strcmp(k, "operation_name"))
+            opname = v, ok = gql;
+        else if (!strcmp(k, "fields"))
+            fields = v, ok = gql;
+        else if (!strcmp(k, "tool"))
+            tool = v, ok = !gql && !jrpc;
+        else if (!strcmp(k, "params"))
+            params = v, ok = !gql && !jrpc;
+        else
+            ok = false; /* path, query, command */
+        if (!ok) {
+            size_t o = ld_push_key(l, k);
+            ld_err(l, n->items[i], "'%s' is not valid for protocol %s", k, proto);
+            ld_pop(l, o);
+        }
+    }
+    if (gql) {
+        size_t o = ld_push_key(l, "operation_type");
+        const char *t = optype ? ld_str(l, optype) : NULL;
+
+        if (!t)
+            ld_err(l, optype ? optype : n,
+                   "missing field `operation_type` (query, mutation or "
+                   "subscription)");
+        else if (strcmp(t, "query") && strcmp(t, "mutation") && strcmp(t, "subscription"))
+            ld_err(l, optype, "operation_type must be query, mutation or subscription, got '%s'",
+                   t);
+        ld_pop(l, o);
+        if (opname && ld_str(l, opname)) {
+            o = ld_push_key(l, "operation_name");
+            ld_glob(l, opname, opname->s, '.', PG_PATH);
+            ld_pop(l, o);
+        }
+        if (fields) {
+            o = ld_push_key(l, "fields");
+            if (ld_seq(l, fields, "a list of root field globs")) {
+                if (fields->n == 0)
+                    ld_err(l, fields, "fields must not be empty (omit it to match any field)");
+                for (size_t i = 0; i < fields->n; i++)
+                    if (ld_str(l, fields->items[i]))
+                        ld_glob(l, fields->items[i], fields->items[i]->s, '.', PG_PATH);
+            }
+            ld_pop(l, o);
+        }
+        return;
+    }
+    if (params && ld_map(l, params, "params")) {
+        for (size_t i = 0; i < params->n; i++) {
+            if (!strcmp(params->items[i]->s, "name")) {
+                pname = params->vals[i];
+            } else {
+                size_t o = ld_push_key(l, "params");
+                ld_err(l, params->items[i], "tool argument matching is not supported yet ('%s')",
+                       params->items[i]->s);
+                ld_pop(l, o);
+            }
+        }
+    }
+    if (!method && (jrpc || !l->mcp_allow_all)) {
+        ld_err(l, n,
+               jrpc ? "missing field `method` (an exact JSON-RPC method name or \"*\")"
+                    : "missing field `method` (or set mcp.allow_all_known_mcp_methods)");
+    } else if (method) {
+        size_t o = ld_push_key(l, "method");
+        const char *m = ld_str(l, method);
+
+        if (m && jrpc && strcmp(m, "*") && strpbrk(m, "*?[]{}"))
+            ld_err(l, method, "json-rpc method must be an exact name or \"*\", got '%s'", m);
+        else if (m && !jrpc && !strcmp(m, "*"))
+            ld_err(l, method,
+                   "method \"*\" is not allowed for mcp (use "
+                   "mcp.allow_all_known_mcp_methods)");
+        else if (m && !jrpc && strpbrk(m, "*?[]{}") && strncmp(m, "tools/", 6))
+            ld_err(l, method, "mcp method globs are only allowed in the tools/ family, got '%s'",
+                   m);
+        else if (m && !jrpc && (tool || pname) && strcmp(m, "tools/call"))
+            ld_err(l, method, "a tool selector needs method tools/call, got '%s'", m);
+        ld_pop(l, o);
+    }
+    if (tool && pname)
+        ld_err(l, tool, "use either tool or params.name, not both");
+    if (tool || pname) {
+        struct pol_qmatch q;
+        memset(&q, 0, sizeof(q));
+        ld_qmatch(l, tool ? n->items[0] : params->items[0], tool ? tool : pname, &q);
+    }
+}
+
 /* One allow (the mapping under `allow:`) or deny rule body. */
 static void
 ld_l7rule(struct ld *l, const struct py_node *n, const char *proto, bool deny, struct pol_l7rule *r)
@@ -617,8 +725,10 @@ ld_l7rule(struct ld *l, const struct py_node *n, const char *proto, bool deny, s
         }
         ld_pop(l, o);
     }
-    if (!rest && !ws && !sql)
-        return; /* graphql, json-rpc, mcp: refused as a whole elsewhere */
+    if (!rest && !ws && !sql) {
+        ld_rule_other(l, n, proto); /* the endpoint is refused anyway */
+        return;
+    }
     if (sql) {
         size_t o;
         if (method || path || query)
@@ -821,6 +931,7 @@ ld_endpoint(struct ld *l, const struct py_node *n, struct pol_endpoint *ep)
 
     memset(&r, 0, sizeof(r));
     r.node = n;
+    l->mcp_allow_all = false;
     r.allow_encoded_slash = r.ws_rewrite = r.body_rewrite = r.uninspected = 0;
     ep->line = n->line;
     ep->col = n->col;
@@ -915,6 +1026,15 @@ ld_endpoint(struct ld *l, const struct py_node *n, struct pol_endpoint *ep)
                     bool ok = !strcmp(sk, "max_body_bytes") ||
                               (!strcmp(k, "mcp") && (!strcmp(sk, "strict_tool_names") ||
                                                      !strcmp(sk, "allow_all_known_mcp_methods")));
+                    size_t o2 = ld_push_key(l, sk);
+                    unsigned long long x;
+
+                    if (!strcmp(sk, "max_body_bytes"))
+                        ld_uint(l, v->vals[j], 1, 4294967295ULL, "max_body_bytes", &x);
+                    else if (ok && ld_bool(l, v->vals[j]) == 1 &&
+                             !strcmp(sk, "allow_all_known_mcp_methods"))
+                        l->mcp_allow_all = true;
+                    ld_pop(l, o2);
                     if (!ok)
                         ld_unknown(l, v->items[j],
                                    !strcmp(k, "mcp") ? "max_body_bytes, strict_tool_names, "
@@ -1188,7 +1308,7 @@ ld_endpoint(struct ld *l, const struct py_node *n, struct pol_endpoint *ep)
         bool any = false;
         for (size_t i = 0; i < ep->nallow; i++)
             any |= ep->allow[i].method && (ep->allow[i].path_any || ep->allow[i].path);
-        if (!any && r.rules) {
+        if (!any && r.rules && l7) {
             size_t o = ld_push_key(l, "rules");
             ld_err(l, r.rules, "rules would deny all traffic");
             ld_pop(l, o);
