@@ -1599,6 +1599,33 @@ ld_block(struct ld *l, const struct py_node *key, const struct py_node *n, struc
 
 /* ------------------------------------------------------------------ middlewares */
 
+/* A middleware selector pattern (reference §3.2.3): lower-case labels, no
+ * empty labels, whitespace or braces, each label a valid glob; a "**"
+ * label (any position) matches one or more labels. */
+static void
+ld_host_pattern(struct ld *l, const struct py_node *n, size_t idx)
+{
+    size_t o = ld_push_idx(l, idx);
+    const char *s = ld_str(l, n);
+
+    if (s) {
+        if (!*s || s[0] == '.' || s[strlen(s) - 1] == '.' || strstr(s, ".."))
+            ld_err(l, n, "invalid host pattern '%s': empty label", s);
+        else if (strpbrk(s, " \t{}"))
+            ld_err(l, n, "invalid host pattern '%s': no whitespace or braces", s);
+        else
+            for (const char *c = s; *c; c++)
+                if (*c >= 'A' && *c <= 'Z') {
+                    ld_err(l, n, "invalid host pattern '%s': use lower case", s);
+                    break;
+                }
+        ld_glob(l, n, s, '.', PG_HOST);
+    } else if (ld_is_null(n)) {
+        ld_err(l, n, "expected a host pattern, got null");
+    }
+    ld_pop(l, o);
+}
+
 static void
 ld_middlewares(struct ld *l, const struct py_node *n)
 {
@@ -1648,13 +1675,20 @@ ld_middlewares(struct ld *l, const struct py_node *n)
                     have_ep = true;
                     if (ld_map(l, v, "endpoints ({include: [...], exclude: [...]})")) {
                         bool inc = false;
+                        size_t npat = 0;
                         for (size_t j = 0; j < v->n; j++) {
                             const char *ek = v->items[j]->s;
                             if (!strcmp(ek, "include") || !strcmp(ek, "exclude")) {
+                                const struct py_node *lst = v->vals[j];
                                 size_t o3 = ld_push_key(l, ek);
-                                if (ld_seq(l, v->vals[j], "a list of host patterns") &&
-                                    !strcmp(ek, "include"))
-                                    inc = v->vals[j]->n > 0;
+
+                                if (ld_seq(l, lst, "a list of host patterns")) {
+                                    if (!strcmp(ek, "include"))
+                                        inc = lst->n > 0;
+                                    npat += lst->n;
+                                    for (size_t q = 0; q < lst->n; q++)
+                                        ld_host_pattern(l, lst->items[q], q);
+                                }
                                 ld_pop(l, o3);
                             } else {
                                 ld_unknown(l, v->items[j], "include, exclude");
@@ -1662,6 +1696,8 @@ ld_middlewares(struct ld *l, const struct py_node *n)
                         }
                         if (!inc)
                             ld_err(l, v, "endpoints.include must be a non-empty list");
+                        if (npat > 32)
+                            ld_err(l, v, "too many selector patterns (%zu > 32)", npat);
                     }
                 } else {
                     ld_pop(l, o2);
