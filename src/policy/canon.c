@@ -238,7 +238,8 @@ query_decode(const char *s, const char *e, char *out)
 }
 
 int
-pol_query_next(const char **pos, const char *end, char *key, size_t *klen, char *val, size_t *vlen)
+policy_query_next(const char **pos, const char *end, char *key, size_t *klen, char *val,
+                  size_t *vlen)
 {
     while (*pos < end) {
         const char *s = *pos, *amp, *eq;

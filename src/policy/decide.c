@@ -115,7 +115,7 @@ cand_init(struct cand_it *it, const struct policy *p, const char *host, size_t h
     memset(it->i, 0, sizeof(it->i));
     if (!hlen)
         return;
-    cand_add(it, pol_hidx_get(&p->exact, host), false);
+    cand_add(it, policy_hidx_get(&p->exact, host), false);
     first_wild = it->nl;
     if (p->nwild) {
         for (const char *c = host; *c; c++) {
@@ -127,7 +127,7 @@ cand_init(struct cand_it *it, const struct policy *p, const char *host, size_t h
                 cand_add(it, &all, true);
                 break;
             }
-            cand_add(it, pol_hidx_get(&p->wildidx, c + 1), true);
+            cand_add(it, policy_hidx_get(&p->wildidx, c + 1), true);
         }
     }
     cand_add(it, &hl, false);
@@ -167,7 +167,7 @@ cand_next(struct cand_it *it, const char *host, size_t hlen, unsigned port)
         ep = it->l[best][it->i[best]++];
         if (!port_in(ep, port))
             continue;
-        if (it->glob[best] && pg_match(ep->hostg, host, hlen) != 1)
+        if (it->glob[best] && policy_glob_exec(ep->hostg, host, hlen) != 1)
             continue;
         return ep;
     }
@@ -181,7 +181,7 @@ bin_matches(const struct pol_binary *b, const char *exe)
     if (!exe)
         return false;
     if (b->g)
-        return pg_match(b->g, exe, strlen(exe)) == 1;
+        return policy_glob_exec(b->g, exe, strlen(exe)) == 1;
     return strcmp(b->path, exe) == 0;
 }
 
@@ -321,7 +321,7 @@ static bool
 qglob_any(const struct pol_qmatch *m, const char *v, size_t vl)
 {
     for (size_t g = 0; g < m->nglobs; g++)
-        if (pg_match(m->globs[g], v, vl) == 1)
+        if (policy_glob_exec(m->globs[g], v, vl) == 1)
             return true;
     return false;
 }
@@ -338,7 +338,7 @@ q_holds(const struct qsrc *q, const struct pol_qmatch *m, bool deny)
         const char *pos = q->raw;
         size_t kl, vl;
 
-        while (pol_query_next(&pos, q->raw_end, key, &kl, val, &vl) == 1) {
+        while (policy_query_next(&pos, q->raw_end, key, &kl, val, &vl) == 1) {
             if (strcmp(key, m->key) != 0)
                 continue;
             count++;
@@ -386,7 +386,7 @@ rule_matches(const struct pol_l7rule *r, const char *method, const char *path, s
 {
     if (!method_matches(r->method, method))
         return false;
-    if (!r->path_any && !(r->path && pg_match(r->path, path, plen) == 1))
+    if (!r->path_any && !(r->path && policy_glob_exec(r->path, path, plen) == 1))
         return false;
     for (size_t i = 0; i < r->nquery; i++)
         if (!q_holds(q, &r->query[i], deny))
@@ -407,13 +407,13 @@ sel_rust(const struct pol_endpoint *ep, const char *path, size_t plen)
     if (sl >= 3 && !strcmp(ep->path_sel + sl - 3, "/**") && plen == sl - 3 &&
         !memcmp(path, ep->path_sel, plen))
         return true;
-    return pg_match(ep->path_rust, path, plen) == 1;
+    return policy_glob_exec(ep->path_rust, path, plen) == 1;
 }
 
 static bool
 sel_rego(const struct pol_endpoint *ep, const char *path, size_t plen)
 {
-    return !*ep->path_sel || pg_match(ep->path_rego, path, plen) == 1;
+    return !*ep->path_sel || policy_glob_exec(ep->path_rego, path, plen) == 1;
 }
 
 int
@@ -497,7 +497,7 @@ policy_decide_l7(const struct policy *p, const struct policy_request *req,
         size_t kl, vl;
         int r;
 
-        while ((r = pol_query_next(&pos, end, key, &kl, val, &vl)) == 1)
+        while ((r = policy_query_next(&pos, end, key, &kl, val, &vl)) == 1)
             ;
         if (r < 0) {
             txt_printf(&t, "request-target must be canonical: invalid query string");
@@ -624,10 +624,11 @@ policy_ssrf_check(const struct policy *p, const struct policy_request *req,
         static const struct policy_addr metadata = { 4, { 169, 254, 169, 254 } };
         struct pol_cidr ll4, ll6;
 
-        pol_cidr_parse("169.254.0.0/16", &ll4);
-        pol_cidr_parse("fe80::/10", &ll6);
+        policy_cidr_parse("169.254.0.0/16", &ll4);
+        policy_cidr_parse("fe80::/10", &ll6);
         if (control_plane_port(req->port) || addr_eq(trusted_gateway, &metadata) ||
-            !(pol_cidr_contains(&ll4, trusted_gateway) || pol_cidr_contains(&ll6, trusted_gateway)))
+            !(policy_cidr_contains(&ll4, trusted_gateway) ||
+              policy_cidr_contains(&ll6, trusted_gateway)))
             return POLICY_SSRF_TRUSTED_GATEWAY;
         for (size_t i = 0; i < n; i++)
             if (!addr_eq(&addrs[i], trusted_gateway))
@@ -658,10 +659,10 @@ policy_ssrf_check(const struct policy *p, const struct policy_request *req,
             return POLICY_SSRF_ALLOWED_IPS;
         for (size_t i = 0; i < n; i++) {
             bool in = false;
-            if (pol_addr_always_blocked(&addrs[i]))
+            if (policy_addr_always_blocked(&addrs[i]))
                 return POLICY_SSRF_ALLOWED_IPS;
             for (size_t c = 0; !in && c < ext->nallowed_ips; c++)
-                in = pol_cidr_contains(&ext->allowed_ips[c], &addrs[i]);
+                in = policy_cidr_contains(&ext->allowed_ips[c], &addrs[i]);
             if (!in)
                 return POLICY_SSRF_ALLOWED_IPS;
         }
@@ -670,12 +671,12 @@ policy_ssrf_check(const struct policy *p, const struct policy_request *req,
     /* 3. The host is an IP literal: only that address (never a loopback,
      * link-local or unspecified one). */
     if (policy_addr_parse(host, &lit) == 0) {
-        if (pol_addr_always_blocked(&lit))
+        if (policy_addr_always_blocked(&lit))
             return POLICY_SSRF_INTERNAL;
         if (control_plane_port(req->port))
             return POLICY_SSRF_INTERNAL;
         for (size_t i = 0; i < n; i++)
-            if (!addr_eq(&addrs[i], &lit) || pol_addr_always_blocked(&addrs[i]))
+            if (!addr_eq(&addrs[i], &lit) || policy_addr_always_blocked(&addrs[i]))
                 return POLICY_SSRF_INTERNAL;
         return POLICY_SSRF_OK;
     }
@@ -685,13 +686,13 @@ policy_ssrf_check(const struct policy *p, const struct policy_request *req,
         if (control_plane_port(req->port))
             return POLICY_SSRF_DECLARED;
         for (size_t i = 0; i < n; i++)
-            if (pol_addr_always_blocked(&addrs[i]))
+            if (policy_addr_always_blocked(&addrs[i]))
                 return POLICY_SSRF_DECLARED;
         return POLICY_SSRF_OK;
     }
     /* 5. Public only. */
     for (size_t i = 0; i < n; i++)
-        if (pol_addr_internal(&addrs[i]))
+        if (policy_addr_internal(&addrs[i]))
             return POLICY_SSRF_INTERNAL;
     return POLICY_SSRF_OK;
 }

@@ -65,7 +65,7 @@ struct pg_glob {
 };
 
 bool
-pg_has_meta(const char *pattern)
+policy_glob_has_meta(const char *pattern)
 {
     return strchr(pattern, '*') != NULL;
 }
@@ -75,7 +75,7 @@ static int
 pg_compile_seg(struct pol_arena *a, const char *p, size_t n, char sep, struct pg_seg *seg,
                const char **why)
 {
-    struct pg_tok *t = pol_arena_alloc(a, (n ? n : 1) * sizeof(*t));
+    struct pg_tok *t = policy_arena_alloc(a, (n ? n : 1) * sizeof(*t));
     size_t nt = 0;
 
     for (size_t i = 0; i < n; i++) {
@@ -90,7 +90,7 @@ pg_compile_seg(struct pol_arena *a, const char *p, size_t n, char sep, struct pg
         } else if (c == '?') {
             t[nt++].kind = PT_ONE;
         } else if (c == '[') {
-            uint8_t *set = pol_arena_alloc(a, 32);
+            uint8_t *set = policy_arena_alloc(a, 32);
             bool neg = false;
             size_t j = i + 1;
             bool first = true;
@@ -159,7 +159,7 @@ pg_compile_alt(struct pol_arena *a, const char *p, size_t n, char sep, enum pg_m
         if (p[i] == sep && sep)
             nseg++;
     /* A trailing "**" (min one segment) becomes two elements. */
-    alt->segs = pol_arena_alloc(a, (nseg + 1) * sizeof(*alt->segs));
+    alt->segs = policy_arena_alloc(a, (nseg + 1) * sizeof(*alt->segs));
     for (size_t i = 0; i <= n; i++) {
         size_t len;
         bool last;
@@ -216,7 +216,7 @@ pg_expand(struct pol_arena *a, const char *p, size_t n, const char **out, size_t
             *why = "too many '{a,b}' alternatives in pattern";
             return -EINVAL;
         }
-        out[(*nout)++] = pol_arena_strndup(a, p, n);
+        out[(*nout)++] = policy_arena_strndup(a, p, n);
         return 0;
     }
     if (close == SIZE_MAX) {
@@ -249,7 +249,8 @@ pg_expand(struct pol_arena *a, const char *p, size_t n, const char **out, size_t
 }
 
 struct pg_glob *
-pg_compile(struct pol_arena *a, const char *pattern, char sep, enum pg_mode mode, const char **why)
+policy_glob_compile(struct pol_arena *a, const char *pattern, char sep, enum pg_mode mode,
+                    const char **why)
 {
     const char *alts[PG_MAX_ALTS];
     size_t nalt = 0, n = strlen(pattern);
@@ -262,10 +263,10 @@ pg_compile(struct pol_arena *a, const char *pattern, char sep, enum pg_mode mode
     }
     if (pg_expand(a, pattern, n, alts, &nalt, why) < 0)
         return NULL;
-    g = pol_arena_alloc(a, sizeof(*g));
+    g = policy_arena_alloc(a, sizeof(*g));
     g->sep = sep;
     g->nalt = nalt;
-    g->alts = pol_arena_alloc(a, nalt * sizeof(*g->alts));
+    g->alts = policy_arena_alloc(a, nalt * sizeof(*g->alts));
     for (size_t i = 0; i < nalt; i++)
         if (pg_compile_alt(a, alts[i], strlen(alts[i]), sep, mode, &g->alts[i], why) < 0)
             return NULL;
@@ -359,7 +360,7 @@ pg_alt_match(const struct pg_alt *alt, const char *s, size_t len, char sep)
 }
 
 int
-pg_match(const struct pg_glob *g, const char *s, size_t len)
+policy_glob_exec(const struct pg_glob *g, const char *s, size_t len)
 {
     for (size_t i = 0; i < g->nalt; i++)
         if (pg_alt_match(&g->alts[i], s, len, g->sep))
@@ -375,9 +376,9 @@ policy_glob_match(const char *pattern, const char *s, char sep)
     struct pg_glob *g;
     int rc;
 
-    pol_arena_init(&a);
-    g = pg_compile(&a, pattern, sep, sep == '.' ? PG_HOST : PG_PATH, &why);
-    rc = g ? pg_match(g, s, strlen(s)) : -EINVAL;
-    pol_arena_fini(&a);
+    policy_arena_init(&a);
+    g = policy_glob_compile(&a, pattern, sep, sep == '.' ? PG_HOST : PG_PATH, &why);
+    rc = g ? policy_glob_exec(g, s, strlen(s)) : -EINVAL;
+    policy_arena_fini(&a);
     return rc;
 }

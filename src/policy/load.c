@@ -78,8 +78,8 @@ ld_err(struct ld *l, const struct py_node *n, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     l->errors++;
-    pol_diag(l->d, l->file, POLICY_DIAG_ERROR, n ? n->line : 0, n ? n->col : 0, l->field, "%s",
-             msg);
+    policy_diag_add(l->d, l->file, POLICY_DIAG_ERROR, n ? n->line : 0, n ? n->col : 0, l->field,
+                    "%s", msg);
 }
 
 static void __attribute__((format(printf, 3, 4)))
@@ -91,8 +91,8 @@ ld_warn(struct ld *l, const struct py_node *n, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    pol_diag(l->d, l->file, POLICY_DIAG_WARNING, n ? n->line : 0, n ? n->col : 0, l->field, "%s",
-             msg);
+    policy_diag_add(l->d, l->file, POLICY_DIAG_WARNING, n ? n->line : 0, n ? n->col : 0, l->field,
+                    "%s", msg);
 }
 
 /* ------------------------------------------------------------------ scalar types */
@@ -266,7 +266,7 @@ ld_fs_list(struct ld *l, const struct py_node *n, bool rw, size_t *count, size_t
         return NULL;
     if (!ld_seq(l, n, rw ? "read_write paths" : "read_only paths"))
         return NULL;
-    v = pol_arena_alloc(l->a, (n->n ? n->n : 1) * sizeof(*v));
+    v = policy_arena_alloc(l->a, (n->n ? n->n : 1) * sizeof(*v));
     for (size_t i = 0; i < n->n; i++) {
         size_t o = ld_push_idx(l, i);
         const char *s = ld_str(l, n->items[i]);
@@ -452,7 +452,7 @@ ld_host_problem(const char *host, bool tcp)
         if (!e)
             break;
     }
-    if (tcp && pol_is_ip_literal(host))
+    if (tcp && policy_is_ip_literal(host))
         return "must use a DNS hostname, not an IP literal";
     if (!strchr(host, '*'))
         return NULL;
@@ -503,7 +503,7 @@ static struct pg_glob *
 ld_glob(struct ld *l, const struct py_node *n, const char *pat, char sep, enum pg_mode mode)
 {
     const char *why;
-    struct pg_glob *g = pg_compile(l->a, pat, sep, mode, &why);
+    struct pg_glob *g = policy_glob_compile(l->a, pat, sep, mode, &why);
 
     if (!g)
         ld_err(l, n, "invalid pattern '%s': %s", pat, why);
@@ -519,7 +519,7 @@ ld_qmatch(struct ld *l, const struct py_node *key, const struct py_node *v, stru
 
     q->key = key->s;
     if (v->kind == PY_SCALAR && !ld_is_null(v)) {
-        q->globs = pol_arena_alloc(l->a, sizeof(*q->globs));
+        q->globs = policy_arena_alloc(l->a, sizeof(*q->globs));
         if ((q->globs[0] = ld_glob(l, v, v->s, '.', PG_PATH)))
             q->nglobs = 1, ok = true;
     } else if (v->kind == PY_MAP) {
@@ -541,7 +541,7 @@ ld_qmatch(struct ld *l, const struct py_node *key, const struct py_node *v, stru
             if (glob->kind != PY_SCALAR || ld_is_null(glob)) {
                 ld_err(l, glob, "`glob` must be a string");
             } else {
-                q->globs = pol_arena_alloc(l->a, sizeof(*q->globs));
+                q->globs = policy_arena_alloc(l->a, sizeof(*q->globs));
                 if ((q->globs[0] = ld_glob(l, glob, glob->s, '.', PG_PATH)))
                     q->nglobs = 1, ok = true;
             }
@@ -550,7 +550,7 @@ ld_qmatch(struct ld *l, const struct py_node *key, const struct py_node *v, stru
                 ld_err(l, any, "`any` must be a non-empty list of glob strings");
             } else {
                 ok = true;
-                q->globs = pol_arena_alloc(l->a, any->n * sizeof(*q->globs));
+                q->globs = policy_arena_alloc(l->a, any->n * sizeof(*q->globs));
                 for (size_t i = 0; i < any->n; i++) {
                     const struct py_node *it = any->items[i];
                     if (it->kind != PY_SCALAR || ld_is_null(it)) {
@@ -743,7 +743,7 @@ ld_l7rule(struct ld *l, const struct py_node *n, const char *proto, bool deny, s
         }
         o = ld_push_key(l, "command");
         if (ld_str(l, command)) {
-            char *m = pol_arena_strdup(l->a, command->s);
+            char *m = policy_arena_strdup(l->a, command->s);
             for (char *c = m; *c; c++)
                 if (*c >= 'a' && *c <= 'z')
                     *c = (char)(*c - 'a' + 'A');
@@ -766,7 +766,7 @@ ld_l7rule(struct ld *l, const struct py_node *n, const char *proto, bool deny, s
         const char *m = ld_str(l, method);
 
         if (m) {
-            char *u = pol_arena_strdup(l->a, m);
+            char *u = policy_arena_strdup(l->a, m);
             for (char *c = u; *c; c++)
                 if (*c >= 'a' && *c <= 'z')
                     *c = (char)(*c - 'a' + 'A');
@@ -816,7 +816,7 @@ ld_l7rule(struct ld *l, const struct py_node *n, const char *proto, bool deny, s
         size_t o = ld_push_key(l, "query");
 
         if (ld_map(l, query, "query matchers")) {
-            r->query = pol_arena_alloc(l->a, (query->n ? query->n : 1) * sizeof(*r->query));
+            r->query = policy_arena_alloc(l->a, (query->n ? query->n : 1) * sizeof(*r->query));
             for (size_t i = 0; i < query->n; i++)
                 if (ld_qmatch(l, query->items[i], query->vals[i], &r->query[r->nquery]))
                     r->nquery++;
@@ -837,7 +837,7 @@ ld_rules(struct ld *l, const struct py_node *n, const char *proto, struct pol_en
         ld_err(l, n, "rules is empty: it would deny all traffic (omit it or add rules)");
         return;
     }
-    ep->allow = pol_arena_alloc(l->a, n->n * sizeof(*ep->allow));
+    ep->allow = policy_arena_alloc(l->a, n->n * sizeof(*ep->allow));
     for (size_t i = 0; i < n->n; i++) {
         const struct py_node *it = n->items[i];
         const struct py_node *allow = NULL;
@@ -871,7 +871,7 @@ ld_deny_rules(struct ld *l, const struct py_node *n, const char *proto, struct p
         ld_err(l, n, "deny_rules is empty (omit it or add rules)");
         return;
     }
-    ep->deny = pol_arena_alloc(l->a, n->n * sizeof(*ep->deny));
+    ep->deny = policy_arena_alloc(l->a, n->n * sizeof(*ep->deny));
     for (size_t i = 0; i < n->n; i++) {
         size_t o = ld_push_idx(l, i);
         ld_l7rule(l, n->items[i], proto, true, &ep->deny[ep->ndeny++]);
@@ -898,7 +898,7 @@ ld_expand_access(struct ld *l, struct pol_endpoint *ep, const char *access, cons
         m = ws ? ws_rw : rest_rw, n = ws ? 2 : 6;
     else
         m = all, n = 1;
-    ep->allow = pol_arena_alloc(l->a, n * sizeof(*ep->allow));
+    ep->allow = policy_arena_alloc(l->a, n * sizeof(*ep->allow));
     ep->nallow = n;
     for (size_t i = 0; i < n; i++) {
         ep->allow[i].method = m[i];
@@ -1108,7 +1108,7 @@ ld_endpoint(struct ld *l, const struct py_node *n, struct pol_endpoint *ep)
     {
         size_t o = ld_push_key(l, "host");
         const char *h = r.host ? r.host : "";
-        char *lh = pol_arena_strdup(l->a, h);
+        char *lh = policy_arena_strdup(l->a, h);
         const char *why;
 
         for (char *c = lh; *c; c++)
@@ -1133,7 +1133,7 @@ ld_endpoint(struct ld *l, const struct py_node *n, struct pol_endpoint *ep)
                         h);
             else {
                 struct policy_addr a;
-                if (policy_addr_parse(lh, &a) == 0 && pol_addr_always_blocked(&a))
+                if (policy_addr_parse(lh, &a) == 0 && policy_addr_always_blocked(&a))
                     ld_warn(l, r.host_n,
                             "%s is a loopback, link-local or unspecified address: "
                             "connections will be refused by the SSRF check",
@@ -1156,7 +1156,7 @@ ld_endpoint(struct ld *l, const struct py_node *n, struct pol_endpoint *ep)
             size_t o = ld_push_key(l, "ports");
             if (ld_seq(l, r.ports_n, "a list of ports")) {
                 const struct py_node *pn = r.ports_n;
-                ep->ports = pol_arena_alloc(l->a, (pn->n ? pn->n : 1) * sizeof(*ep->ports));
+                ep->ports = policy_arena_alloc(l->a, (pn->n ? pn->n : 1) * sizeof(*ep->ports));
                 for (size_t i = 0; i < pn->n; i++) {
                     unsigned long long v;
                     size_t o2 = ld_push_idx(l, i);
@@ -1176,7 +1176,7 @@ ld_endpoint(struct ld *l, const struct py_node *n, struct pol_endpoint *ep)
             ld_pop(l, o);
         } else if (r.port_n) {
             if (r.port) {
-                ep->ports = pol_arena_alloc(l->a, sizeof(*ep->ports));
+                ep->ports = policy_arena_alloc(l->a, sizeof(*ep->ports));
                 ep->ports[0] = (uint16_t)r.port;
                 ep->nports = 1;
             }
@@ -1327,7 +1327,8 @@ ld_endpoint(struct ld *l, const struct py_node *n, struct pol_endpoint *ep)
                 ld_err(l, an,
                        "allowed_ips is not valid for protocol tcp (policy DNS pins the "
                        "addresses)");
-            ep->allowed_ips = pol_arena_alloc(l->a, (an->n ? an->n : 1) * sizeof(*ep->allowed_ips));
+            ep->allowed_ips =
+                policy_arena_alloc(l->a, (an->n ? an->n : 1) * sizeof(*ep->allowed_ips));
             for (size_t i = 0; i < an->n; i++) {
                 size_t o2 = ld_push_idx(l, i);
                 const char *s = ld_str(l, an->items[i]);
@@ -1336,12 +1337,12 @@ ld_endpoint(struct ld *l, const struct py_node *n, struct pol_endpoint *ep)
                 if (!s) {
                     if (ld_is_null(an->items[i]))
                         ld_err(l, an->items[i], "expected an IP address or CIDR, got null");
-                } else if (pol_cidr_parse(s, &c) < 0) {
+                } else if (policy_cidr_parse(s, &c) < 0) {
                     ld_err(l, an->items[i],
                            "invalid allowed_ips entry '%s' (expected an IP "
                            "address or CIDR such as 10.0.5.0/24)",
                            s);
-                } else if (pol_cidr_overlaps_blocked(&c)) {
+                } else if (policy_cidr_overlaps_blocked(&c)) {
                     ld_err(l, an->items[i],
                            "allowed_ips entry '%s' covers loopback, link-local (cloud metadata) "
                            "or unspecified addresses, which are always blocked",
@@ -1506,10 +1507,10 @@ ld_block(struct ld *l, const struct py_node *key, const struct py_node *n, struc
         if (ld_seq(l, endpoints, "a list of endpoints")) {
             if (endpoints->n == 0)
                 ld_err(l, endpoints, "endpoints is empty: the policy would authorise nothing");
-            b->eps = pol_arena_alloc(l->a, (endpoints->n ? endpoints->n : 1) * sizeof(*b->eps));
+            b->eps = policy_arena_alloc(l->a, (endpoints->n ? endpoints->n : 1) * sizeof(*b->eps));
             for (size_t i = 0; i < endpoints->n; i++) {
                 size_t o3 = ld_push_idx(l, i);
-                struct pol_endpoint *ep = pol_arena_alloc(l->a, sizeof(*ep));
+                struct pol_endpoint *ep = policy_arena_alloc(l->a, sizeof(*ep));
 
                 ep->index = (unsigned)i;
                 ld_endpoint(l, endpoints->items[i], ep);
@@ -1531,7 +1532,8 @@ ld_block(struct ld *l, const struct py_node *key, const struct py_node *n, struc
                        "binaries is empty: an empty list matches no process (list "
                        "the executables allowed to connect)");
             /* Room for one resolved symlink target per entry. */
-            b->bins = pol_arena_alloc(l->a, (binaries->n ? binaries->n : 1) * 2 * sizeof(*b->bins));
+            b->bins =
+                policy_arena_alloc(l->a, (binaries->n ? binaries->n : 1) * 2 * sizeof(*b->bins));
             for (size_t i = 0; i < binaries->n; i++) {
                 const struct py_node *it = binaries->items[i];
                 const char *path = NULL;
@@ -1567,7 +1569,7 @@ ld_block(struct ld *l, const struct py_node *key, const struct py_node *n, struc
                             char real[LD_MAX_PATH + 1];
 
                             pb->path = path;
-                            if (pg_has_meta(path))
+                            if (policy_glob_has_meta(path))
                                 pb->g = ld_glob(l, path_n, path, '/', PG_PATH);
                             else if (strpbrk(path, "?[{"))
                                 ld_warn(l, path_n,
@@ -1579,7 +1581,7 @@ ld_block(struct ld *l, const struct py_node *key, const struct py_node *n, struc
                             if (l->symroot && !pb->g &&
                                 pol_resolve(l->symroot, path, real, sizeof(real)) == 0 &&
                                 strcmp(real, path) != 0)
-                                b->bins[b->nbins++].path = pol_arena_strdup(l->a, real);
+                                b->bins[b->nbins++].path = policy_arena_strdup(l->a, real);
                         }
                         ld_pop(l, o4);
                     } else {
@@ -1749,9 +1751,9 @@ ld_hosts_overlap(const struct pol_endpoint *a, const struct pol_endpoint *b)
     if (!a->hostg && !b->hostg)
         return !strcmp(a->host, b->host);
     if (a->hostg && !b->hostg)
-        return pg_match(a->hostg, b->host, strlen(b->host)) == 1;
+        return policy_glob_exec(a->hostg, b->host, strlen(b->host)) == 1;
     if (!a->hostg && b->hostg)
-        return pg_match(b->hostg, a->host, strlen(a->host)) == 1;
+        return policy_glob_exec(b->hostg, a->host, strlen(a->host)) == 1;
     /* Two wildcards: they overlap when their fixed parts agree. */
     {
         const char *da = strchr(a->host, '.'), *db = strchr(b->host, '.');
@@ -1860,12 +1862,12 @@ ld_ambiguity(struct ld *l, struct policy *p)
                 ld_check_pair(l, p, h->eps[i], h->eps[j]);
     }
     /* Exact hosts by every suffix after a '.'. */
-    pol_arena_init(&tmp);
+    policy_arena_init(&tmp);
     for (size_t i = 0; i < p->neps; i++)
         if (!p->eps[i]->hostg && *p->eps[i]->host)
             for (const char *c = p->eps[i]->host; *c; c++)
                 nkeys += *c == '.';
-    keys = pol_arena_alloc(&tmp, (nkeys ? nkeys : 1) * sizeof(*keys));
+    keys = policy_arena_alloc(&tmp, (nkeys ? nkeys : 1) * sizeof(*keys));
     nkeys = 0;
     for (size_t i = 0; i < p->neps; i++)
         if (!p->eps[i]->hostg && *p->eps[i]->host)
@@ -1874,14 +1876,14 @@ ld_ambiguity(struct ld *l, struct policy *p)
                     keys[nkeys].key = c + 1;
                     keys[nkeys++].ep = p->eps[i];
                 }
-    pol_hidx_build(&tmp, &below, keys, nkeys);
+    policy_hidx_build(&tmp, &below, keys, nkeys);
     for (size_t i = 0; i < p->nwild; i++) {
         const struct pol_endpoint *a = p->wild[i];
-        const struct pol_hslot *h = pol_hidx_get(&below, strchr(a->host, '.') + 1);
+        const struct pol_hslot *h = policy_hidx_get(&below, strchr(a->host, '.') + 1);
         for (size_t j = 0; h && j < h->n && l->errors - reported < 50; j++)
             ld_check_pair(l, p, a, h->eps[j]);
     }
-    pol_arena_fini(&tmp);
+    policy_arena_fini(&tmp);
     for (size_t i = 0; i < p->nhostless; i++)
         for (size_t j = 0; j < p->neps && l->errors - reported < 50; j++) {
             const struct pol_endpoint *b = p->eps[j];
@@ -1909,7 +1911,7 @@ ld_index(struct ld *l, struct policy *p)
         qsort(p->blocks, p->nblocks, sizeof(*p->blocks), ld_cmp_block);
     for (size_t b = 0; b < p->nblocks; b++)
         p->neps += p->blocks[b].neps;
-    p->eps = pol_arena_alloc(l->a, (p->neps ? p->neps : 1) * sizeof(*p->eps));
+    p->eps = policy_arena_alloc(l->a, (p->neps ? p->neps : 1) * sizeof(*p->eps));
     p->neps = 0;
     for (size_t b = 0; b < p->nblocks; b++)
         for (size_t i = 0; i < p->blocks[b].neps; i++) {
@@ -1924,8 +1926,9 @@ ld_index(struct ld *l, struct policy *p)
             else
                 nexact++;
         }
-    p->wild = pol_arena_alloc(l->a, (p->nwild ? p->nwild : 1) * sizeof(*p->wild));
-    p->hostless = pol_arena_alloc(l->a, (p->nhostless ? p->nhostless : 1) * sizeof(*p->hostless));
+    p->wild = policy_arena_alloc(l->a, (p->nwild ? p->nwild : 1) * sizeof(*p->wild));
+    p->hostless =
+        policy_arena_alloc(l->a, (p->nhostless ? p->nhostless : 1) * sizeof(*p->hostless));
     exact = xcalloc(nexact ? nexact : 1, sizeof(*exact));
     wild = xcalloc(p->nwild ? p->nwild : 1, sizeof(*wild));
     p->nwild = p->nhostless = 0;
@@ -1944,8 +1947,8 @@ ld_index(struct ld *l, struct policy *p)
             exact[nexact++].ep = ep;
         }
     }
-    pol_hidx_build(l->a, &p->exact, exact, nexact);
-    pol_hidx_build(l->a, &p->wildidx, wild, p->nwild);
+    policy_hidx_build(l->a, &p->exact, exact, nexact);
+    policy_hidx_build(l->a, &p->wildidx, wild, p->nwild);
     free(exact);
     free(wild);
 }
@@ -1959,7 +1962,7 @@ ld_network(struct ld *l, const struct py_node *n)
 
     if (ld_is_null(n) || !ld_map(l, n, "network_policies"))
         return;
-    p->blocks = pol_arena_alloc(l->a, (n->n ? n->n : 1) * sizeof(*p->blocks));
+    p->blocks = policy_arena_alloc(l->a, (n->n ? n->n : 1) * sizeof(*p->blocks));
     for (size_t i = 0; i < n->n; i++)
         ld_block(l, n->items[i], n->vals[i], &p->blocks[p->nblocks++], NULL);
 }
@@ -2018,7 +2021,7 @@ ld_root(struct ld *l, const struct py_node *root)
 static void
 pol_free(struct policy *p)
 {
-    pol_arena_fini(&p->arena);
+    policy_arena_fini(&p->arena);
     free(p);
 }
 
@@ -2043,15 +2046,15 @@ pol_load(const char *name, const char *data, size_t len, unsigned flags, const c
     }
     errors_before = d->errors;
     if (len > POLICY_MAX_BYTES) {
-        pol_diag(d, name, POLICY_DIAG_ERROR, 0, 0, NULL, "policy is larger than 4 MiB (%zu bytes)",
-                 len);
+        policy_diag_add(d, name, POLICY_DIAG_ERROR, 0, 0, NULL,
+                        "policy is larger than 4 MiB (%zu bytes)", len);
         rc = err_set(e, EINVAL, "%s: policy is larger than 4 MiB", name);
         goto out;
     }
     p = xcalloc(1, sizeof(*p));
     p->refs = 1;
-    pol_arena_init(&p->arena);
-    p->name = pol_arena_strdup(&p->arena, name);
+    policy_arena_init(&p->arena);
+    p->name = policy_arena_strdup(&p->arena, name);
     p->include_workdir = true;
     p->landlock = POLICY_LANDLOCK_BEST_EFFORT;
     memset(&l, 0, sizeof(l));
@@ -2062,10 +2065,10 @@ pol_load(const char *name, const char *data, size_t len, unsigned flags, const c
     l.flags = flags;
     l.symroot = symroot;
     p->flags = flags;
-    p->src = pol_arena_strndup(&p->arena, data, len);
+    p->src = policy_arena_strndup(&p->arena, data, len);
     p->srclen = len;
-    rc = py_parse(&p->arena, p->name, data, len, &root, d);
-    /* Duplicate keys are reported by py_parse but do not stop the walk, so
+    rc = policy_yaml_parse(&p->arena, p->name, data, len, &root, d);
+    /* Duplicate keys are reported by policy_yaml_parse but do not stop the walk, so
      * one run shows every error. */
     if (rc == 0) {
         ld_root(&l, root);
@@ -2118,7 +2121,7 @@ policy_load_file_flags(const char *path, unsigned flags, struct policy **out,
     *out = NULL;
     rc = read_file(path, POLICY_MAX_BYTES, &b, e);
     if (rc == -EFBIG) {
-        pol_diag(diags, path, POLICY_DIAG_ERROR, 0, 0, NULL, "policy is larger than 4 MiB");
+        policy_diag_add(diags, path, POLICY_DIAG_ERROR, 0, 0, NULL, "policy is larger than 4 MiB");
         buf_fini(&b);
         return err_set(e, EINVAL, "%s: policy is larger than 4 MiB", path);
     }

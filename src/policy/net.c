@@ -43,7 +43,7 @@ policy_addr_parse(const char *s, struct policy_addr *out)
 }
 
 bool
-pol_is_ip_literal(const char *host)
+policy_is_ip_literal(const char *host)
 {
     struct policy_addr a;
 
@@ -81,7 +81,7 @@ pol_prefix_eq(const uint8_t *x, const uint8_t *y, unsigned bits)
 }
 
 int
-pol_cidr_parse(const char *s, struct pol_cidr *out)
+policy_cidr_parse(const char *s, struct pol_cidr *out)
 {
     char tmp[64];
     const char *slash = strchr(s, '/');
@@ -119,7 +119,7 @@ pol_cidr_parse(const char *s, struct pol_cidr *out)
 }
 
 bool
-pol_cidr_contains(const struct pol_cidr *c, const struct policy_addr *addr)
+policy_cidr_contains(const struct pol_cidr *c, const struct policy_addr *addr)
 {
     struct policy_addr a = *addr;
 
@@ -167,20 +167,20 @@ pol_in_ranges(const struct policy_addr *addr, const struct pol_range *r, size_t 
 }
 
 bool
-pol_addr_always_blocked(const struct policy_addr *a)
+policy_addr_always_blocked(const struct policy_addr *a)
 {
     return pol_in_ranges(a, pol_blocked, sizeof(pol_blocked) / sizeof(pol_blocked[0]));
 }
 
 bool
-pol_addr_internal(const struct policy_addr *a)
+policy_addr_internal(const struct policy_addr *a)
 {
-    return pol_addr_always_blocked(a) ||
+    return policy_addr_always_blocked(a) ||
            pol_in_ranges(a, pol_internal, sizeof(pol_internal) / sizeof(pol_internal[0]));
 }
 
 bool
-pol_cidr_overlaps_blocked(const struct pol_cidr *c)
+policy_cidr_overlaps_blocked(const struct pol_cidr *c)
 {
     static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 

@@ -22,18 +22,18 @@ struct pol_arena {
     size_t used, size; /* of head */
 };
 
-void pol_arena_init(struct pol_arena *a);
-void pol_arena_fini(struct pol_arena *a);
+void policy_arena_init(struct pol_arena *a);
+void policy_arena_fini(struct pol_arena *a);
 /* Zeroed, 16-byte aligned memory living as long as the arena. */
-void *pol_arena_alloc(struct pol_arena *a, size_t n);
-char *pol_arena_strndup(struct pol_arena *a, const char *s, size_t n);
-char *pol_arena_strdup(struct pol_arena *a, const char *s);
+void *policy_arena_alloc(struct pol_arena *a, size_t n);
+char *policy_arena_strndup(struct pol_arena *a, const char *s, size_t n);
+char *policy_arena_strdup(struct pol_arena *a, const char *s);
 
 /* ------------------------------------------------------------------ diagnostics */
 
 /* Add one diagnostic; FIELD may be NULL. Formats TEXT as the header says. */
-void pol_diag(struct policy_diags *d, const char *file, enum policy_diag_level level, unsigned line,
-              unsigned col, const char *field, const char *fmt, ...)
+void policy_diag_add(struct policy_diags *d, const char *file, enum policy_diag_level level,
+                     unsigned line, unsigned col, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 7, 8)));
 
 /* ------------------------------------------------------------------ YAML tree */
@@ -68,8 +68,8 @@ struct py_node {
  * duplicate mapping key (and keeps parsing). *ROOT is NULL for an empty
  * document.
  */
-int py_parse(struct pol_arena *a, const char *file, const char *data, size_t len,
-             struct py_node **root, struct policy_diags *diags);
+int policy_yaml_parse(struct pol_arena *a, const char *file, const char *data, size_t len,
+                      struct py_node **root, struct policy_diags *diags);
 
 /* ------------------------------------------------------------------ globs */
 
@@ -84,12 +84,12 @@ enum pg_mode {
 
 /* Compile PATTERN. Returns NULL with *WHY set (static text) when malformed
  * (unclosed '[' or '{', nesting, more than 64 alternatives, too long). */
-struct pg_glob *pg_compile(struct pol_arena *a, const char *pattern, char sep, enum pg_mode mode,
-                           const char **why);
+struct pg_glob *policy_glob_compile(struct pol_arena *a, const char *pattern, char sep,
+                                    enum pg_mode mode, const char **why);
 /* 1 match, 0 no match. S is LEN bytes. Never allocates. */
-int pg_match(const struct pg_glob *g, const char *s, size_t len);
+int policy_glob_exec(const struct pg_glob *g, const char *s, size_t len);
 /* Whether the pattern had any glob metacharacter. */
-bool pg_has_meta(const char *pattern);
+bool policy_glob_has_meta(const char *pattern);
 
 /* ------------------------------------------------------------------ networks */
 
@@ -99,12 +99,12 @@ struct pol_cidr {
 };
 
 /* Parse "IP" or "IP/PREFIX". Returns 0 or -EINVAL. */
-int pol_cidr_parse(const char *s, struct pol_cidr *out);
-bool pol_cidr_contains(const struct pol_cidr *c, const struct policy_addr *a);
+int policy_cidr_parse(const char *s, struct pol_cidr *out);
+bool policy_cidr_contains(const struct pol_cidr *c, const struct policy_addr *a);
 /* Whether C's range intersects loopback, link-local or unspecified. */
-bool pol_cidr_overlaps_blocked(const struct pol_cidr *c);
-bool pol_addr_always_blocked(const struct policy_addr *a);
-bool pol_addr_internal(const struct policy_addr *a);
+bool policy_cidr_overlaps_blocked(const struct pol_cidr *c);
+bool policy_addr_always_blocked(const struct policy_addr *a);
+bool policy_addr_internal(const struct policy_addr *a);
 
 /* ------------------------------------------------------------------ compiled model */
 
@@ -186,9 +186,10 @@ struct pol_hkey {
 };
 
 /* Build H from N keys (given in ordinal order; each slot keeps that order). */
-void pol_hidx_build(struct pol_arena *a, struct pol_hidx *h, const struct pol_hkey *keys, size_t n);
+void policy_hidx_build(struct pol_arena *a, struct pol_hidx *h, const struct pol_hkey *keys,
+                       size_t n);
 /* The slot for KEY, or NULL. Never allocates. */
-const struct pol_hslot *pol_hidx_get(const struct pol_hidx *h, const char *key);
+const struct pol_hslot *policy_hidx_get(const struct pol_hidx *h, const char *key);
 
 struct policy {
     int refs; /* atomic */
@@ -217,15 +218,15 @@ struct policy {
     size_t nhostless;
 };
 
-uint32_t pol_hash(const char *s, size_t n);
+uint32_t policy_hash(const char *s, size_t n);
 
 /* The compiled-model builder (load.c) and the JSON request reader share: */
-bool pol_is_ip_literal(const char *host);
+bool policy_is_ip_literal(const char *host);
 
 /* Next "key=value" pair of the raw query [*POS, END): decoded ('+' is a
  * space) into KEY and VAL (each POLICY_PATH_MAX + 1 bytes). Returns 1 with
  * a pair, 0 at the end, -EINVAL for bad escapes, NUL or invalid UTF-8. */
-int pol_query_next(const char **pos, const char *end, char *key, size_t *klen, char *val,
-                   size_t *vlen);
+int policy_query_next(const char **pos, const char *end, char *key, size_t *klen, char *val,
+                      size_t *vlen);
 
 #endif

@@ -25,7 +25,7 @@ req_str(struct pol_arena *a, const cJSON *v, const char *key, const char **out, 
         return 0;
     if (!cJSON_IsString(v) || !v->valuestring)
         return err_set(e, EINVAL, "'%s' must be a string", key);
-    *out = pol_arena_strdup(a, v->valuestring);
+    *out = policy_arena_strdup(a, v->valuestring);
     return 0;
 }
 
@@ -43,12 +43,12 @@ req_list(struct pol_arena *a, const cJSON *v, const char *key, const char *const
     count = cJSON_GetArraySize(v);
     if (count > REQ_MAX_LIST)
         return err_set(e, EINVAL, "'%s' has more than %d items", key, REQ_MAX_LIST);
-    arr = pol_arena_alloc(a, (size_t)(count ? count : 1) * sizeof(*arr));
+    arr = policy_arena_alloc(a, (size_t)(count ? count : 1) * sizeof(*arr));
     *n = 0;
     for (const cJSON *it = v->child; it; it = it->next) {
         if (!cJSON_IsString(it) || !it->valuestring)
             return err_set(e, EINVAL, "'%s' must be a list of strings", key);
-        arr[(*n)++] = pol_arena_strdup(a, it->valuestring);
+        arr[(*n)++] = policy_arena_strdup(a, it->valuestring);
     }
     *out = arr;
     return 0;
@@ -67,14 +67,14 @@ req_query(struct pol_arena *a, const cJSON *v, struct policy_request *r, struct 
     count = cJSON_GetArraySize(v);
     if (count > REQ_MAX_LIST)
         return err_set(e, EINVAL, "'query' has more than %d keys", REQ_MAX_LIST);
-    params = pol_arena_alloc(a, (size_t)(count ? count : 1) * sizeof(*params));
+    params = policy_arena_alloc(a, (size_t)(count ? count : 1) * sizeof(*params));
     for (const cJSON *it = v->child; it; it = it->next) {
         struct policy_query_param *q = &params[r->nquery++];
 
-        q->key = pol_arena_strdup(a, it->string ? it->string : "");
+        q->key = policy_arena_strdup(a, it->string ? it->string : "");
         if (cJSON_IsString(it)) {
-            const char **one = pol_arena_alloc(a, sizeof(*one));
-            one[0] = pol_arena_strdup(a, it->valuestring);
+            const char **one = policy_arena_alloc(a, sizeof(*one));
+            one[0] = policy_arena_strdup(a, it->valuestring);
             q->values = one;
             q->nvalues = 1;
         } else if (req_list(a, it, "query values", &q->values, &q->nvalues, e) < 0) {
@@ -128,7 +128,7 @@ policy_json_request_parse(struct policy_json_request *r, const char *text, size_
     int rc = 0;
 
     memset(r, 0, sizeof(*r));
-    pol_arena_init(a);
+    policy_arena_init(a);
     r->priv = a;
     if (len > REQ_MAX_BYTES)
         return err_set(e, EINVAL, "request larger than 1 MiB");
@@ -226,7 +226,7 @@ policy_json_request_fini(struct policy_json_request *r)
 {
     if (!r || !r->priv)
         return;
-    pol_arena_fini(r->priv);
+    policy_arena_fini(r->priv);
     free(r->priv);
     r->priv = NULL;
 }

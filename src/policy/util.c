@@ -18,7 +18,7 @@ struct pol_arena_chunk {
 #define POL_ARENA_CHUNK (64 * 1024)
 
 void
-pol_arena_init(struct pol_arena *a)
+policy_arena_init(struct pol_arena *a)
 {
     a->head = NULL;
     a->used = 0;
@@ -26,7 +26,7 @@ pol_arena_init(struct pol_arena *a)
 }
 
 void
-pol_arena_fini(struct pol_arena *a)
+policy_arena_fini(struct pol_arena *a)
 {
     struct pol_arena_chunk *c = a->head;
 
@@ -35,11 +35,11 @@ pol_arena_fini(struct pol_arena *a)
         free(c);
         c = next;
     }
-    pol_arena_init(a);
+    policy_arena_init(a);
 }
 
 void *
-pol_arena_alloc(struct pol_arena *a, size_t n)
+policy_arena_alloc(struct pol_arena *a, size_t n)
 {
     void *p;
 
@@ -69,9 +69,9 @@ pol_arena_alloc(struct pol_arena *a, size_t n)
 }
 
 char *
-pol_arena_strndup(struct pol_arena *a, const char *s, size_t n)
+policy_arena_strndup(struct pol_arena *a, const char *s, size_t n)
 {
-    char *p = pol_arena_alloc(a, n + 1);
+    char *p = policy_arena_alloc(a, n + 1);
 
     memcpy(p, s, n);
     p[n] = '\0';
@@ -79,9 +79,9 @@ pol_arena_strndup(struct pol_arena *a, const char *s, size_t n)
 }
 
 char *
-pol_arena_strdup(struct pol_arena *a, const char *s)
+policy_arena_strdup(struct pol_arena *a, const char *s)
 {
-    return pol_arena_strndup(a, s, strlen(s));
+    return policy_arena_strndup(a, s, strlen(s));
 }
 
 void
@@ -109,8 +109,8 @@ policy_diags_fini(struct policy_diags *d)
 #define POL_DIAGS_MAX 1000
 
 void
-pol_diag(struct policy_diags *d, const char *file, enum policy_diag_level level, unsigned line,
-         unsigned col, const char *field, const char *fmt, ...)
+policy_diag_add(struct policy_diags *d, const char *file, enum policy_diag_level level,
+                unsigned line, unsigned col, const char *field, const char *fmt, ...)
 {
     struct policy_diag *g;
     struct buf b = BUF_INIT;
@@ -147,7 +147,7 @@ pol_diag(struct policy_diags *d, const char *file, enum policy_diag_level level,
 }
 
 uint32_t
-pol_hash(const char *s, size_t n)
+policy_hash(const char *s, size_t n)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
 
@@ -159,18 +159,18 @@ pol_hash(const char *s, size_t n)
 }
 
 void
-pol_hidx_build(struct pol_arena *a, struct pol_hidx *h, const struct pol_hkey *keys, size_t n)
+policy_hidx_build(struct pol_arena *a, struct pol_hidx *h, const struct pol_hkey *keys, size_t n)
 {
     size_t cap = 16;
 
     while (cap < n * 2)
         cap *= 2;
     h->cap = cap;
-    h->slots = pol_arena_alloc(a, cap * sizeof(*h->slots));
+    h->slots = policy_arena_alloc(a, cap * sizeof(*h->slots));
     /* Two passes: count per slot, then fill in the given order. */
     for (int pass = 0; pass < 2; pass++) {
         for (size_t k = 0; k < n; k++) {
-            uint32_t hash = pol_hash(keys[k].key, strlen(keys[k].key));
+            uint32_t hash = policy_hash(keys[k].key, strlen(keys[k].key));
             size_t i = hash & (cap - 1);
             struct pol_hslot *s;
 
@@ -191,20 +191,21 @@ pol_hidx_build(struct pol_arena *a, struct pol_hidx *h, const struct pol_hkey *k
         if (pass == 0)
             for (size_t i = 0; i < cap; i++)
                 if (h->slots[i].host) {
-                    h->slots[i].eps = pol_arena_alloc(a, h->slots[i].n * sizeof(*h->slots[i].eps));
+                    h->slots[i].eps =
+                        policy_arena_alloc(a, h->slots[i].n * sizeof(*h->slots[i].eps));
                     h->slots[i].n = 0;
                 }
     }
 }
 
 const struct pol_hslot *
-pol_hidx_get(const struct pol_hidx *h, const char *key)
+policy_hidx_get(const struct pol_hidx *h, const char *key)
 {
     uint32_t hash;
 
     if (!h->cap)
         return NULL;
-    hash = pol_hash(key, strlen(key));
+    hash = policy_hash(key, strlen(key));
     for (size_t i = hash & (h->cap - 1);; i = (i + 1) & (h->cap - 1)) {
         const struct pol_hslot *s = &h->slots[i];
         if (!s->host)

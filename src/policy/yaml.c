@@ -61,7 +61,7 @@ py_error(struct py_ctx *c, unsigned line, unsigned col, const char *msg)
     struct buf f = BUF_INIT;
 
     py_field(c, &f);
-    pol_diag(c->diags, c->file, POLICY_DIAG_ERROR, line, col, buf_cstr(&f), "%s", msg);
+    policy_diag_add(c->diags, c->file, POLICY_DIAG_ERROR, line, col, buf_cstr(&f), "%s", msg);
     buf_fini(&f);
     return -EINVAL;
 }
@@ -81,8 +81,8 @@ py_check_text(struct py_ctx *c, const unsigned char *p, size_t len)
 
         if (b < 0x80) {
             if ((b < 0x20 && b != '\t' && b != '\n' && b != '\r') || b == 0x7f) {
-                pol_diag(c->diags, c->file, POLICY_DIAG_ERROR, line, col, NULL,
-                         "control character 0x%02x is not allowed in a policy", b);
+                policy_diag_add(c->diags, c->file, POLICY_DIAG_ERROR, line, col, NULL,
+                                "control character 0x%02x is not allowed in a policy", b);
                 return -EINVAL;
             }
             if (b == '\n') {
@@ -117,8 +117,8 @@ py_check_text(struct py_ctx *c, const unsigned char *p, size_t len)
             (cp >= 0xd800 && cp <= 0xdfff))
             goto bad;
         if (cp == 0xfeff && i != 0) {
-            pol_diag(c->diags, c->file, POLICY_DIAG_ERROR, line, col, NULL,
-                     "byte order mark inside the policy");
+            policy_diag_add(c->diags, c->file, POLICY_DIAG_ERROR, line, col, NULL,
+                            "byte order mark inside the policy");
             return -EINVAL;
         }
         i += need + 1;
@@ -126,8 +126,8 @@ py_check_text(struct py_ctx *c, const unsigned char *p, size_t len)
     }
     return 0;
 bad:
-    pol_diag(c->diags, c->file, POLICY_DIAG_ERROR, line, col, NULL,
-             "invalid UTF-8 (byte 0x%02x): a policy must be UTF-8 text", p[i]);
+    policy_diag_add(c->diags, c->file, POLICY_DIAG_ERROR, line, col, NULL,
+                    "invalid UTF-8 (byte 0x%02x): a policy must be UTF-8 text", p[i]);
     return -EINVAL;
 }
 
@@ -173,9 +173,9 @@ py_check_dups(struct py_ctx *c, struct py_frame *f)
         if (fld.len)
             buf_putc(&fld, '.');
         buf_append(&fld, dup->s, dup->len);
-        pol_diag(c->diags, c->file, POLICY_DIAG_ERROR, dup->line, dup->col, buf_cstr(&fld),
-                 "duplicate field `%s` (first at line %u, column %u)", dup->s, first->line,
-                 first->col);
+        policy_diag_add(c->diags, c->file, POLICY_DIAG_ERROR, dup->line, dup->col, buf_cstr(&fld),
+                        "duplicate field `%s` (first at line %u, column %u)", dup->s, first->line,
+                        first->col);
         buf_fini(&fld);
         /* Keep the first as the reference point for further duplicates. */
         dup->dup = true;
@@ -232,7 +232,7 @@ py_new(struct py_ctx *c, enum py_kind kind, const yaml_mark_t *m)
 
     if (++c->nodes > PY_MAX_NODES)
         return NULL;
-    n = pol_arena_alloc(c->a, sizeof(*n));
+    n = policy_arena_alloc(c->a, sizeof(*n));
     n->kind = kind;
     n->line = (unsigned)m->line + 1;
     n->col = (unsigned)m->column + 1;
@@ -270,7 +270,7 @@ py_event(struct py_ctx *c, yaml_event_t *ev)
         n->len = ev->data.scalar.length;
         if (memchr(ev->data.scalar.value, '\0', n->len))
             return py_error(c, line, col, "NUL character in a string");
-        n->s = pol_arena_strndup(c->a, (const char *)ev->data.scalar.value, n->len);
+        n->s = policy_arena_strndup(c->a, (const char *)ev->data.scalar.value, n->len);
         return py_attach(c, n);
     case YAML_SEQUENCE_START_EVENT:
     case YAML_MAPPING_START_EVENT: {
@@ -307,9 +307,9 @@ py_event(struct py_ctx *c, yaml_event_t *ev)
          * the schema walk sees each key once. */
         node->n = 0;
         if (f->n) {
-            node->items = pol_arena_alloc(c->a, f->n * sizeof(*node->items));
+            node->items = policy_arena_alloc(c->a, f->n * sizeof(*node->items));
             if (node->kind == PY_MAP)
-                node->vals = pol_arena_alloc(c->a, f->n * sizeof(*node->vals));
+                node->vals = policy_arena_alloc(c->a, f->n * sizeof(*node->vals));
             for (size_t i = 0; i < f->n; i++) {
                 if (node->kind == PY_MAP && f->items[i]->dup)
                     continue;
@@ -331,8 +331,8 @@ py_event(struct py_ctx *c, yaml_event_t *ev)
 }
 
 int
-py_parse(struct pol_arena *a, const char *file, const char *data, size_t len, struct py_node **root,
-         struct policy_diags *diags)
+policy_yaml_parse(struct pol_arena *a, const char *file, const char *data, size_t len,
+                  struct py_node **root, struct policy_diags *diags)
 {
     struct py_ctx c;
     yaml_parser_t parser;
