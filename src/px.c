@@ -1088,6 +1088,8 @@ px_upstream_connected(struct px_conn *c)
         return;
     }
     /* Forward: the rewritten request was prepared before the dial. */
+    if (!c->l7)
+        px_log_decision(c, "allow", "forward", c->method, c->path, NULL);
     c->state = PX_REQ;
     bufferevent_write(c->up, c->pending.data, c->pending.len);
     c->bytes_up += c->pending.len;
@@ -1473,7 +1475,7 @@ px_forward_request(struct px_conn *c)
         if (q)
             buf_puts(&canon, q);
     } else {
-        px_log_decision(c, "allow", "forward", c->method, c->path, NULL);
+        /* Logged once the upstream is reached (SSRF may still refuse). */
         buf_puts(&canon, r->path);
     }
     c->keep_alive = r->keep_alive;
