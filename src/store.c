@@ -752,6 +752,40 @@ store_label_check(const char *key, const char *value, struct err *e)
     return 0;
 }
 
+/* Bind Q's WHERE parameters (see list_where) to ST from index 1; returns
+ * the next index. */
+static int
+list_bind(sqlite3_stmt *st, const struct store_query *q, const struct sel_pair *pairs,
+          size_t npairs)
+{
+    int bi = 1;
+
+    bind_text(st, bi++, q->type);
+    if (q->workspace)
+        bind_text(st, bi++, q->workspace);
+    if (q->scope)
+        bind_text(st, bi++, q->scope);
+    for (size_t i = 0; i < npairs; i++) {
+        sqlite3_bind_text(st, bi++, xasprintf("$.\"%s\"", pairs[i].key), -1, free);
+        bind_text(st, bi++, pairs[i].val);
+    }
+    return bi;
+}
+
+static void
+list_where(struct buf *sql, const struct store_query *q, size_t npairs)
+{
+    buf_puts(sql, " FROM objects WHERE object_type=?");
+    if (q->workspace)
+        buf_puts(sql, " AND workspace=?");
+    if (q->scope)
+        buf_puts(sql, " AND scope=?");
+    /* Keys are validated (no quote can appear), so the JSON path is safe to
+     * quote; it is bound, never spliced into the SQL text. */
+    for (size_t i = 0; i < npairs; i++)
+        buf_puts(sql, " AND json_extract(labels, ?) IS ?");
+}
+
 int
 store_list(struct store *s, const struct store_query *q, struct store_list *out, struct err *e)
 {
@@ -759,7 +793,7 @@ store_list(struct store *s, const struct store_query *q, struct store_list *out,
     struct buf sql = BUF_INIT;
     sqlite3_stmt *st = NULL;
     size_t npairs = 0, cap = 0, limit;
-    int rc, bi = 1;
+    int rc, bi;
 
     memset(out, 0, sizeof(*out));
     if ((rc = sel_parse(q->label_selector, pairs, &npairs, e)) < 0)
@@ -767,63 +801,45 @@ store_list(struct store *s, const struct store_query *q, struct store_list *out,
     limit = q->limit ? q->limit : STORE_LIST_DEFAULT;
     if (limit > STORE_LIST_MAX)
         limit = STORE_LIST_MAX;
-    buf_puts(&sql, "SELECT " OBJ_COLS ", count(*) OVER () FROM objects WHERE object_type=?");
-    if (q->workspace)
-        buf_puts(&sql, " AND workspace=?");
-    if (q->scope)
-        buf_puts(&sql, " AND scope=?");
-    /* Keys are validated above (no quote can appear), so the JSON path is
-     * safe to quote; it is bound, not spliced into the SQL text. */
-    for (size_t i = 0; i < npairs; i++)
-        buf_puts(&sql, " AND json_extract(labels, ?) IS ?");
+    /* One read transaction: the page and the total see the same snapshot. */
+    if ((rc = sq_exec(s, "BEGIN", "starting a read transaction", e)) < 0)
+        goto out;
+    buf_puts(&sql, "SELECT count(*)");
+    list_where(&sql, q, npairs);
+    if ((rc = sq_prepare(s, buf_cstr(&sql), &st, e)) < 0)
+        goto out;
+    list_bind(st, q, pairs, npairs);
+    if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
+        rc = sq_fail(s, e, rc, "counting");
+        goto out;
+    }
+    out->total = (size_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    st = NULL;
+    buf_reset(&sql);
+    buf_puts(&sql, "SELECT " OBJ_COLS);
+    list_where(&sql, q, npairs);
     buf_puts(&sql, q->scope ? " ORDER BY version, id" : " ORDER BY created_at_ms, name, id");
     buf_puts(&sql, " LIMIT ? OFFSET ?");
-    rc = sq_prepare(s, buf_cstr(&sql), &st, e);
-    buf_fini(&sql);
-    if (rc < 0)
+    if ((rc = sq_prepare(s, buf_cstr(&sql), &st, e)) < 0)
         goto out;
-    bind_text(st, bi++, q->type);
-    if (q->workspace)
-        bind_text(st, bi++, q->workspace);
-    if (q->scope)
-        bind_text(st, bi++, q->scope);
-    for (size_t i = 0; i < npairs; i++) {
-        char *path = xasprintf("$.\"%s\"", pairs[i].key);
-        sqlite3_bind_text(st, bi++, path, -1, free);
-        bind_text(st, bi++, pairs[i].val);
-    }
+    bi = list_bind(st, q, pairs, npairs);
     sqlite3_bind_int64(st, bi++, (sqlite3_int64)limit);
-    sqlite3_bind_int64(st, bi++, (sqlite3_int64)q->offset);
+    sqlite3_bind_int64(st, bi, (sqlite3_int64)q->offset);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (out->n == cap) {
             cap = cap ? cap * 2 : 16;
             out->items = xrealloc(out->items, cap * sizeof(*out->items));
         }
         out->items[out->n++] = obj_from_row(st);
-        out->total = (size_t)sqlite3_column_int64(st, 12);
     }
-    if (rc != SQLITE_DONE) {
-        rc = sq_fail(s, e, rc, "listing");
-        store_list_fini(out);
-    } else {
-        rc = 0;
-        /* An offset past the end returns no rows, hence no window count. */
-        if (out->n == 0 && q->offset > 0) {
-            struct store_query q2 = *q;
-            struct store_list l2;
-
-            q2.offset = 0;
-            q2.limit = 1;
-            sqlite3_finalize(st);
-            st = NULL;
-            if (store_list(s, &q2, &l2, NULL) == 0) {
-                out->total = l2.total;
-                store_list_fini(&l2);
-            }
-        }
-    }
-    sqlite3_finalize(st);
+    rc = rc == SQLITE_DONE ? 0 : sq_fail(s, e, rc, "listing");
 out:
+    sqlite3_finalize(st);
+    txn_rollback(s);
+    if (rc < 0)
+        store_list_fini(out);
+    buf_fini(&sql);
     sel_free(pairs, npairs);
     return rc;
 }

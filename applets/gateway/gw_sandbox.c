@@ -337,37 +337,56 @@ static const struct h2_stream_cbs watch_cbs = {
     .on_close = watch_on_close,
 };
 
-/* One ndjson line; "deleted" (and !follow) ends the stream. */
-static void
-watch_send(struct gw_watch *w, const char *type, const struct store_obj *o)
+/* The ndjson line for TYPE and O (or W_ID when O is NULL), newline ended;
+ * the caller frees it. */
+static char *
+watch_line(const char *type, const struct store_obj *o, const char *id)
 {
     cJSON *line = cJSON_CreateObject();
+    struct buf b = BUF_INIT;
     char *s;
-    int rc;
 
     cJSON_AddStringToObject(line, "type", type);
     if (o)
         cJSON_AddItemToObject(line, "sandbox", sandbox_json(o));
     else
-        cJSON_AddStringToObject(line, "id", w->id);
+        cJSON_AddStringToObject(line, "id", id);
     s = api_json_print(line);
     cJSON_Delete(line);
-    rc = h2_stream_write(w->st, s, strlen(s));
-    if (rc >= -EAGAIN)
-        rc = h2_stream_write(w->st, "\n", 1);
+    buf_puts(&b, s);
+    buf_putc(&b, '\n');
     free(s);
-    if (rc == -EAGAIN)
+    return buf_steal(&b);
+}
+
+/* Write LINE to W; "deleted" (and !follow) ends the stream. */
+static void
+watch_write(struct gw_watch *w, const char *type, const char *line)
+{
+    if (h2_stream_write(w->st, line, strlen(line)) == -EAGAIN)
         w->blocked = true;
     if (strcmp(type, "deleted") == 0 || !w->follow)
         h2_stream_end(w->st);
 }
 
-/* A sandbox changed (O) or was deleted (O NULL, ID): tell its watchers. A
- * blocked watcher is marked dirty and gets the latest state on drain. */
+static void
+watch_send(struct gw_watch *w, const char *type, const struct store_obj *o)
+{
+    char *line = watch_line(type, o, w->id);
+
+    watch_write(w, type, line);
+    free(line);
+}
+
+/* A sandbox changed (O) or was deleted (O NULL, ID): tell its watchers, the
+ * line rendered once for all. A blocked watcher is marked dirty and gets
+ * the latest state on drain. */
 static void
 watch_notify(struct gw *gw, const char *id, const struct store_obj *o)
 {
+    const char *type = o ? "sandbox" : "deleted";
     struct gw_watch *w, *next;
+    char *line = NULL;
 
     for (w = gw->watches; w; w = next) {
         next = w->next;
@@ -377,8 +396,11 @@ watch_notify(struct gw *gw, const char *id, const struct store_obj *o)
             w->dirty = true;
             continue;
         }
-        watch_send(w, o ? "sandbox" : "deleted", o);
+        if (!line)
+            line = watch_line(type, o, id);
+        watch_write(w, type, line);
     }
+    free(line);
 }
 
 void
