@@ -136,6 +136,8 @@ struct px_conn {
     bool drain_both;      /* CLOSING flushes the upstream's output too */
     bool cli_eof, up_eof; /* raw relay half-closes */
     bool cli_shut, up_shut;
+    bool up_failed;     /* upstream TLS failed before the client's finished */
+    char up_error[384]; /* and why */
     /* Raw relay between two plain sockets runs in the kernel (splice). */
     bool splice_pending; /* waiting for the bufferevents' output to drain */
     struct px_splice *sp;
@@ -1630,8 +1632,14 @@ px_sniff(struct px_conn *c)
 static void
 px_handshake_step(struct px_conn *c)
 {
-    if (c->state != PX_HANDSHAKE || !tls_conn_established(c->cli_tls) ||
-        !tls_conn_established(c->up_tls))
+    if (c->state != PX_HANDSHAKE || !tls_conn_established(c->cli_tls))
+        return;
+    if (c->up_failed) {
+        /* The client's session is up: it can be told why, in HTTP. */
+        px_reply_json(c, 502, "Bad Gateway", "upstream_tls_failed", c->up_error, NULL);
+        return;
+    }
+    if (!tls_conn_established(c->up_tls))
         return;
     log_debug("conn %llu: TLS terminated for %s (client %s, upstream %s)",
               (unsigned long long)c->id, c->host, tls_conn_version(c->cli_tls),
@@ -1801,6 +1809,22 @@ px_up_event(struct bufferevent *bev, short what, void *arg)
         log_debug("conn %llu: connect to %s:%u failed: %s", (unsigned long long)c->id, c->host,
                   c->port, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         px_dial_next(c);
+        return;
+    }
+    if (c->state == PX_HANDSHAKE) {
+        /* The upstream refused or failed verification: keep the client's
+         * handshake going so the answer can be an HTTP 502 with the reason. */
+        if (tls_conn_error(c->up_tls)[0])
+            buf_copy_fixed(c->up_error, sizeof(c->up_error), tls_conn_error(c->up_tls));
+        else
+            buf_fmt_fixed(c->up_error, sizeof(c->up_error),
+                          "TLS handshake with %s: connection closed", c->host);
+        px_log_decision(c, "error", "upstream_tls", NULL, NULL, c->up_error);
+        bufferevent_free(c->up);
+        c->up = NULL;
+        c->up_tls = NULL;
+        c->up_failed = true;
+        px_handshake_step(c);
         return;
     }
     if (c->up_tls && (what & BEV_EVENT_ERROR) && tls_conn_error(c->up_tls)[0])

@@ -584,10 +584,12 @@ def t_ssrf_and_upstream_faults():
     took = time.time() - t0
     point(st == 504 and b"upstream_timeout" in body and took < 10,
           "upstream stall: 504 after the response timeout", (st, body, took))
-    r = curl("--cacert", E.tmp + "/sandbox-ca.pem", "https://bad.test:8443/x")
-    time.sleep(0.2)
-    point(r.returncode != 0 and "certificate verify failed" in proxy_log(),
-          "upstream certificate for another name: refused", r.stderr)
+    r = curl("--cacert", E.tmp + "/sandbox-ca.pem", "-i", "--suppress-connect-headers",
+             "https://bad.test:8443/x")
+    point(r.stdout.startswith("HTTP/1.1 502") and '"upstream_tls_failed"' in r.stdout
+          and "certificate verify failed" in r.stdout and not upstream_saw("GET /x "),
+          "upstream certificate for another name: refused, 502 with the reason",
+          r.stdout + r.stderr)
 
 
 def t_many_idle():
