@@ -1,0 +1,92 @@
+#!/bin/sh
+# E2E: the gateway built with AddressSanitizer, UBSan and LeakSanitizer
+# (host gcc against build/deps-host), driven through bad input, many
+# streams, clients that vanish mid-stream and a SIGTERM: it must exit 0
+# with no sanitizer report (no leak, no overflow, no UB).
+. "$(dirname "$0")/lib.sh"
+TOP=${OPENSHELL_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
+HOST_DEPS=$TOP/build/deps-host
+B=${OPENSHELL_BUILD:-$TOP/build}
+
+if ! command -v gcc >/dev/null || [ ! -f "$HOST_DEPS/lib/libnghttp2.a" ] || [ ! -f "$B/gen/version.h" ]; then
+    skip "gateway under ASan" "needs gcc, build/deps-host and a built tree"
+    done_testing
+    exit $?
+fi
+
+# The gateway applet with stand-ins for applets/main.c's shared helpers.
+cat >"$T/asan_main.c" <<'EOF'
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "applets.h"
+#include "log.h"
+int applet_print_version(const char *prog) { printf("%s asan\n", prog); return 0; }
+void applet_usage_error(const char *prog, const char *fmt, ...)
+{ va_list ap; va_start(ap, fmt); fprintf(stderr, "%s: ", prog); vfprintf(stderr, fmt, ap);
+  va_end(ap); fputc('\n', stderr); exit(2); }
+void applet_bad_option(const char *prog, char **argv, int i, int o)
+{ (void)argv; (void)i; (void)o; fprintf(stderr, "%s: bad option\n", prog); exit(2); }
+bool applet_common_option(const char *prog, int opt, const char *arg)
+{ enum log_level l; enum log_format f; (void)prog;
+  if (opt == APPLET_OPT_LOG_LEVEL && log_parse_level(arg, &l) == 0) { log_set_level(l); return true; }
+  if (opt == APPLET_OPT_LOG_FORMAT && log_parse_format(arg, &f) == 0) { log_set_format(f); return true; }
+  return false; }
+int main(int argc, char **argv) { return gateway_main(argc, argv); }
+EOF
+SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+check "build the ASan gateway" "cd '$TOP' && gcc -std=gnu11 -g -O1 $SAN -D_GNU_SOURCE -Iinclude -Iapplets \
+    -I'$B/gen' -I'$HOST_DEPS/include' -o '$T/openshell-gateway' '$T/asan_main.c' \
+    applets/gateway/*.c src/store.c src/h2.c src/api.c src/buf.c src/err.c src/log.c src/loop.c \
+    src/xfuncs.c -L'$HOST_DEPS/lib' -lnghttp2 -levent_core -lcjson -lsqlite3 -lpthread -lm"
+if [ ! -x "$T/openshell-gateway" ]; then
+    done_testing
+    exit $?
+fi
+
+S=$T/gw.sock
+export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:exitcode=86"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+"$T/openshell-gateway" --state-dir "$T/state" --socket "$S" --log-level warn 2>"$T/gw.err" &
+GW=$!
+trap 'kill $GW 2>/dev/null; rm -rf "$T"' EXIT
+for _ in $(seq 200); do [ -S "$S" ] && break; sleep 0.05; done
+C="curl -sS --max-time 10 --http2-prior-knowledge --unix-socket $S"
+SB=http://localhost/v1/workspaces/default/sandboxes
+J="-H content-type:application/json"
+export C SB J
+
+testing "create" "$C -o /dev/null -w '%{http_code}' $J -d '{\"name\":\"a\",\"labels\":{\"k\":\"v\"}}' $SB" "201"
+testing "malformed JSON" "$C -o /dev/null -w '%{http_code}' $J -d '{\"name\":' $SB" "400"
+testing "duplicate keys deep" "$C -o /dev/null -w '%{http_code}' $J -d '{\"spec\":{\"template\":{\"labels\":{\"a\":\"1\",\"a\":\"2\"}}}}' $SB" "400"
+testing "deep nesting" "/usr/bin/python3 -c 'print(\"{\\\"spec\\\":{\\\"policy\\\":\" + \"[\" * 5000 + \"]\" * 5000 + \"}}\")' | $C -o /dev/null -w '%{http_code}' $J --data-binary @- $SB" "400"
+testing "oversized body" "head -c 3000000 /dev/zero | tr '\\0' x | $C -o /dev/null -w '%{http_code}' $J --data-binary @- $SB" "413"
+testing "bad selector" "$C -o /dev/null -w '%{http_code}' '$SB?label_selector=%00'" "400"
+testing "bad percent-encoding in path" "$C -o /dev/null -w '%{http_code}' '$SB/%zz'" "400"
+# Watchers: some stay, some vanish mid-stream.
+for i in 1 2 3 4 5; do $C -N "$SB/a/watch" >"$T/w$i.out" 2>/dev/null & done
+for i in 1 2 3; do $C -N "$SB/a/watch" >/dev/null 2>&1 & echo $! >"$T/k$i.pid"; done
+sleep 0.5
+for i in 1 2 3; do kill "$(cat "$T/k$i.pid")" 2>/dev/null; done
+testing "patch while watched" "$C -o /dev/null -w '%{http_code}' -X PATCH $J -d '{\"labels\":{}}' $SB/a" "200"
+if command -v h2load >/dev/null; then
+    # 300 concurrent streams on one connection (the limit is 100: queued),
+    # and many connections.
+    check "300 streams on one connection" "h2load -B unix:$S -n 600 -c 1 -m 300 http://localhost/v1/workspaces/default/sandboxes | grep -q '600 succeeded'"
+    check "50 connections" "h2load -B unix:$S -n 500 -c 50 -m 2 http://localhost/readyz | grep -q '500 succeeded'"
+else
+    skip "300 streams on one connection" "h2load not installed (nghttp2-client)"
+    skip "50 connections" "h2load not installed (nghttp2-client)"
+fi
+check "garbage instead of HTTP/2" "printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' | timeout 5 /usr/bin/python3 -c '
+import socket,sys
+s=socket.socket(socket.AF_UNIX); s.connect(\"$S\"); s.sendall(sys.stdin.buffer.read()); s.recv(100); s.close()'"
+testing "delete" "$C -o /dev/null -w '%{http_code}' -X DELETE $SB/a" "200"
+kill -TERM $GW
+wait $GW
+rc=$?
+testing_rc "SIGTERM: exit 0 under ASan/LSan" "exit $rc" 0
+check "no sanitizer report" "! grep -E 'AddressSanitizer|LeakSanitizer|runtime error' '$T/gw.err'"
+[ $rc -ne 0 ] && sed 's/^/# /' "$T/gw.err" | head -40
+testing "watchers saw the change and the delete" "grep -c '\"type\":\"deleted\"' $T/w1.out" "1"
+done_testing
