@@ -123,6 +123,10 @@ network_policies:
         port: 8080
       - host: loop.test
         port: 8080
+      - host: dns.test
+        port: 8080
+      - host: nx.test
+        port: 8080
     binaries:
       - path: /usr/bin/curl
   inspected:
@@ -149,6 +153,7 @@ network_policies:
             "--policy", t + "/policy.yaml", "--listen", "127.0.0.1:0", "--port-file",
             t + "/port", "--resolve", "api.test:" + E.up, "--resolve", "other.test:" + E.up,
             "--resolve", "bad.test:" + E.up, "--resolve", "loop.test:127.0.0.1",
+            "--dns-server", E.up + ":5353",
             "--upstream-ca", t + "/ca.pem", "--ca-out", t + "/sandbox-ca.pem",
             "--bundle-out", t + "/bundle.pem", "--response-timeout", "2",
             "--log-format", "text"],
@@ -304,6 +309,15 @@ def t_forward_and_deny_bodies():
     st, h, body = exchange(b"GET https://api.test:8443/ HTTP/1.1\r\nHost: api.test:8443\r\n\r\n")
     point(st == 400 and body == b"Use CONNECT for HTTPS URLs", "forward: https:// URL gets 400",
           (st, body))
+
+
+def t_dns():
+    r = curl("http://dns.test:8080/resolved")
+    point('"/resolved"' in r.stdout and '"dns.test:8080"' in r.stdout,
+          "DNS: a name resolved through evdns (test resolver) is reached", r.stdout + r.stderr)
+    st, _, body = exchange(b"GET http://nx.test:8080/ HTTP/1.1\r\nHost: nx.test:8080\r\n\r\n")
+    point(st == 502 and b'"upstream_unreachable"' in body and b"nx.test:8080" in body,
+          "DNS: NXDOMAIN answers 502 upstream_unreachable", (st, body))
 
 
 def t_tunnels():
@@ -700,7 +714,7 @@ def main():
         teardown()
         skip_all("cannot set up the network namespace: %s" % e)
     try:
-        for t in (t_forward_and_deny_bodies, t_tunnels, t_inspected, t_bodies, t_websocket,
+        for t in (t_forward_and_deny_bodies, t_dns, t_tunnels, t_inspected, t_bodies, t_websocket,
                   t_keepalive,
                   t_smuggling,
                   t_oversized, t_fronting, t_ssrf_and_upstream_faults, t_many_idle, t_cli, t_reload):

@@ -10,6 +10,8 @@
 # ADDR:8082  accepts, reads, and never answers (a stalled upstream)
 # ADDR:8090  TCP echo
 # ADDR:8091  byte source: reads "N\n", sends N bytes, closes (bench/proxy)
+# ADDR:5353  DNS over UDP: dns.test has one A record (ADDR); other names
+#            are NXDOMAIN (the proxy's evdns path)
 #
 # Every request line that reaches the HTTP servers is appended to LOG, so a
 # test can prove that a refused request never went upstream.
@@ -168,6 +170,31 @@ def source(c):
     c.close()
 
 
+def dns_server(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((ADDR, port))
+    while True:
+        q, peer = s.recvfrom(512)
+        if len(q) < 17:
+            continue
+        i, labels = 12, []
+        while i < len(q) and q[i]:
+            labels.append(q[i + 1:i + 1 + q[i]].decode("ascii", "replace"))
+            i += 1 + q[i]
+        qtype = struct.unpack("!H", q[i + 1:i + 3])[0]
+        question = q[12:i + 5]
+        name = ".".join(labels).lower()
+        answers = b""
+        rcode = 0
+        if name != "dns.test":
+            rcode = 3
+        elif qtype == 1:
+            answers = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton(ADDR)
+        flags = 0x8180 | rcode | (struct.unpack("!H", q[2:4])[0] & 0x0100)
+        head = q[:2] + struct.pack("!HHHHH", flags, 1, 1 if answers else 0, 0, 0)
+        s.sendto(head + question + answers, peer)
+
+
 for target, args in (
     (serve_http, (8080, False)),
     (serve_http, (8443, True)),
@@ -175,6 +202,7 @@ for target, args in (
     (raw_server, (8082, staller)),
     (raw_server, (8090, echo)),
     (raw_server, (8091, source)),
+    (dns_server, (5353,)),
 ):
     threading.Thread(target=target, args=args, daemon=True).start()
 print("ready", flush=True)
