@@ -133,8 +133,9 @@ struct px_conn {
     struct event *timer;
     uint64_t last_active_ms;
     uint64_t closing_since_ms;
-    bool drain_both;      /* CLOSING flushes the upstream's output too */
-    bool cli_eof, up_eof; /* raw relay half-closes */
+    uint64_t head_started_ms; /* first byte of a still incomplete request head */
+    bool drain_both;          /* CLOSING flushes the upstream's output too */
+    bool cli_eof, up_eof;     /* raw relay half-closes */
     bool cli_shut, up_shut;
     bool up_failed;     /* upstream TLS failed before the client's finished */
     char up_error[384]; /* and why */
@@ -605,6 +606,19 @@ px_timer_cb(evutil_socket_t fd, short what, void *arg)
         bool waiting = c->state == PX_REQ && c->have_req && !c->have_resp;
         uint64_t limit = waiting ? (uint64_t)c->srv->o.response_timeout_s * 1000 : idle_ms;
 
+        if (c->state == PX_REQ && !c->have_req && c->head_started_ms) {
+            uint64_t head_ms = (uint64_t)c->srv->o.header_timeout_s * 1000;
+            uint64_t took = px_now(c) - c->head_started_ms;
+
+            if (took >= head_ms) {
+                log_debug("conn %llu: request head not complete after %llu ms, closing",
+                          (unsigned long long)c->id, (unsigned long long)took);
+                px_conn_kill(c);
+                return;
+            }
+            px_timer(c, (unsigned)((head_ms - took) / 1000) + 1);
+            return;
+        }
         quiet = px_now(c) - c->last_active_ms;
         if (quiet < limit) {
             px_timer(c, (unsigned)((limit - quiet) / 1000) + 1);
@@ -1537,8 +1551,16 @@ px_read_head(struct px_conn *c)
         return;
     }
     h = http1_head_scan(p, n, max, &why);
-    if (h == 0)
+    if (h == 0) {
+        /* A head has begun: it must be complete within the header timeout,
+         * however slowly its bytes trickle in (slowloris). */
+        if (!c->head_started_ms) {
+            c->head_started_ms = px_now(c);
+            px_timer(c, c->srv->o.header_timeout_s);
+        }
         return;
+    }
+    c->head_started_ms = 0;
     if (h == -EMSGSIZE) {
         px_log_decision(c, "deny", "framing", NULL, NULL, "request head too large");
         px_reply_empty(c, 431, "Request Header Fields Too Large");

@@ -156,6 +156,7 @@ network_policies:
             "--dns-server", E.up + ":5353",
             "--upstream-ca", t + "/ca.pem", "--ca-out", t + "/sandbox-ca.pem",
             "--bundle-out", t + "/bundle.pem", "--response-timeout", "2",
+            "--header-timeout", "2",
             "--log-format", "text"],
         stdout=subprocess.DEVNULL, stderr=open(E.proxy_log, "w"))
     for _ in range(100):
@@ -467,6 +468,26 @@ def t_keepalive():
     point("Re-using existing connection" in r.stderr and r.stdout.count('"GET"') == 2,
           "keep-alive: curl reuses the inspected tunnel", r.stderr[-2000:])
     r = curl("-v", "http://api.test:8080/k1", "http://api.test:8080/k2")
+    # A second request head trickling in on a kept-alive tunnel is cut at
+    # the header timeout (2 s for this proxy), not the idle timeout.
+    s2 = tls_tunnel("api.test", 8443)
+    s2.sendall(b"GET /slow1 HTTP/1.1\r\nHost: api.test:8443\r\n\r\n")
+    first = parse(read_response(s2))[0]
+    t0 = time.time()
+    s2.sendall(b"GET /slow2 HTTP/1.1\r\n")
+    try:
+        for _ in range(8):
+            time.sleep(0.5)
+            s2.sendall(b"X-Slow: 1\r\n")
+        cut = False
+    except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+        cut = True
+    if not cut:
+        cut = read_all(s2, 3) == b""
+    took = time.time() - t0
+    s2.close()
+    point(first == 200 and cut and took < 5, "slow request head on a kept-alive tunnel is cut "
+          "at the header timeout", (first, cut, took))
     point("Re-using existing connection" in r.stderr and r.stdout.count('"GET"') == 2,
           "keep-alive: curl reuses the forward connection", r.stderr[-2000:])
     # Each request on a kept-alive connection is decided on its own.
@@ -614,7 +635,22 @@ def t_many_idle():
         point(True, "2000 idle connections # SKIP descriptor limit %d" % hard)
         return
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # A proxy of its own, with the default 30 s header timeout (the shared
+    # one cuts unfinished heads after 2 s).
+    pf = E.tmp + "/port-idle"
+    px = subprocess.Popen(
+        [BIN, "applet", "openshell-proxy", "--policy", E.tmp + "/policy.yaml", "--listen",
+         "127.0.0.1:0", "--port-file", pf, "--resolve", "api.test:" + E.up],
+        stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if os.path.exists(pf) and open(pf).read().strip():
+            break
+        time.sleep(0.05)
+    saved = E.port, E.proxy_url
+    E.port = int(open(pf).read())
+    E.proxy_url = "http://127.0.0.1:%d" % E.port
     idle = []
+    t0 = time.time()
     try:
         for i in range(want):
             c = connect()
@@ -628,11 +664,24 @@ def t_many_idle():
         s.settimeout(5)
         ok2 = st == 200 and s.recv(4) == b"ping"
         s.close()
+        took = time.time() - t0
+        # They were still held open: none was closed by the proxy meanwhile.
+        alive = 0
+        for c in idle[:50]:
+            c.setblocking(False)
+            try:
+                alive += c.recv(1) != b""
+            except BlockingIOError:
+                alive += 1
     finally:
         for c in idle:
             c.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    point(ok and ok2, "2000 idle connections do not stop new requests", r.stderr)
+        E.port, E.proxy_url = saved
+        px.send_signal(signal.SIGTERM)
+        px.wait(10)
+    point(ok and ok2 and alive == 50, "2000 idle connections do not stop new requests",
+          (r.stderr, alive, took))
 
 
 def t_cli():
