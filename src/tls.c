@@ -340,6 +340,10 @@ tls_filter_in(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit,
         }
         if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
             break;
+        /* Not an error: a ticket arrived (only when the library is built
+         * with session tickets); read on. */
+        if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
+            continue;
         if (rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
             t->eof = true;
             bufferevent_trigger_event(t->bev, BEV_EVENT_EOF | BEV_EVENT_READING, 0);
