@@ -76,6 +76,7 @@ struct sb_plan {
     struct sb_ll_path *ll_paths;
     size_t ll_npaths;
     struct sb_bpf bpf;
+    bool pids_cgroup; /* set by the supervisor: the sandbox has its own pids cgroup */
 };
 
 int sb_plan_build(const struct sb_opts *o, char *const *host_env, struct sb_plan *p,

@@ -22,7 +22,8 @@
 int sb_proc_close_fds(const int *keep, size_t n);
 
 /* Core dumps off (RLIMIT_CORE 0/0) and the process count bounded
- * (RLIMIT_NPROC soft = hard = min(current hard, NPROC)). Returns 0 or -errno. */
+ * (RLIMIT_NPROC soft = hard = min(current hard, NPROC); NPROC 0 leaves it).
+ * Returns 0 or -errno. */
 int sb_proc_rlimits(unsigned long nproc);
 
 /*

@@ -59,6 +59,8 @@ sb_proc_rlimits(unsigned long nproc)
 
     if (setrlimit(RLIMIT_CORE, &rl) < 0)
         return -errno;
+    if (nproc == 0)
+        return 0;
     if (getrlimit(RLIMIT_NPROC, &rl) < 0)
         return -errno;
     if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > nproc)

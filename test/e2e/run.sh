@@ -113,6 +113,8 @@ testing "nothing was started by any of them" "ls $W/started 2>/dev/null; true" "
 # --explain: the honest report.
 testing "--explain names the Landlock ABI" \
     "openshell run --explain | grep -c \"^landlock:   ABI $(cat /sys/kernel/security/landlock/abi_version 2>/dev/null || echo '[0-9]')\"" "1"
+testing "the debug log names the enforced Landlock ABI" \
+    "openshell --log-level debug run -- true 2>&1 | grep -c 'landlock ABI [0-9]* enforced, handled: execute,'" "1"
 testing "--explain lists rules and seccomp entries" \
     "openshell run --explain | grep -c -e '^    rw /sandbox' -e '^    ptrace -> EPERM'" "2"
 
