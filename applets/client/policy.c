@@ -269,6 +269,7 @@ policy_check(int argc, char **argv)
         policy_diags_fini(&d);
         return 1;
     }
+    print_diags(&d); /* warnings: stderr, the answers stay clean on stdout */
     policy_diags_fini(&d);
     req.binary_identity_relaxed =
         policy_binary_identity_relaxed(getenv("OPENSHELL_NETWORK_BINARY_IDENTITY"));
