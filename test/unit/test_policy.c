@@ -609,6 +609,75 @@ test_symlinks(void)
     return TAP_PASS;
 }
 
+/* ASan's allocation hooks (libasan exports them; declared here since GCC
+ * ships no allocator_interface.h). Weak: absent means skip. */
+int __sanitizer_install_malloc_and_free_hooks(void (*m)(const volatile void *, size_t),
+                                              void (*f)(const volatile void *))
+    __attribute__((weak));
+static volatile size_t test_allocs;
+
+static void
+count_malloc(const volatile void *p, size_t n)
+{
+    (void)p;
+    (void)n;
+    test_allocs++;
+}
+
+static void
+count_free(const volatile void *p)
+{
+    (void)p;
+}
+
+/* Decisions allocate nothing (the proxy calls them per connection and per
+ * request): count allocations across a mix of L4, L7, SSRF and full
+ * decisions with every kind of reason. */
+static int
+test_no_alloc(void)
+{
+    struct policy *p = load(l7_policy), *q = load(l4_policy);
+    struct policy_request r;
+    struct policy_l4_result l4;
+    struct policy_l7_result l7;
+    struct policy_decision d;
+    struct policy_addr a;
+    static const char *const targets[] = { "/repos/a/issues?state=open&state=closed",
+                                           "/repos/a/../../x", "/repos/a%2Fb", "/x?q=%zz" };
+    static const char *const anc[] = { "/bin/sh", "/usr/local/bin/claude" };
+    static const char *const ips[] = { "10.0.0.1" };
+
+    if (!__sanitizer_install_malloc_and_free_hooks)
+        TAP_SKIP_BECAUSE("no sanitizer allocation hooks");
+    CHECK(p && q);
+    CHECK(policy_addr_parse("93.184.216.34", &a) == 0);
+    __sanitizer_install_malloc_and_free_hooks(count_malloc, count_free);
+    test_allocs = 0;
+    for (int i = 0; i < 200; i++) {
+        memset(&r, 0, sizeof(r));
+        r.binary = i & 1 ? "/usr/bin/curl" : "/usr/bin/wget";
+        r.ancestors = anc;
+        r.nancestors = 2;
+        r.host = i & 2 ? "api.github.com" : "x.cdn.example.com";
+        r.port = 443;
+        r.method = i & 4 ? "POST" : "GET";
+        r.raw_target = targets[i % 4];
+        r.resolved_ips = ips;
+        r.nresolved_ips = i & 8 ? 1 : 0;
+        policy_decide_l4(p, &r, &l4);
+        policy_decide_l4(q, &r, &l4);
+        policy_decide_l7(p, &r, &l7);
+        policy_ssrf_check(p, &r, &a, 1, NULL);
+        policy_decide(p, &r, &d);
+        policy_decide(q, &r, &d);
+    }
+    __sanitizer_install_malloc_and_free_hooks(NULL, NULL);
+    CHECK_INT(test_allocs, 0);
+    policy_unref(p);
+    policy_unref(q);
+    return TAP_PASS;
+}
+
 TAP_MAIN(TAP_TEST(test_glob), TAP_TEST(test_canon), TAP_TEST(test_loader_errors),
          TAP_TEST(test_static_sections), TAP_TEST(test_l4), TAP_TEST(test_l7), TAP_TEST(test_ssrf),
-         TAP_TEST(test_decide_json), TAP_TEST(test_symlinks))
+         TAP_TEST(test_decide_json), TAP_TEST(test_symlinks), TAP_TEST(test_no_alloc))
