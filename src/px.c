@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -98,6 +99,7 @@ struct px_splice_dir {
 
 struct px_splice {
     struct px_splice_dir d[2]; /* [0] client -> upstream, [1] upstream -> client */
+    bool counted;              /* in the server's nspliced */
 };
 
 struct px_server {
@@ -113,6 +115,7 @@ struct px_server {
     struct px_listener *listeners;
     struct px_conn *conns;
     unsigned nconns;
+    unsigned nspliced, max_spliced; /* pipes cost 4 descriptors a tunnel */
     uint64_t next_id;
 };
 
@@ -924,6 +927,8 @@ px_splice_free(struct px_conn *c)
 
     if (!sp)
         return;
+    if (sp->counted)
+        c->srv->nspliced--;
     for (int i = 0; i < 2; i++) {
         struct px_splice_dir *d = &sp->d[i];
 
@@ -1009,6 +1014,16 @@ px_splice_cb(evutil_socket_t fd, short what, void *arg)
     px_splice_pump(d);
 }
 
+/* A raw relay that stays on bufferevents. */
+static void
+px_splice_fallback(struct px_conn *c)
+{
+    bufferevent_setwatermark(c->cli, EV_WRITE, PX_HIGH / 2, 0);
+    bufferevent_setwatermark(c->up, EV_WRITE, PX_HIGH / 2, 0);
+    bufferevent_enable(c->cli, EV_READ);
+    bufferevent_enable(c->up, EV_READ);
+}
+
 /* Switch a raw relay to splice once the bufferevents have nothing queued;
  * without pipes (descriptor limit) it stays on bufferevents. */
 static void
@@ -1020,6 +1035,11 @@ px_splice_maybe_start(struct px_conn *c)
     if (!c->splice_pending || px_pending(c->cli, false) || px_pending(c->up, false))
         return;
     c->splice_pending = false;
+    if (c->srv->nspliced >= c->srv->max_spliced) {
+        /* Keep descriptors for sockets: this one relays in user space. */
+        px_splice_fallback(c);
+        return;
+    }
     sp = xcalloc(1, sizeof(*sp));
     for (int i = 0; i < 2; i++) {
         struct px_splice_dir *d = &sp->d[i];
@@ -1034,10 +1054,7 @@ px_splice_maybe_start(struct px_conn *c)
                       strerror(errno));
             c->sp = sp;
             px_splice_free(c);
-            bufferevent_setwatermark(c->cli, EV_WRITE, PX_HIGH / 2, 0);
-            bufferevent_setwatermark(c->up, EV_WRITE, PX_HIGH / 2, 0);
-            bufferevent_enable(c->cli, EV_READ);
-            bufferevent_enable(c->up, EV_READ);
+            px_splice_fallback(c);
             return;
         }
         fcntl(d->pipe[1], F_SETPIPE_SZ, PX_SPLICE_PIPE);
@@ -1045,6 +1062,8 @@ px_splice_maybe_start(struct px_conn *c)
         d->wr = event_new(c->srv->base, d->dst, EV_WRITE | EV_PERSIST, px_splice_cb, d);
     }
     c->sp = sp;
+    c->srv->nspliced++;
+    sp->counted = true;
     bufferevent_disable(c->cli, EV_READ | EV_WRITE);
     bufferevent_disable(c->up, EV_READ | EV_WRITE);
     /* An EOF seen by the bufferevents before the switch carries over. */
@@ -2137,6 +2156,15 @@ px_server_new(struct loop *loop, struct policy *policy, struct ca *ca, const str
         s->o.max_conns = 8192;
     s->policy = policy_ref(policy);
     s->ca = ca;
+    /* Pipes for spliced tunnels may use up to a third of the descriptors;
+     * the rest stay for sockets. */
+    {
+        struct rlimit rl;
+
+        s->max_spliced = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                             ? (unsigned)(rl.rlim_cur / 12)
+                             : 1024;
+    }
     for (unsigned i = 0; i < o->nresolve; i++) {
         if (px_parse_map(s, o->resolve[i], e) < 0) {
             px_server_free(s);

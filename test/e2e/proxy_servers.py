@@ -10,6 +10,7 @@
 # ADDR:8082  accepts, reads, and never answers (a stalled upstream)
 # ADDR:8090  TCP echo
 # ADDR:8091  byte source: reads "N\n", sends N bytes, closes (bench/proxy)
+# ADDR:8092  TCP echo for many connections at once (one thread, selectors)
 # ADDR:5353  DNS over UDP: dns.test has one A record (ADDR); other names
 #            are NXDOMAIN (the proxy's evdns path)
 #
@@ -170,6 +171,40 @@ def source(c):
     c.close()
 
 
+def many_echo(port):
+    import selectors
+    sel = selectors.DefaultSelector()
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((ADDR, port))
+    ls.listen(4096)
+    ls.setblocking(False)
+    sel.register(ls, selectors.EVENT_READ)
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj is ls:
+                try:
+                    c, _ = ls.accept()
+                except OSError:
+                    continue
+                c.setblocking(False)
+                sel.register(c, selectors.EVENT_READ)
+                continue
+            c = key.fileobj
+            try:
+                d = c.recv(65536)
+            except OSError:
+                d = b""
+            if d:
+                try:
+                    c.send(d)
+                except OSError:
+                    pass
+            else:
+                sel.unregister(c)
+                c.close()
+
+
 def dns_server(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((ADDR, port))
@@ -203,6 +238,7 @@ for target, args in (
     (raw_server, (8090, echo)),
     (raw_server, (8091, source)),
     (dns_server, (5353,)),
+    (many_echo, (8092,)),
 ):
     threading.Thread(target=target, args=args, daemon=True).start()
 print("ready", flush=True)
