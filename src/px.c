@@ -165,12 +165,12 @@ struct px_conn {
 
     /* The HTTP exchange in flight. */
     bool have_req;
-    struct http1_request req;
+    struct http1_request *req; /* allocated while a request is handled */
     struct http1_body *req_body;
     bool req_body_done;
     struct buf pending; /* forward: the rewritten request waiting for the dial */
     bool have_resp;
-    struct http1_response resp;
+    struct http1_response *resp;
     struct http1_body *resp_body;
     bool resp_started; /* bytes of a response went to the client */
     bool keep_alive;   /* after this exchange */
@@ -382,9 +382,13 @@ static void
 px_exchange_reset(struct px_conn *c)
 {
     if (c->have_req)
-        http1_request_fini(&c->req);
+        http1_request_fini(c->req);
     if (c->have_resp)
-        http1_response_fini(&c->resp);
+        http1_response_fini(c->resp);
+    free(c->req);
+    free(c->resp);
+    c->req = NULL;
+    c->resp = NULL;
     http1_body_free(c->req_body);
     http1_body_free(c->resp_body);
     c->req_body = c->resp_body = NULL;
@@ -719,7 +723,7 @@ px_decide_l7(struct px_conn *c, const char *method, const char *target, struct b
     px_request_init(c, &pr, c->tunnel ? POLICY_TRANSPORT_L7 : POLICY_TRANSPORT_FORWARD);
     pr.method = method;
     pr.raw_target = target;
-    pr.websocket_upgrade = c->req.websocket;
+    pr.websocket_upgrade = c->req->websocket;
     policy_decide_l7(c->pol, &pr, r);
     ok = r->verdict != POLICY_L7_DENY;
     if (ok) {
@@ -1140,7 +1144,7 @@ px_upstream_connected(struct px_conn *c)
 static void
 px_build_request(struct px_conn *c, const char *path, bool close_upstream, struct buf *out)
 {
-    const struct http1_request *r = &c->req;
+    const struct http1_request *r = c->req;
     bool default_port = (c->terminated && c->port == 443) || (!c->terminated && c->port == 80);
 
     buf_printf(out, "%s %s HTTP/1.1\r\n", r->method, path);
@@ -1220,7 +1224,7 @@ px_pump_request_body(struct px_conn *c)
     long used;
 
     while (!c->req_body_done) {
-        used = px_body_move(c->req_body, c->req.chunked, in, c->up, &c->bytes_up, &done, &why);
+        used = px_body_move(c->req_body, c->req->chunked, in, c->up, &c->bytes_up, &done, &why);
         if (used < 0) {
             px_log_decision(c, "deny", "framing", c->method, c->path, why);
             px_reply_empty(c, 400, "Bad Request");
@@ -1277,7 +1281,7 @@ px_exchange_done(struct px_conn *c)
 static void
 px_build_response(struct px_conn *c, struct buf *out)
 {
-    const struct http1_response *r = &c->resp;
+    const struct http1_response *r = c->resp;
     static const char *const hop[] = { "connection", "keep-alive", "proxy-connection",
                                        "te",         "trailer",    "upgrade" };
     const char *conn = http1_response_header(r, "connection");
@@ -1322,18 +1326,20 @@ px_pump_response(struct px_conn *c)
             h = http1_head_scan(p, n, HTTP1_HEAD_MAX, &why);
             if (h == 0)
                 break;
-            if (h < 0 || http1_parse_response(p, (size_t)h, strcmp(c->method, "HEAD") == 0,
-                                              &c->resp, &why) < 0) {
+            if (!c->resp)
+                c->resp = xmalloc(sizeof(*c->resp));
+            if (h < 0 || http1_parse_response(p, (size_t)h, strcmp(c->method, "HEAD") == 0, c->resp,
+                                              &why) < 0) {
                 if (h == -EMSGSIZE)
                     why = "response head too large";
                 px_log_decision(c, "error", "response", c->method, c->path, why);
                 px_reply_json(c, 502, "Bad Gateway", "upstream_invalid_response", why, NULL);
                 break;
             }
-            if (c->resp.status == 101) {
+            if (c->resp->status == 101) {
                 /* Only an upgrade the client asked for (and policy allowed). */
-                http1_response_fini(&c->resp);
-                if (!c->req.upgrade) {
+                http1_response_fini(c->resp);
+                if (!c->req->upgrade) {
                     px_conn_kill(c);
                     break;
                 }
@@ -1345,25 +1351,25 @@ px_pump_response(struct px_conn *c)
                 px_start_raw(c);
                 break;
             }
-            if (c->resp.status < 200) {
+            if (c->resp->status < 200) {
                 /* Interim (100 Continue): relay as is, wait for the final. */
                 bufferevent_write(c->cli, p, (size_t)h);
                 c->bytes_down += (size_t)h;
                 evbuffer_drain(in, (size_t)h);
-                http1_response_fini(&c->resp);
+                http1_response_fini(c->resp);
                 continue;
             }
             c->have_resp = true;
             c->resp_started = true;
             /* Keep the client connection only if both sides frame it. */
             c->keep_alive =
-                c->keep_alive && !c->resp.until_eof && (c->resp.keep_alive || !c->tunnel);
+                c->keep_alive && !c->resp->until_eof && (c->resp->keep_alive || !c->tunnel);
             evbuffer_drain(in, (size_t)h);
             px_build_response(c, &out);
             bufferevent_write(c->cli, out.data, out.len);
             c->bytes_down += out.len;
             buf_reset(&out);
-            c->resp_body = http1_body_response(&c->resp);
+            c->resp_body = http1_body_response(c->resp);
         }
         {
             long used = px_body_move(c->resp_body, false, in, c->cli, &c->bytes_down, &done, &why);
@@ -1397,11 +1403,11 @@ px_pump_response(struct px_conn *c)
 /* ------------------------------------------------------------ requests */
 
 /* A request head inside a tunnel (or the next one on a forward
- * connection), parsed into c->req. */
+ * connection), parsed into c->req-> */
 static void
 px_tunnel_request(struct px_conn *c)
 {
-    struct http1_request *r = &c->req;
+    struct http1_request *r = c->req;
     struct buf canon = BUF_INIT, head = BUF_INIT;
     unsigned want_default = c->terminated ? 443 : 80;
     unsigned got_port;
@@ -1461,7 +1467,7 @@ px_tunnel_request(struct px_conn *c)
 static void
 px_forward_request(struct px_conn *c)
 {
-    struct http1_request *r = &c->req;
+    struct http1_request *r = c->req;
     struct buf canon = BUF_INIT;
     const char *q;
     char detail[700];
@@ -1526,7 +1532,7 @@ px_forward_request(struct px_conn *c)
 static void
 px_connect_request(struct px_conn *c)
 {
-    struct http1_request *r = &c->req;
+    struct http1_request *r = c->req;
 
     c->tunnel = true;
     buf_copy_fixed(c->host, sizeof(c->host), r->host);
@@ -1585,7 +1591,9 @@ px_read_head(struct px_conn *c)
         px_reply_empty(c, 431, "Request Header Fields Too Large");
         return;
     }
-    if (h < 0 || http1_parse_request(p, (size_t)h, &c->req, &why) < 0) {
+    if (!c->req)
+        c->req = xmalloc(sizeof(*c->req));
+    if (h < 0 || http1_parse_request(p, (size_t)h, c->req, &why) < 0) {
         px_log_decision(c, "deny", "framing", NULL, NULL, why);
         px_reply_empty(c, 400, "Bad Request");
         return;
@@ -1597,7 +1605,7 @@ px_read_head(struct px_conn *c)
         px_tunnel_request(c);
         return;
     }
-    if (c->req.form == HTTP1_FORM_AUTHORITY)
+    if (c->req->form == HTTP1_FORM_AUTHORITY)
         px_connect_request(c);
     else
         px_forward_request(c);
