@@ -17,6 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,19 +27,24 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/x509_crt.h>
 
 #include "../applets.h"
 #include "api.h"
 #include "gw.h"
+#include "gw_pki.h"
 #include "h2.h"
 #include "log.h"
 #include "loop.h"
 #include "store.h"
+#include "tls.h"
 #include "version.h"
 #include "xfuncs.h"
 
 #define GW_SOCKET_NAME "gateway.sock"
 #define GW_STOP_GRACE_MS 5000
+#define GW_DEFAULT_LISTEN "127.0.0.1:17670"
 
 static const char gateway_usage[] =
     "Usage: openshell-gateway [OPTIONS]\n"
@@ -50,13 +58,26 @@ static const char gateway_usage[] =
     "                          $XDG_STATE_HOME/openshell/gateway, else\n"
     "                          ~/.local/state/openshell/gateway)\n"
     "      --socket PATH       unix socket to serve (default STATE_DIR/" GW_SOCKET_NAME ")\n"
+    "      --listen ADDR:PORT  TLS 1.3 (ALPN h2) listener (default " GW_DEFAULT_LISTEN ");\n"
+    "                          \"none\" for none. Its PKI is made on first start in\n"
+    "                          STATE_DIR/tls and the client bundle copied to\n"
+    "                          ~/.config/openshell/gateways/NAME/mtls/\n"
+    "      --name NAME         gateway name for the client bundle (default openshell)\n"
     "  -h, --help              show this help\n"
     "  -V, --version           print the version\n" APPLET_COMMON_HELP;
 
 struct gateway_opts {
     const char *state_dir;
     const char *socket;
+    const char *listen;
+    const char *name;
 };
+
+/* The TLS listener's material (process lifetime). */
+static mbedtls_x509_crt gw_chain, gw_ca;
+static mbedtls_pk_context gw_key;
+static const char *const gw_alpn[] = { "h2", NULL };
+static struct tls_server_opts gw_tls_opts;
 
 bool
 gw_authorized(struct gw *gw, struct h2_stream *st)
@@ -65,6 +86,14 @@ gw_authorized(struct gw *gw, struct h2_stream *st)
 
     if (p->kind == H2_PEER_UNIX && (p->uid == 0 || p->uid == gw->owner_uid))
         return true;
+    /* Fail closed: TLS callers are not authenticated until client
+     * certificates are verified (tls.h does not offer it yet). */
+    if (p->kind != H2_PEER_UNIX) {
+        h2_stream_error(st, 401, "unauthenticated",
+                        "no client identity: this build authenticates local unix-socket "
+                        "callers only (client certificates are not verified yet)");
+        return false;
+    }
     h2_stream_error(st, 401, "unauthenticated",
                     "caller not authorized: local callers must be root or uid %u",
                     (unsigned)gw->owner_uid);
@@ -163,6 +192,77 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
         log_debug("connection from uid %u refused: %s", (unsigned)peer.uid, e.msg);
 }
 
+/* A TCP connection: TLS 1.3 with ALPN h2 first, HTTP/2 inside. */
+static void
+accept_tls_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
+{
+    struct gw *gw = arg;
+    struct h2_peer peer = { .kind = H2_PEER_NONE };
+    struct bufferevent *bev, *tbev;
+    struct tls_conn *tc;
+    struct err e;
+
+    (void)l;
+    (void)sa;
+    (void)len;
+    bev = bufferevent_socket_new(loop_base(gw->loop), fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        close(fd);
+        return;
+    }
+    if (!(tbev = tls_wrap_server(bev, &gw_tls_opts, &tc, &e))) {
+        log_debug("TLS connection refused: %s", e.msg);
+        return;
+    }
+    if (!h2_server_adopt(gw->srv, tbev, &peer, &e))
+        log_debug("TLS connection refused: %s", e.msg);
+}
+
+/* ADDR:PORT or [ADDR6]:PORT -> a listening TCP socket, or die. */
+static int
+listen_tcp(const char *spec)
+{
+    struct sockaddr_storage ss = { 0 };
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    char host[64];
+    const char *colon = strrchr(spec, ':');
+    char *end;
+    unsigned long port;
+    socklen_t slen;
+    int fd, one = 1;
+
+    if (!colon || (size_t)(colon - spec) >= sizeof(host))
+        die("--listen %s: expected ADDR:PORT", spec);
+    memcpy(host, spec, (size_t)(colon - spec));
+    host[colon - spec] = '\0';
+    port = strtoul(colon + 1, &end, 10);
+    if (!colon[1] || *end || port > 65535)
+        die("--listen %s: bad port", spec);
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+        host[strlen(host) - 1] = '\0';
+        memmove(host, host + 1, strlen(host));
+        if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
+            die("--listen %s: bad IPv6 address", spec);
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        slen = sizeof(*s6);
+    } else {
+        if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
+            die("--listen %s: bad IPv4 address", spec);
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        slen = sizeof(*s4);
+    }
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        die_errno("socket");
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, slen) < 0 || listen(fd, 128) < 0)
+        die_errno("listening on %s", spec);
+    return fd;
+}
+
 static void
 accept_error_cb(struct evconnlistener *l, void *arg)
 {
@@ -205,6 +305,10 @@ on_signal(int signo, void *arg)
         gw->unix_lst = NULL;
         unlink(gw->sock_path);
     }
+    if (gw->tls_lst) {
+        evconnlistener_free(gw->tls_lst);
+        gw->tls_lst = NULL;
+    }
     gw_watch_end_all(gw, "gateway shutting down");
     h2_server_shutdown(gw->srv);
     if (h2_server_conn_count(gw->srv) == 0) {
@@ -235,6 +339,63 @@ mkdir_p(const char *path)
     free(p);
 }
 
+/* Where the CLI looks for gateway NAME's client material. */
+static char *
+client_dir(const char *name)
+{
+    const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+
+    if (xdg && xdg[0] == '/')
+        return xasprintf("%s/openshell/gateways/%s", xdg, name);
+    if (home && home[0] == '/')
+        return xasprintf("%s/.config/openshell/gateways/%s", home, name);
+    return NULL;
+}
+
+/* The PKI and the TLS listener (before the loop runs: die on failure). */
+static void
+setup_tls(struct gw *gw, const struct gateway_opts *o)
+{
+    const char *spec = o->listen ? o->listen : GW_DEFAULT_LISTEN;
+    const char *name = o->name ? o->name : "openshell";
+    char *dir = xasprintf("%s/tls", gw->state_dir), *cdir = client_dir(name);
+    char *endpoint = xasprintf("https://%s", spec);
+    const char *colon = strrchr(spec, ':');
+    struct gw_pki_opts po = {
+        .dir = dir,
+        .client_dir = cdir,
+        .name = name,
+        .endpoint = endpoint,
+        .port = colon ? (unsigned)strtoul(colon + 1, NULL, 10) : 0,
+        .socket = gw->sock_path,
+    };
+    struct err e;
+    int fd;
+
+    if (gw_pki_ensure(&po, &e) < 0)
+        die("gateway PKI: %s", e.msg);
+    mbedtls_x509_crt_init(&gw_chain);
+    mbedtls_x509_crt_init(&gw_ca);
+    mbedtls_pk_init(&gw_key);
+    if (gw_pki_load_server(dir, &gw_chain, &gw_key, &gw_ca, &e) < 0)
+        die("gateway PKI: %s", e.msg);
+    gw_tls_opts.chain = &gw_chain;
+    gw_tls_opts.key = &gw_key;
+    gw_tls_opts.alpn = gw_alpn;
+    gw_tls_opts.version = TLS_VERSION_1_3;
+    fd = listen_tcp(spec);
+    gw->tls_lst = evconnlistener_new(loop_base(gw->loop), accept_tls_cb, gw,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+    if (!gw->tls_lst)
+        die("listening on %s: libevent listener", spec);
+    evconnlistener_set_error_cb(gw->tls_lst, accept_error_cb);
+    log_kv(LOG_LVL_INFO, "TLS listener", "address", spec, "pki", dir, "client_bundle",
+           cdir ? cdir : "(no HOME)", NULL);
+    free(dir);
+    free(cdir);
+    free(endpoint);
+}
+
 static char *
 default_state_dir(void)
 {
@@ -250,12 +411,14 @@ default_state_dir(void)
 static void
 parse_opts(int argc, char **argv, struct gateway_opts *o)
 {
-    enum { OPT_STATE_DIR = 0x100, OPT_SOCKET };
+    enum { OPT_STATE_DIR = 0x100, OPT_SOCKET, OPT_LISTEN, OPT_NAME };
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { "state-dir", required_argument, NULL, OPT_STATE_DIR },
         { "socket", required_argument, NULL, OPT_SOCKET },
+        { "listen", required_argument, NULL, OPT_LISTEN },
+        { "name", required_argument, NULL, OPT_NAME },
         APPLET_COMMON_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
@@ -278,6 +441,15 @@ parse_opts(int argc, char **argv, struct gateway_opts *o)
             if (!*optarg)
                 applet_usage_error(prog, "--socket: empty path");
             o->socket = optarg;
+            break;
+        case OPT_LISTEN: o->listen = optarg; break;
+        case OPT_NAME:
+            for (const char *p = optarg; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
+                    applet_usage_error(prog, "--name %s: expected [a-z0-9-]", optarg);
+            if (!*optarg || strlen(optarg) > 63)
+                applet_usage_error(prog, "--name: 1 to 63 characters");
+            o->name = optarg;
             break;
         default: applet_bad_option(prog, argv, optind, optopt);
         }
@@ -326,6 +498,8 @@ gateway_main(int argc, char **argv)
     if (!gw.unix_lst)
         die("listening on %s: libevent listener", gw.sock_path);
     evconnlistener_set_error_cb(gw.unix_lst, accept_error_cb);
+    if (!o.listen || strcmp(o.listen, "none") != 0)
+        setup_tls(&gw, &o);
     loop_on_signal(gw.loop, SIGTERM, on_signal, &gw);
     loop_on_signal(gw.loop, SIGINT, on_signal, &gw);
     log_kv(LOG_LVL_INFO, "gateway ready", "socket", gw.sock_path, "state_dir", gw.state_dir,
@@ -337,8 +511,13 @@ gateway_main(int argc, char **argv)
         evconnlistener_free(gw.unix_lst);
         unlink(gw.sock_path);
     }
+    if (gw.tls_lst)
+        evconnlistener_free(gw.tls_lst);
     h2_server_free(gw.srv);
     h2_router_free(gw.router);
+    mbedtls_x509_crt_free(&gw_chain);
+    mbedtls_x509_crt_free(&gw_ca);
+    mbedtls_pk_free(&gw_key);
     loop_timer_free(gw.stop_timer);
     store_close(gw.store);
     loop_free(gw.loop);

@@ -25,6 +25,7 @@ struct gw {
     struct h2_router *router;
     struct h2_server *srv;
     struct evconnlistener *unix_lst;
+    struct evconnlistener *tls_lst;
     struct loop_timer *stop_timer;
     char *state_dir;
     char *sock_path;

@@ -42,7 +42,8 @@ def start():
     if not os.path.exists(lnk):
         os.symlink(BIN, lnk)
     log = open(LOG, "a")
-    gw = subprocess.Popen([lnk, "--state-dir", STATE, "--socket", SOCK, "--log-format", "text"],
+    gw = subprocess.Popen([lnk, "--state-dir", STATE, "--socket", SOCK, "--listen", "none",
+                           "--log-format", "text"],
                           stdout=log, stderr=log)
     for _ in range(200):
         if os.path.exists(SOCK):

@@ -38,7 +38,8 @@ SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=
 check "build the ASan gateway" "cd '$TOP' && gcc -std=gnu11 -g -O1 $SAN -D_GNU_SOURCE -Iinclude -Iapplets \
     -I'$B/gen' -I'$HOST_DEPS/include' -o '$T/openshell-gateway' '$T/asan_main.c' \
     applets/gateway/*.c src/store.c src/h2.c src/api.c src/buf.c src/err.c src/log.c src/loop.c \
-    src/xfuncs.c -L'$HOST_DEPS/lib' -lnghttp2 -levent_core -lcjson -lsqlite3 -lpthread -lm"
+    src/xfuncs.c src/tls.c -L'$HOST_DEPS/lib' -lnghttp2 -lmbedtls -lmbedx509 -lmbedcrypto -levent_core \
+    -lcjson -lsqlite3 -lpthread -lm"
 if [ ! -x "$T/openshell-gateway" ]; then
     done_testing
     exit $?
@@ -47,7 +48,9 @@ fi
 S=$T/gw.sock
 export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:exitcode=86"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-"$T/openshell-gateway" --state-dir "$T/state" --socket "$S" --log-level warn 2>"$T/gw.err" &
+PORT=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+HOME=$T/home "$T/openshell-gateway" --state-dir "$T/state" --socket "$S" --listen "127.0.0.1:$PORT" \
+    --log-level warn 2>"$T/gw.err" &
 GW=$!
 trap 'kill $GW 2>/dev/null; rm -rf "$T"' EXIT
 for _ in $(seq 200); do [ -S "$S" ] && break; sleep 0.05; done
@@ -81,6 +84,12 @@ fi
 check "garbage instead of HTTP/2" "printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' | timeout 5 /usr/bin/python3 -c '
 import socket,sys
 s=socket.socket(socket.AF_UNIX); s.connect(\"$S\"); s.sendall(sys.stdin.buffer.read()); s.recv(100); s.close()'"
+M=$T/home/.config/openshell/gateways/openshell/mtls
+testing "TLS: health over h2" "curl -sS --max-time 10 --http2 --cacert $M/ca.crt -o /dev/null -w '%{http_code} %{http_version}' https://127.0.0.1:$PORT/healthz" "200 2"
+testing "TLS: API without identity is 401" "curl -sS --max-time 10 --http2 --cacert $M/ca.crt -o /dev/null -w '%{http_code}' https://127.0.0.1:$PORT/v1/sandboxes" "401"
+check "TLS: plain text on the TLS port is dropped" "printf 'GET / HTTP/1.1\\r\\n\\r\\n' | timeout 5 /usr/bin/python3 -c '
+import socket,sys
+s=socket.create_connection((\"127.0.0.1\", $PORT)); s.sendall(sys.stdin.buffer.read()); s.recv(100); s.close()'"
 testing "delete" "$C -o /dev/null -w '%{http_code}' -X DELETE $SB/a" "200"
 kill -TERM $GW
 wait $GW
