@@ -10,8 +10,10 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "ca.h"
 #include "h2.h"
 #include "loop.h"
+#include "tls.h"
 #include "tap.h"
 #include "xfuncs.h"
 
@@ -568,6 +570,67 @@ test_peer_gone(void)
     return TAP_PASS;
 }
 
+/* The transport seam: the same h2 code over tls.h's filter bufferevents,
+ * TLS 1.3 with ALPN h2, server and client in one loop. */
+static int
+test_over_tls(void)
+{
+    static const char *const alpn[] = { "h2", NULL };
+    struct fixture fx;
+    struct err e;
+    struct ca *ca;
+    struct ca_leaf *leaf;
+    struct tls_client_ctx *cctx;
+    struct tls_conn *stc = NULL, *ctc = NULL;
+    struct bufferevent *a, *b, *ta, *tb;
+    struct buf pem = BUF_INIT, resp = BUF_INIT;
+    char cafile[] = "/tmp/test_h2_ca.XXXXXX";
+    int sv[2], fd, status;
+
+    CHECK_INT(fx_init(&fx, NULL), 0);
+    CHECK((ca = ca_new(&e)) != NULL);
+    CHECK((leaf = ca_leaf_get(ca, "localhost", &e)) != NULL);
+    ca_cert_pem(ca, &pem);
+    CHECK((fd = mkstemp(cafile)) >= 0);
+    CHECK_INT(write_full(fd, pem.data, pem.len), 0);
+    close(fd);
+    cctx = tls_client_ctx_new(cafile, alpn, TLS_VERSION_1_3, &e);
+    unlink(cafile);
+    CHECK(cctx != NULL);
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
+    a = bufferevent_socket_new(fx.base, sv[0], BEV_OPT_CLOSE_ON_FREE);
+    b = bufferevent_socket_new(fx.base, sv[1], BEV_OPT_CLOSE_ON_FREE);
+    {
+        struct tls_server_opts so = { .chain = ca_leaf_chain(leaf),
+                                      .key = ca_leaf_key(leaf),
+                                      .alpn = alpn,
+                                      .version = TLS_VERSION_1_3 };
+        CHECK((ta = tls_wrap_server(a, &so, &stc, &e)) != NULL);
+    }
+    CHECK((tb = tls_wrap_client(b, cctx, "localhost", &ctc, &e)) != NULL);
+    CHECK(h2_server_adopt(fx.srv, ta, NULL, &e) != NULL);
+    {
+        struct h2_conn *tcli = h2_client_new(fx.base, tb, true, NULL, &e);
+
+        CHECK(tcli != NULL);
+        CHECK_INT(h2_client_call(tcli, "GET", "/v1/echo/tls", NULL, 0, NULL, 0, &status, &resp,
+                                 65536, &e),
+                  0);
+        CHECK_INT(status, 200);
+        CHECK_CONTAINS(buf_cstr(&resp), "\"name\":\"tls\"");
+        CHECK_STR(tls_conn_alpn(ctc), "h2");
+        CHECK_STR(tls_conn_version(ctc), "TLSv1.3");
+        h2_conn_free(tcli);
+    }
+    buf_fini(&pem);
+    buf_fini(&resp);
+    fx_fini(&fx);
+    tls_client_ctx_free(cctx);
+    ca_leaf_put(leaf);
+    ca_free(ca);
+    return TAP_PASS;
+}
+
 static int
 test_frames_codec(void)
 {
@@ -617,4 +680,5 @@ test_query_decode(void)
 
 TAP_MAIN(TAP_TEST(test_unary_routes), TAP_TEST(test_body_limit), TAP_TEST(test_ndjson_slow_reader),
          TAP_TEST(test_bidi_frames), TAP_TEST(test_max_streams_and_shutdown),
-         TAP_TEST(test_peer_gone), TAP_TEST(test_frames_codec), TAP_TEST(test_query_decode))
+         TAP_TEST(test_peer_gone), TAP_TEST(test_over_tls), TAP_TEST(test_frames_codec),
+         TAP_TEST(test_query_decode))
