@@ -22,194 +22,45 @@
  *            and its body, relay the response -> REQ again
  *   RAW      copy bytes both ways until either side ends
  *   CLOSING  flush what is queued to the client, then free
+ *
+ * This file: the server, listeners, connection lifetime, timers, DNS and
+ * dialing, the bufferevent callbacks. px_http.c: requests, decisions,
+ * answers, the HTTP relay. px_relay.c: raw relays. px_int.h: shared state.
  */
-#include "px.h"
+#include "px_int.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/dns.h>
-#include <event2/event.h>
-#include <event2/listener.h>
-#include <event2/util.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include "buf.h"
-#include "ca.h"
-#include "http1.h"
-#include "log.h"
-#include "loop.h"
-#include "policy.h"
-#include "tls.h"
-#include "xfuncs.h"
-
-#define PX_HIGH (256 * 1024)        /* a relay's output bound: stop reading the other side */
-#define PX_MAX_ADDRS 16             /* resolved addresses kept */
-#define PX_IO_CHUNK (64 * 1024)     /* largest single read or write on a socket */
-#define PX_SPLICE_PIPE (256 * 1024) /* pipe size per spliced direction */
-
-enum px_state {
-    PX_HEAD = 0,
-    PX_RESOLVE,
-    PX_CONNECTING,
-    PX_SNIFF,
-    PX_HANDSHAKE,
-    PX_REQ,
-    PX_RAW,
-    PX_CLOSING,
-};
-
-struct px_map {
-    char host[256];
-    struct policy_addr addr;
-};
-
-struct px_listener {
-    struct evconnlistener *lev;
-    struct px_server *srv;
-    struct event *backoff; /* re-enable after an accept failure */
-    unsigned failures;
-    unsigned port;
-    struct px_listener *next;
-};
-
-struct px_conn;
-
-/* One direction of a spliced relay: SRC -> pipe -> DST (fds borrowed from
- * the connection's bufferevents). */
-struct px_splice_dir {
-    struct px_conn *c;
-    int src, dst;
-    int pipe[2];
-    size_t inpipe; /* bytes in the pipe not yet written to DST */
-    bool eof, done;
-    struct event *rd, *wr;
-    uint64_t *count;
-};
-
-struct px_splice {
-    struct px_splice_dir d[2]; /* [0] client -> upstream, [1] upstream -> client */
-    bool counted;              /* in the server's nspliced */
-};
-
-struct px_server {
-    struct loop *loop;
-    struct event_base *base;
-    struct evdns_base *dns;
-    struct policy *policy;
-    struct ca *ca;
-    struct tls_client_ctx *upstream;
-    struct px_opts o;
-    struct px_map *map;
-    size_t nmap;
-    struct px_listener *listeners;
-    struct px_conn *conns;
-    unsigned nconns;
-    unsigned nspliced, max_spliced; /* pipes cost 4 descriptors a tunnel */
-    uint64_t next_id;
-};
-
-struct px_conn {
-    struct px_server *srv;
-    struct px_conn *prev, *next;
-    uint64_t id;
-    enum px_state state;
-    bool dead;
-    int fd_peer_port;
-    char peer[64];
-
-    struct bufferevent *cli;
-    struct bufferevent *up;
-    struct tls_conn *cli_tls, *up_tls;
-    struct ca_leaf *leaf;
-    struct event *wake; /* deferred work: free, DNS result, buffered input */
-    struct event *timer;
-    uint64_t last_active_ms;
-    uint64_t closing_since_ms;
-    uint64_t head_started_ms; /* first byte of a still incomplete request head */
-    bool drain_both;          /* CLOSING flushes the upstream's output too */
-    bool cli_eof, up_eof;     /* raw relay half-closes */
-    bool cli_shut, up_shut;
-    bool up_failed;     /* upstream TLS failed before the client's finished */
-    char up_error[384]; /* and why */
-    /* Raw relay between two plain sockets runs in the kernel (splice). */
-    bool splice_pending; /* waiting for the bufferevents' output to drain */
-    struct px_splice *sp;
-
-    /* The decision this connection (tunnel) or request (forward) runs under. */
-    struct policy *pol;
-    bool tunnel;     /* CONNECT; else forward proxy */
-    bool l7;         /* inspected endpoint */
-    bool tls_skip;   /* tls: skip */
-    bool terminated; /* TLS terminated inside the tunnel */
-    char policy_name[128];
-    char host[256];
-    unsigned port;
-
-    /* DNS */
-    struct evdns_getaddrinfo_request *dns_req;
-    bool dns_done;
-    int dns_result;
-    struct policy_addr addrs[PX_MAX_ADDRS];
-    size_t naddrs, next_addr;
-
-    /* The HTTP exchange in flight. */
-    bool have_req;
-    struct http1_request *req; /* allocated while a request is handled */
-    struct http1_body *req_body;
-    bool req_body_done;
-    struct buf pending; /* forward: the rewritten request waiting for the dial */
-    bool have_resp;
-    struct http1_response *resp;
-    struct http1_body *resp_body;
-    bool resp_started; /* bytes of a response went to the client */
-    bool keep_alive;   /* after this exchange */
-    char method[32];
-    char path[512]; /* for logs: path without query */
-    unsigned nreq;
-
-    uint64_t bytes_up, bytes_down;
-    uint64_t start_ms;
-};
-
-static void px_conn_close(struct px_conn *c);
-static void px_splice_free(struct px_conn *c);
-static void px_process_input(struct px_conn *c);
-static void px_pump_response(struct px_conn *c);
-static void px_cli_read(struct bufferevent *bev, void *arg);
-static void px_cli_write(struct bufferevent *bev, void *arg);
-static void px_cli_event(struct bufferevent *bev, short what, void *arg);
-static void px_up_read(struct bufferevent *bev, void *arg);
-static void px_up_write(struct bufferevent *bev, void *arg);
-static void px_up_event(struct bufferevent *bev, short what, void *arg);
+static const char *px_state_name(enum px_state s);
+static void px_port_str(char out[8], unsigned port);
+static void px_conn_free(struct px_conn *c);
+static void px_wake_cb(evutil_socket_t fd, short what, void *arg);
+static void px_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void px_dns_cb(int result, struct evutil_addrinfo *res, void *arg);
+static void px_handle_dns(struct px_conn *c);
 static void px_dial_next(struct px_conn *c);
+static void px_upstream_connected(struct px_conn *c);
+static void px_process_input(struct px_conn *c);
+static void px_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg);
+static void px_backoff_cb(evutil_socket_t fd, short what, void *arg);
+static void px_accept_error(struct evconnlistener *lev, void *arg);
+static int px_add_listener(struct px_server *s, struct evconnlistener *lev, struct err *e);
+static int px_parse_listen(const char *addr, struct sockaddr_storage *ss, int *sl);
+static int px_parse_map(struct px_server *s, const char *spec, struct err *e);
 
-/* ------------------------------------------------------------ helpers */
-
-static uint64_t
+uint64_t
 px_now(struct px_conn *c)
 {
     return loop_now_ms(c->srv->loop);
 }
 
-static void
+void
 px_touch(struct px_conn *c)
 {
     c->last_active_ms = px_now(c);
 }
 
 /* Arm the phase timer: SECS from now. */
-static void
+void
 px_timer(struct px_conn *c, unsigned secs)
 {
     struct timeval tv = { .tv_sec = secs, .tv_usec = 0 };
@@ -217,7 +68,7 @@ px_timer(struct px_conn *c, unsigned secs)
     evtimer_add(c->timer, &tv);
 }
 
-static void
+void
 px_wake(struct px_conn *c)
 {
     event_active(c->wake, 0, 0);
@@ -239,7 +90,7 @@ px_port_str(char out[8], unsigned port)
 }
 
 /* One decision record. Never a body, a query string or a header value. */
-static void
+void
 px_log_decision(struct px_conn *c, const char *action, const char *stage, const char *method,
                 const char *path, const char *reason)
 {
@@ -256,7 +107,7 @@ px_log_decision(struct px_conn *c, const char *action, const char *stage, const 
 }
 
 /* Copy the path part of TARGET (no query) for logs. */
-static void
+void
 px_log_path(char *out, size_t size, const char *target)
 {
     size_t n = strcspn(target, "?");
@@ -267,118 +118,7 @@ px_log_path(char *out, size_t size, const char *target)
     out[n] = '\0';
 }
 
-/* ------------------------------------------------------------ replies */
-
-/* Answer the client and close: STATUS with a body (JSON unless TYPE says
- * otherwise), Connection: close. EXTRA is more header lines or NULL. */
-static void
-px_reply(struct px_conn *c, int status, const char *reason_phrase, const char *type,
-         const char *extra, const struct buf *body)
-{
-    struct buf out = BUF_INIT;
-    size_t blen = body ? body->len : 0;
-
-    if (c->resp_started || !c->cli) {
-        px_conn_close(c);
-        return;
-    }
-    buf_printf(&out, "HTTP/1.1 %d %s\r\n", status, reason_phrase);
-    if (blen)
-        buf_printf(&out, "Content-Type: %s\r\n", type ? type : "application/json");
-    buf_printf(&out, "Content-Length: %zu\r\nConnection: close\r\n", blen);
-    if (extra)
-        buf_puts(&out, extra);
-    buf_puts(&out, "\r\n");
-    if (blen)
-        buf_append(&out, body->data, blen);
-    bufferevent_write(c->cli, out.data, out.len);
-    buf_fini(&out);
-    c->resp_started = true;
-    c->keep_alive = false;
-    px_conn_close(c);
-}
-
-/* {"error":ERROR,"detail":DETAIL[,"reason":REASON]} */
-static void
-px_reply_json(struct px_conn *c, int status, const char *phrase, const char *error,
-              const char *detail, const char *reason)
-{
-    struct buf body = BUF_INIT;
-
-    buf_puts(&body, "{\"error\":");
-    buf_put_json_str(&body, error, strlen(error));
-    buf_puts(&body, ",\"detail\":");
-    buf_put_json_str(&body, detail, strlen(detail));
-    if (reason) {
-        buf_puts(&body, ",\"reason\":");
-        buf_put_json_str(&body, reason, strlen(reason));
-    }
-    buf_puts(&body, "}");
-    px_reply(c, status, phrase, NULL, NULL, &body);
-    buf_fini(&body);
-}
-
-static void
-px_reply_empty(struct px_conn *c, int status, const char *phrase)
-{
-    px_reply(c, status, phrase, NULL, NULL, NULL);
-}
-
-static void
-px_json_kv(struct buf *b, const char *key, const char *val, bool comma)
-{
-    if (comma)
-        buf_putc(b, ',');
-    buf_put_json_str(b, key, strlen(key));
-    buf_putc(b, ':');
-    buf_put_json_str(b, val, strlen(val));
-}
-
-/* The structured L7 denial (reference: cli §4.3). */
-static void
-px_reply_l7_deny(struct px_conn *c, const char *method, const char *path, const char *policy,
-                 const char *reason)
-{
-    struct buf body = BUF_INIT, rule = BUF_INIT, extra = BUF_INIT;
-    const char *binary = "-";
-    int i;
-
-    buf_printf(&rule, "%s %s", method, path);
-    buf_puts(&body, "{");
-    px_json_kv(&body, "error", "policy_denied", false);
-    px_json_kv(&body, "policy", policy ? policy : "", true);
-    px_json_kv(&body, "rule", buf_cstr(&rule), true);
-    px_json_kv(&body, "detail", reason, true);
-    px_json_kv(&body, "layer", "l7", true);
-    px_json_kv(&body, "protocol", "rest", true);
-    px_json_kv(&body, "method", method, true);
-    px_json_kv(&body, "path", path, true);
-    px_json_kv(&body, "host", c->host, true);
-    buf_printf(&body, ",\"port\":%u", c->port);
-    px_json_kv(&body, "binary", binary, true);
-    buf_puts(&body, ",\"rule_missing\":{");
-    px_json_kv(&body, "type", "rest_allow", false);
-    px_json_kv(&body, "layer", "l7", true);
-    px_json_kv(&body, "method", method, true);
-    px_json_kv(&body, "path", path, true);
-    px_json_kv(&body, "host", c->host, true);
-    buf_printf(&body, ",\"port\":%u", c->port);
-    px_json_kv(&body, "binary", binary, true);
-    buf_puts(&body, "},\"next_steps\":[]}");
-    /* The policy name goes into a header: only printable bytes. */
-    buf_puts(&extra, "X-OpenShell-Policy: ");
-    for (i = 0; policy && policy[i]; i++)
-        buf_putc(&extra, policy[i] >= 0x20 && policy[i] < 0x7f ? policy[i] : '?');
-    buf_puts(&extra, "\r\n");
-    px_reply(c, 403, "Forbidden", NULL, buf_cstr(&extra), &body);
-    buf_fini(&body);
-    buf_fini(&rule);
-    buf_fini(&extra);
-}
-
-/* ------------------------------------------------------------ lifetime */
-
-static void
+void
 px_exchange_reset(struct px_conn *c)
 {
     if (c->have_req)
@@ -433,7 +173,7 @@ px_conn_free(struct px_conn *c)
 }
 
 /* Close now (nothing more to flush): the free itself is deferred. */
-static void
+void
 px_conn_kill(struct px_conn *c)
 {
     if (c->dead)
@@ -452,33 +192,10 @@ px_conn_kill(struct px_conn *c)
     px_wake(c);
 }
 
-/* Bytes queued for writing on BEV, TLS records below a filter included. */
-static size_t
-px_pending(struct bufferevent *bev, bool tls)
-{
-    size_t n;
-    struct bufferevent *under;
-
-    if (!bev)
-        return 0;
-    n = evbuffer_get_length(bufferevent_get_output(bev));
-    under = tls ? bufferevent_get_underlying(bev) : NULL;
-    if (under)
-        n += evbuffer_get_length(bufferevent_get_output(under));
-    return n;
-}
-
-static size_t
-px_cli_pending(struct px_conn *c)
-{
-    return px_pending(c->cli, c->cli_tls != NULL) +
-           (c->drain_both ? px_pending(c->up, c->up_tls != NULL) : 0);
-}
-
 /* Close after what is queued for the client has been written: checked on
  * each write callback and every 20 ms (TLS records drain below the
  * filter, out of its sight), for at most 5 s. */
-static void
+void
 px_conn_close(struct px_conn *c)
 {
     struct timeval tv = { 0, 20000 };
@@ -505,7 +222,7 @@ px_conn_close(struct px_conn *c)
 
 /* Close a relay once both directions' queued bytes are written (at most
  * 5 s). */
-static void
+void
 px_conn_drain(struct px_conn *c)
 {
     struct timeval tv = { 0, 20000 };
@@ -527,50 +244,6 @@ px_conn_drain(struct px_conn *c)
     }
     evtimer_add(c->timer, &tv);
 }
-
-static void px_copy(struct px_conn *c, struct bufferevent *src, struct bufferevent *dst,
-                    uint64_t *count);
-
-/* Half-closes in a raw relay over plain sockets: an EOF from one side
- * becomes a shutdown(SHUT_WR) towards the other once what it sent has been
- * written, and the relay ends when both directions are done. */
-static void
-px_raw_eof_step(struct px_conn *c)
-{
-    if (c->cli_eof && !c->up_shut && px_pending(c->up, false) == 0) {
-        shutdown(bufferevent_getfd(c->up), SHUT_WR);
-        c->up_shut = true;
-    }
-    if (c->up_eof && !c->cli_shut && px_pending(c->cli, false) == 0) {
-        shutdown(bufferevent_getfd(c->cli), SHUT_WR);
-        c->cli_shut = true;
-    }
-    if (c->up_shut && c->cli_shut)
-        px_conn_kill(c);
-}
-
-/* One side of a raw relay reached EOF (FROM_CLI: the client). */
-static void
-px_raw_eof(struct px_conn *c, bool from_cli)
-{
-    if (from_cli) {
-        px_copy(c, c->cli, c->up, &c->bytes_up);
-        c->cli_eof = true;
-        bufferevent_setwatermark(c->up, EV_WRITE, 0, 0);
-    } else {
-        px_copy(c, c->up, c->cli, &c->bytes_down);
-        c->up_eof = true;
-        bufferevent_setwatermark(c->cli, EV_WRITE, 0, 0);
-    }
-    /* Over TLS a half-close has no clean equivalent: flush and end. */
-    if (c->cli_tls || c->up_tls) {
-        px_conn_drain(c);
-        return;
-    }
-    px_raw_eof_step(c);
-}
-
-static void px_handle_dns(struct px_conn *c);
 
 static void
 px_wake_cb(evutil_socket_t fd, short what, void *arg)
@@ -658,89 +331,6 @@ px_timer_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* ------------------------------------------------------------ decisions */
-
-static void
-px_request_init(struct px_conn *c, struct policy_request *pr, enum policy_transport t)
-{
-    memset(pr, 0, sizeof(*pr));
-    pr->transport = t;
-    pr->host = c->host;
-    pr->port = c->port;
-    /* Standalone: no caller identity; binary rules pass (reference's
-     * "relaxed" binary identity). */
-    pr->binary_identity_relaxed = c->srv->o.identity_off;
-}
-
-/* Pin the current generation and decide L4. Returns true on allow (the
- * denial has been answered otherwise). FORWARD: METHOD and TARGET given. */
-static bool
-px_decide_l4(struct px_conn *c, const char *method, const char *target)
-{
-    struct policy_request pr;
-    struct policy_l4_result *l4 = xmalloc(sizeof(*l4));
-    char detail[600];
-    bool ok;
-
-    policy_unref(c->pol);
-    c->pol = policy_ref(c->srv->policy);
-    px_request_init(c, &pr, c->tunnel ? POLICY_TRANSPORT_CONNECT : POLICY_TRANSPORT_FORWARD);
-    if (!c->tunnel) {
-        pr.method = method;
-        pr.raw_target = target;
-    }
-    ok = policy_decide_l4(c->pol, &pr, l4) == 0 && l4->allow;
-    c->policy_name[0] = '\0';
-    if (ok) {
-        buf_copy_fixed(c->policy_name, sizeof(c->policy_name), l4->policy ? l4->policy : "");
-        c->l7 = l4->l7;
-        c->tls_skip = l4->tls == POLICY_TLS_SKIP;
-    } else if (c->tunnel) {
-        buf_fmt_fixed(detail, sizeof(detail), "CONNECT %s:%u not permitted by policy", c->host,
-                      c->port);
-        px_log_decision(c, "deny", "connect", "CONNECT", NULL, l4->reason);
-        px_reply_json(c, 403, "Forbidden", "policy_denied", detail, l4->reason);
-    } else {
-        buf_fmt_fixed(detail, sizeof(detail), "%s %s:%u%s not permitted by policy", method, c->host,
-                      c->port, c->path);
-        px_log_decision(c, "deny", "forward", method, c->path, l4->reason);
-        px_reply_json(c, 403, "Forbidden", "policy_denied", detail, NULL);
-    }
-    free(l4);
-    return ok;
-}
-
-/* L7 rules for one request. Returns true to forward (allow or audit) with
- * the canonical path in CANON; the denial has been answered otherwise. */
-static bool
-px_decide_l7(struct px_conn *c, const char *method, const char *target, struct buf *canon)
-{
-    struct policy_request pr;
-    struct policy_l7_result *r = xmalloc(sizeof(*r));
-    const char *stage = c->tunnel ? "l7" : "forward";
-    bool ok;
-
-    px_request_init(c, &pr, c->tunnel ? POLICY_TRANSPORT_L7 : POLICY_TRANSPORT_FORWARD);
-    pr.method = method;
-    pr.raw_target = target;
-    pr.websocket_upgrade = c->req->websocket;
-    policy_decide_l7(c->pol, &pr, r);
-    ok = r->verdict != POLICY_L7_DENY;
-    if (ok) {
-        buf_puts(canon, r->path[0] ? r->path : "/");
-        px_log_decision(c, r->verdict == POLICY_L7_AUDIT ? "audit" : "allow", stage, method,
-                        c->path, r->reason);
-    } else {
-        px_log_decision(c, "deny", stage, method, c->path, r->reason);
-        px_reply_l7_deny(c, method, r->path[0] ? r->path : c->path,
-                         r->policy ? r->policy : c->policy_name, r->reason);
-    }
-    free(r);
-    return ok;
-}
-
-/* ------------------------------------------------------------ DNS and dial */
-
 static void
 px_dns_cb(int result, struct evutil_addrinfo *res, void *arg)
 {
@@ -773,7 +363,7 @@ px_dns_cb(int result, struct evutil_addrinfo *res, void *arg)
 }
 
 /* Resolve c->host: IP literal, static map, then evdns. */
-static void
+void
 px_resolve(struct px_conn *c)
 {
     struct evutil_addrinfo hints;
@@ -882,231 +472,6 @@ px_dial_next(struct px_conn *c)
     px_reply_json(c, 502, "Bad Gateway", "upstream_unreachable", detail, NULL);
 }
 
-/* Every socket of a relay: no Nagle delay (reference 7.1), and reads and
- * writes of up to PX_IO_CHUNK per call (libevent's default 16 KiB caps a
- * tunnel's throughput at a fraction of the link's). */
-static void
-px_tune(struct bufferevent *bev)
-{
-    int one = 1;
-    evutil_socket_t fd = bufferevent_getfd(bev);
-
-    if (fd >= 0)
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    bufferevent_set_max_single_read(bev, PX_IO_CHUNK);
-    bufferevent_set_max_single_write(bev, PX_IO_CHUNK);
-}
-
-/* ------------------------------------------------------------ relays */
-
-/* Read from BEV again. A TLS filter also needs a nudge: records that
- * arrived while it was paused sit below it until the next packet. */
-static void
-px_resume(struct bufferevent *bev, bool tls)
-{
-    bufferevent_enable(bev, EV_READ);
-    if (tls)
-        bufferevent_flush(bev, EV_READ, BEV_NORMAL);
-}
-
-/* Move SRC's input to DST's output; stop reading SRC when DST is full. */
-static void
-px_copy(struct px_conn *c, struct bufferevent *src, struct bufferevent *dst, uint64_t *count)
-{
-    struct evbuffer *in = bufferevent_get_input(src);
-
-    *count += evbuffer_get_length(in);
-    bufferevent_write_buffer(dst, in);
-    if (evbuffer_get_length(bufferevent_get_output(dst)) >= PX_HIGH)
-        bufferevent_disable(src, EV_READ);
-    px_touch(c);
-}
-
-/* ------------------------------------------------------------ splice */
-
-static void
-px_splice_free(struct px_conn *c)
-{
-    struct px_splice *sp = c->sp;
-
-    if (!sp)
-        return;
-    if (sp->counted)
-        c->srv->nspliced--;
-    for (int i = 0; i < 2; i++) {
-        struct px_splice_dir *d = &sp->d[i];
-
-        if (d->rd)
-            event_free(d->rd);
-        if (d->wr)
-            event_free(d->wr);
-        if (d->pipe[0] >= 0)
-            close(d->pipe[0]);
-        if (d->pipe[1] >= 0)
-            close(d->pipe[1]);
-    }
-    free(sp);
-    c->sp = NULL;
-}
-
-/* Move what can move in direction D without blocking; arm the event that
- * lets it continue. */
-static void
-px_splice_pump(struct px_splice_dir *d)
-{
-    struct px_conn *c = d->c;
-    const unsigned fl = SPLICE_F_NONBLOCK | SPLICE_F_MOVE;
-    ssize_t n;
-
-    for (;;) {
-        while (d->inpipe) {
-            n = splice(d->pipe[0], NULL, d->dst, NULL, d->inpipe, fl);
-            if (n > 0) {
-                d->inpipe -= (size_t)n;
-                *d->count += (uint64_t)n;
-                px_touch(c);
-                continue;
-            }
-            if (n < 0 && errno == EAGAIN) {
-                event_del(d->rd);
-                event_add(d->wr, NULL);
-                return;
-            }
-            log_debug("conn %llu: relay write: %s", (unsigned long long)c->id,
-                      n < 0 ? strerror(errno) : "closed");
-            px_conn_kill(c);
-            return;
-        }
-        event_del(d->wr);
-        if (d->eof) {
-            /* Everything SRC sent has been written: pass the half-close on. */
-            shutdown(d->dst, SHUT_WR);
-            d->done = true;
-            event_del(d->rd);
-            if (c->sp->d[0].done && c->sp->d[1].done)
-                px_conn_kill(c);
-            return;
-        }
-        n = splice(d->src, NULL, d->pipe[1], NULL, PX_SPLICE_PIPE, fl);
-        if (n > 0) {
-            d->inpipe += (size_t)n;
-            continue;
-        }
-        if (n == 0) {
-            d->eof = true;
-            continue;
-        }
-        if (errno == EAGAIN) {
-            event_add(d->rd, NULL);
-            return;
-        }
-        log_debug("conn %llu: relay read: %s", (unsigned long long)c->id, strerror(errno));
-        px_conn_kill(c);
-        return;
-    }
-}
-
-static void
-px_splice_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct px_splice_dir *d = arg;
-
-    (void)fd;
-    (void)what;
-    if (d->c->dead)
-        return;
-    px_splice_pump(d);
-}
-
-/* A raw relay that stays on bufferevents. */
-static void
-px_splice_fallback(struct px_conn *c)
-{
-    bufferevent_setwatermark(c->cli, EV_WRITE, PX_HIGH / 2, 0);
-    bufferevent_setwatermark(c->up, EV_WRITE, PX_HIGH / 2, 0);
-    bufferevent_enable(c->cli, EV_READ);
-    bufferevent_enable(c->up, EV_READ);
-}
-
-/* Switch a raw relay to splice once the bufferevents have nothing queued;
- * without pipes (descriptor limit) it stays on bufferevents. */
-static void
-px_splice_maybe_start(struct px_conn *c)
-{
-    struct px_splice *sp;
-    int fds[2] = { bufferevent_getfd(c->cli), bufferevent_getfd(c->up) };
-
-    if (!c->splice_pending || px_pending(c->cli, false) || px_pending(c->up, false))
-        return;
-    c->splice_pending = false;
-    if (c->srv->nspliced >= c->srv->max_spliced) {
-        /* Keep descriptors for sockets: this one relays in user space. */
-        px_splice_fallback(c);
-        return;
-    }
-    sp = xcalloc(1, sizeof(*sp));
-    for (int i = 0; i < 2; i++) {
-        struct px_splice_dir *d = &sp->d[i];
-
-        d->c = c;
-        d->src = fds[i];
-        d->dst = fds[1 - i];
-        d->count = i == 0 ? &c->bytes_up : &c->bytes_down;
-        d->pipe[0] = d->pipe[1] = -1;
-        if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
-            log_debug("conn %llu: pipe: %s; relaying in user space", (unsigned long long)c->id,
-                      strerror(errno));
-            c->sp = sp;
-            px_splice_free(c);
-            px_splice_fallback(c);
-            return;
-        }
-        fcntl(d->pipe[1], F_SETPIPE_SZ, PX_SPLICE_PIPE);
-        d->rd = event_new(c->srv->base, d->src, EV_READ | EV_PERSIST, px_splice_cb, d);
-        d->wr = event_new(c->srv->base, d->dst, EV_WRITE | EV_PERSIST, px_splice_cb, d);
-    }
-    c->sp = sp;
-    c->srv->nspliced++;
-    sp->counted = true;
-    bufferevent_disable(c->cli, EV_READ | EV_WRITE);
-    bufferevent_disable(c->up, EV_READ | EV_WRITE);
-    /* An EOF seen by the bufferevents before the switch carries over. */
-    sp->d[0].eof = c->cli_eof;
-    sp->d[1].eof = c->up_eof;
-    px_splice_pump(&sp->d[0]);
-    if (!c->dead)
-        px_splice_pump(&sp->d[1]);
-}
-
-static void
-px_start_raw(struct px_conn *c)
-{
-    c->state = PX_RAW;
-    px_touch(c);
-    px_timer(c, c->srv->o.idle_timeout_s);
-    if (!c->cli_tls && !c->up_tls) {
-        /* Plain sockets both sides: what the bufferevents already hold goes
-         * first, then the kernel moves the rest (px_splice_start). */
-        bufferevent_disable(c->cli, EV_READ);
-        bufferevent_disable(c->up, EV_READ);
-        c->bytes_up += evbuffer_get_length(bufferevent_get_input(c->cli));
-        bufferevent_write_buffer(c->up, bufferevent_get_input(c->cli));
-        c->bytes_down += evbuffer_get_length(bufferevent_get_input(c->up));
-        bufferevent_write_buffer(c->cli, bufferevent_get_input(c->up));
-        c->splice_pending = true;
-        bufferevent_setwatermark(c->cli, EV_WRITE, 0, 0);
-        bufferevent_setwatermark(c->up, EV_WRITE, 0, 0);
-        px_splice_maybe_start(c);
-        return;
-    }
-    bufferevent_enable(c->cli, EV_READ);
-    bufferevent_enable(c->up, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_input(c->cli)))
-        px_copy(c, c->cli, c->up, &c->bytes_up);
-    if (evbuffer_get_length(bufferevent_get_input(c->up)))
-        px_copy(c, c->up, c->cli, &c->bytes_down);
-}
-
 /* Upstream TCP is up (CONNECTING -> ...). */
 static void
 px_upstream_connected(struct px_conn *c)
@@ -1139,566 +504,6 @@ px_upstream_connected(struct px_conn *c)
     px_process_input(c);
 }
 
-/* Build the head we send upstream for the parsed request: origin-form
- * target PATH, hop-by-hop headers dropped, Host regenerated. */
-static void
-px_build_request(struct px_conn *c, const char *path, bool close_upstream, struct buf *out)
-{
-    const struct http1_request *r = c->req;
-    bool default_port = (c->terminated && c->port == 443) || (!c->terminated && c->port == 80);
-
-    buf_printf(out, "%s %s HTTP/1.1\r\n", r->method, path);
-    if (strchr(c->host, ':'))
-        buf_printf(out, "Host: [%s]", c->host);
-    else
-        buf_printf(out, "Host: %s", c->host);
-    if (!default_port)
-        buf_printf(out, ":%u", c->port);
-    buf_puts(out, "\r\n");
-    for (size_t i = 0; i < r->nheaders; i++) {
-        const char *n = r->headers[i].name;
-
-        if (strcasecmp(n, "host") == 0 || http1_request_hop_header(r, n))
-            continue;
-        buf_printf(out, "%s: %s\r\n", n, r->headers[i].value);
-    }
-    if (r->chunked)
-        buf_puts(out, "Transfer-Encoding: chunked\r\n");
-    if (r->websocket && !close_upstream)
-        buf_printf(out, "Connection: Upgrade\r\nUpgrade: %s\r\n",
-                   http1_request_header(r, "upgrade"));
-    else if (close_upstream)
-        buf_puts(out, "Connection: close\r\n");
-    buf_puts(out, "\r\n");
-}
-
-/* Forward request body bytes from the client to the upstream. */
-/* Feed SRC's buffered bytes to body B chain by chain (no linearising);
- * what belongs to the message goes to DST: moved as is, or re-framed when
- * REFRAME. Returns the bytes taken from SRC (0: nothing more can be taken
- * now), or -EBADMSG with *WHY. *DONE: the message ended. */
-static long
-px_body_move(struct http1_body *b, bool reframe, struct evbuffer *src, struct bufferevent *dst,
-             uint64_t *count, bool *done, const char **why)
-{
-    struct evbuffer_iovec v[16];
-    struct buf out = BUF_INIT;
-    size_t total = 0;
-    int nv;
-
-    nv = evbuffer_peek(src, -1, NULL, v, 16);
-    if (nv > 16)
-        nv = 16;
-    if (nv <= 0)
-        return http1_body_feed(b, "", 0, NULL, done, why); /* bodiless: done at once */
-    for (int i = 0; i < nv; i++) {
-        long used =
-            http1_body_feed(b, v[i].iov_base, v[i].iov_len, reframe ? &out : NULL, done, why);
-
-        if (used < 0) {
-            buf_fini(&out);
-            return used;
-        }
-        total += (size_t)used;
-        if (*done || (size_t)used < v[i].iov_len)
-            break;
-    }
-    if (reframe) {
-        evbuffer_drain(src, total);
-        bufferevent_write(dst, out.data, out.len);
-        *count += out.len;
-    } else {
-        evbuffer_remove_buffer(src, bufferevent_get_output(dst), total);
-        *count += total;
-    }
-    buf_fini(&out);
-    return (long)total;
-}
-
-static void
-px_pump_request_body(struct px_conn *c)
-{
-    struct evbuffer *in = bufferevent_get_input(c->cli);
-    const char *why = "";
-    bool done = false;
-    long used;
-
-    while (!c->req_body_done) {
-        used = px_body_move(c->req_body, c->req->chunked, in, c->up, &c->bytes_up, &done, &why);
-        if (used < 0) {
-            px_log_decision(c, "deny", "framing", c->method, c->path, why);
-            px_reply_empty(c, 400, "Bad Request");
-            return;
-        }
-        c->req_body_done = done;
-        if (evbuffer_get_length(bufferevent_get_output(c->up)) >= PX_HIGH) {
-            bufferevent_disable(c->cli, EV_READ);
-            break;
-        }
-        if (used == 0)
-            break;
-    }
-    px_touch(c);
-    /* Pipelined requests wait in the client's input (bounded by its read
-     * high-water mark) until this one has been answered. */
-}
-
-/* A complete exchange: log-free bookkeeping, then the next request. */
-static void
-px_exchange_done(struct px_conn *c)
-{
-    bool keep = c->keep_alive;
-
-    px_exchange_reset(c);
-    c->resp_started = false;
-    if (!keep) {
-        px_conn_close(c);
-        return;
-    }
-    if (!c->tunnel) {
-        /* Forward proxy: one upstream per request. */
-        if (c->up) {
-            bufferevent_free(c->up);
-            c->up = NULL;
-        }
-        c->state = PX_HEAD;
-        policy_unref(c->pol);
-        c->pol = NULL;
-        c->host[0] = '\0';
-        c->port = 0;
-        c->policy_name[0] = '\0';
-    } else {
-        c->state = PX_REQ;
-    }
-    px_touch(c);
-    px_timer(c, c->srv->o.idle_timeout_s);
-    px_resume(c->cli, c->cli_tls != NULL);
-    px_wake(c); /* pipelined input may already be here */
-}
-
-/* The response head for the client: hop-by-hop headers dropped, our
- * Connection decision added. */
-static void
-px_build_response(struct px_conn *c, struct buf *out)
-{
-    const struct http1_response *r = c->resp;
-    static const char *const hop[] = { "connection", "keep-alive", "proxy-connection",
-                                       "te",         "trailer",    "upgrade" };
-    const char *conn = http1_response_header(r, "connection");
-
-    buf_printf(out, "HTTP/1.1 %d %s\r\n", r->status, r->reason);
-    for (size_t i = 0; i < r->nheaders; i++) {
-        const char *n = r->headers[i].name;
-        bool skip = false;
-
-        for (size_t j = 0; j < sizeof(hop) / sizeof(hop[0]); j++)
-            skip |= strcasecmp(n, hop[j]) == 0;
-        for (size_t j = 0; j < r->nheaders && !skip; j++)
-            if (strcasecmp(r->headers[j].name, "connection") == 0 && conn &&
-                strcasestr(r->headers[j].value, n))
-                skip = true;
-        if (!skip)
-            buf_printf(out, "%s: %s\r\n", n, r->headers[i].value);
-    }
-    buf_puts(out, c->keep_alive ? "" : "Connection: close\r\n");
-    buf_puts(out, "\r\n");
-}
-
-static void
-px_pump_response(struct px_conn *c)
-{
-    struct evbuffer *in = bufferevent_get_input(c->up);
-    struct buf out = BUF_INIT;
-    const char *why = "";
-    bool done = false;
-
-    while (!c->dead && c->state == PX_REQ && c->have_req) {
-        if (!c->have_resp) {
-            size_t n = evbuffer_get_length(in);
-            const char *p;
-            long h;
-
-            if (n == 0)
-                break;
-            if (n > HTTP1_HEAD_MAX + 1)
-                n = HTTP1_HEAD_MAX + 1;
-            p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-            h = http1_head_scan(p, n, HTTP1_HEAD_MAX, &why);
-            if (h == 0)
-                break;
-            if (!c->resp)
-                c->resp = xmalloc(sizeof(*c->resp));
-            if (h < 0 || http1_parse_response(p, (size_t)h, strcmp(c->method, "HEAD") == 0, c->resp,
-                                              &why) < 0) {
-                if (h == -EMSGSIZE)
-                    why = "response head too large";
-                px_log_decision(c, "error", "response", c->method, c->path, why);
-                px_reply_json(c, 502, "Bad Gateway", "upstream_invalid_response", why, NULL);
-                break;
-            }
-            if (c->resp->status == 101) {
-                /* Only an upgrade the client asked for (and policy allowed). */
-                http1_response_fini(c->resp);
-                if (!c->req->upgrade) {
-                    px_conn_kill(c);
-                    break;
-                }
-                bufferevent_write(c->cli, p, (size_t)h);
-                c->bytes_down += (size_t)h;
-                evbuffer_drain(in, (size_t)h);
-                c->resp_started = true;
-                px_exchange_reset(c);
-                px_start_raw(c);
-                break;
-            }
-            if (c->resp->status < 200) {
-                /* Interim (100 Continue): relay as is, wait for the final. */
-                bufferevent_write(c->cli, p, (size_t)h);
-                c->bytes_down += (size_t)h;
-                evbuffer_drain(in, (size_t)h);
-                http1_response_fini(c->resp);
-                continue;
-            }
-            c->have_resp = true;
-            c->resp_started = true;
-            /* Keep the client connection only if both sides frame it. */
-            c->keep_alive =
-                c->keep_alive && !c->resp->until_eof && (c->resp->keep_alive || !c->tunnel);
-            evbuffer_drain(in, (size_t)h);
-            px_build_response(c, &out);
-            bufferevent_write(c->cli, out.data, out.len);
-            c->bytes_down += out.len;
-            buf_reset(&out);
-            c->resp_body = http1_body_response(c->resp);
-        }
-        {
-            long used = px_body_move(c->resp_body, false, in, c->cli, &c->bytes_down, &done, &why);
-
-            if (used < 0) {
-                px_log_decision(c, "error", "response", c->method, c->path, why);
-                px_conn_kill(c);
-                break;
-            }
-            px_touch(c);
-            if (done) {
-                if (!c->req_body_done) {
-                    /* Answered before the body was sent: the framing of
-                     * what follows is unknowable, so stop here. */
-                    c->keep_alive = false;
-                }
-                px_exchange_done(c);
-                break;
-            }
-            if (evbuffer_get_length(bufferevent_get_output(c->cli)) >= PX_HIGH) {
-                bufferevent_disable(c->up, EV_READ);
-                break;
-            }
-            if (used == 0)
-                break;
-        }
-    }
-    buf_fini(&out);
-}
-
-/* ------------------------------------------------------------ requests */
-
-/* A request head inside a tunnel (or the next one on a forward
- * connection), parsed into c->req-> */
-static void
-px_tunnel_request(struct px_conn *c)
-{
-    struct http1_request *r = c->req;
-    struct buf canon = BUF_INIT, head = BUF_INIT;
-    unsigned want_default = c->terminated ? 443 : 80;
-    unsigned got_port;
-    const char *q;
-    char detail[700];
-
-    c->nreq++;
-    buf_copy_fixed(c->method, sizeof(c->method), r->method);
-    px_log_path(c->path, sizeof(c->path), r->form == HTTP1_FORM_ABSOLUTE ? r->path : r->target);
-    /* Domain fronting: the request must name the tunnel's authority. */
-    got_port = r->port_explicit ? r->port : want_default;
-    if (r->form == HTTP1_FORM_AUTHORITY || r->form == HTTP1_FORM_ASTERISK ||
-        ((r->host_header || r->form == HTTP1_FORM_ABSOLUTE) &&
-         (strcmp(r->host, c->host) != 0 || got_port != c->port))) {
-        buf_fmt_fixed(detail, sizeof(detail), "request authority '%s:%u' differs from %s:%u",
-                      r->host, got_port, c->host, c->port);
-        px_log_decision(c, "deny", "authority", c->method, c->path, detail);
-        px_reply_json(c, 403, "Forbidden", "request_authority_mismatch", detail, NULL);
-        return;
-    }
-    if (r->h2c && c->l7) {
-        px_log_decision(c, "deny", "l7", c->method, c->path, "HTTP/2 upgrade on a rest endpoint");
-        px_reply_json(c, 403, "Forbidden", "unsupported_l7_protocol",
-                      "HTTP/2 (h2c upgrade) is not supported on an inspected endpoint", NULL);
-        return;
-    }
-    if (c->l7) {
-        const char *target = r->form == HTTP1_FORM_ABSOLUTE ? r->path : r->target;
-
-        if (!px_decide_l7(c, c->method, target, &canon)) {
-            buf_fini(&canon);
-            return;
-        }
-        q = strchr(target, '?');
-        if (q)
-            buf_puts(&canon, q);
-    } else {
-        px_log_decision(c, "allow", "http", c->method, c->path, NULL);
-        buf_puts(&canon, r->form == HTTP1_FORM_ABSOLUTE ? r->path : r->target);
-    }
-    c->keep_alive = r->keep_alive;
-    px_build_request(c, buf_cstr(&canon), !r->keep_alive && !r->websocket, &head);
-    bufferevent_write(c->up, head.data, head.len);
-    c->bytes_up += head.len;
-    buf_fini(&head);
-    buf_fini(&canon);
-    c->req_body = http1_body_request(r);
-    c->req_body_done = false;
-    bufferevent_enable(c->up, EV_READ);
-    px_timer(c, c->srv->o.response_timeout_s);
-    px_pump_request_body(c);
-    if (!c->dead && c->state == PX_REQ)
-        px_pump_response(c);
-}
-
-/* An absolute-form request at the proxy's door: decide, then dial. */
-static void
-px_forward_request(struct px_conn *c)
-{
-    struct http1_request *r = c->req;
-    struct buf canon = BUF_INIT;
-    const char *q;
-    char detail[700];
-
-    c->tunnel = false;
-    c->nreq++;
-    buf_copy_fixed(c->method, sizeof(c->method), r->method);
-    if (r->form != HTTP1_FORM_ABSOLUTE) {
-        px_log_decision(c, "deny", "framing", c->method, NULL, "origin-form request to the proxy");
-        px_reply_json(c, 400, "Bad Request", "invalid_request_target",
-                      "a proxy request needs an absolute URI (or CONNECT)", NULL);
-        return;
-    }
-    if (strcmp(r->scheme, "https") == 0) {
-        struct buf body = BUF_INIT;
-
-        buf_puts(&body, "Use CONNECT for HTTPS URLs");
-        px_log_decision(c, "deny", "forward", c->method, NULL, "https URL on the forward path");
-        px_reply(c, 400, "Bad Request", "text/plain", NULL, &body);
-        buf_fini(&body);
-        return;
-    }
-    if (strcmp(r->scheme, "http") != 0) {
-        buf_fmt_fixed(detail, sizeof(detail), "scheme '%s' is not supported", r->scheme);
-        px_log_decision(c, "deny", "forward", c->method, NULL, detail);
-        px_reply_json(c, 400, "Bad Request", "unsupported_proxy_scheme", detail, NULL);
-        return;
-    }
-    buf_copy_fixed(c->host, sizeof(c->host), r->host);
-    c->port = r->port;
-    px_log_path(c->path, sizeof(c->path), r->path);
-    if (r->h2c) {
-        px_log_decision(c, "deny", "forward", c->method, c->path, "HTTP/2 upgrade");
-        px_reply_json(c, 403, "Forbidden", "unsupported_l7_protocol",
-                      "HTTP/2 (h2c upgrade) is not supported through the proxy", NULL);
-        return;
-    }
-    if (!px_decide_l4(c, c->method, r->path))
-        return;
-    if (c->l7) {
-        if (!px_decide_l7(c, c->method, r->path, &canon)) {
-            buf_fini(&canon);
-            return;
-        }
-        q = strchr(r->path, '?');
-        if (q)
-            buf_puts(&canon, q);
-    } else {
-        /* Logged once the upstream is reached (SSRF may still refuse). */
-        buf_puts(&canon, r->path);
-    }
-    c->keep_alive = r->keep_alive;
-    buf_reset(&c->pending);
-    px_build_request(c, buf_cstr(&canon), true, &c->pending);
-    buf_fini(&canon);
-    c->req_body = http1_body_request(r);
-    c->req_body_done = false;
-    /* The body waits in the client's input until the upstream is dialed. */
-    px_resolve(c);
-}
-
-static void
-px_connect_request(struct px_conn *c)
-{
-    struct http1_request *r = c->req;
-
-    c->tunnel = true;
-    buf_copy_fixed(c->host, sizeof(c->host), r->host);
-    c->port = r->port;
-    buf_copy_fixed(c->method, sizeof(c->method), "CONNECT");
-    if (!px_decide_l4(c, "CONNECT", NULL))
-        return;
-    if (!c->tls_skip && !c->srv->ca) {
-        px_log_decision(c, "deny", "connect", "CONNECT", NULL, "no CA for TLS termination");
-        px_reply_json(c, 503, "Service Unavailable", "tls_termination_unavailable",
-                      "the proxy has no CA to terminate TLS", NULL);
-        return;
-    }
-    px_exchange_reset(c);
-    px_resolve(c);
-}
-
-/* Try to take one request head from the client's input. */
-static void
-px_read_head(struct px_conn *c)
-{
-    struct evbuffer *in = bufferevent_get_input(c->cli);
-    size_t max = c->state == PX_HEAD ? HTTP1_HEAD_MAX_ENTRY : HTTP1_HEAD_MAX;
-    size_t n = evbuffer_get_length(in);
-    const char *p, *why = "";
-    long h;
-
-    if (n == 0)
-        return;
-    if (n > max + 1)
-        n = max + 1;
-    p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-    /* HTTP/2 prior knowledge inside a tunnel. */
-    if (c->state == PX_REQ && tls_sniff((const unsigned char *)p, n) == TLS_SNIFF_H2C) {
-        px_log_decision(c, "deny", "l7", NULL, NULL, "HTTP/2 connection preface");
-        if (c->l7)
-            px_reply_json(c, 403, "Forbidden", "unsupported_l7_protocol",
-                          "HTTP/2 is not supported on an inspected endpoint", NULL);
-        else
-            px_reply_empty(c, 400, "Bad Request");
-        return;
-    }
-    h = http1_head_scan(p, n, max, &why);
-    if (h == 0) {
-        /* A head has begun: it must be complete within the header timeout,
-         * however slowly its bytes trickle in (slowloris). */
-        if (!c->head_started_ms) {
-            c->head_started_ms = px_now(c);
-            px_timer(c, c->srv->o.header_timeout_s);
-        }
-        return;
-    }
-    c->head_started_ms = 0;
-    if (h == -EMSGSIZE) {
-        px_log_decision(c, "deny", "framing", NULL, NULL, "request head too large");
-        px_reply_empty(c, 431, "Request Header Fields Too Large");
-        return;
-    }
-    if (!c->req)
-        c->req = xmalloc(sizeof(*c->req));
-    if (h < 0 || http1_parse_request(p, (size_t)h, c->req, &why) < 0) {
-        px_log_decision(c, "deny", "framing", NULL, NULL, why);
-        px_reply_empty(c, 400, "Bad Request");
-        return;
-    }
-    c->have_req = true;
-    evbuffer_drain(in, (size_t)h);
-    px_touch(c);
-    if (c->state == PX_REQ) {
-        px_tunnel_request(c);
-        return;
-    }
-    if (c->req->form == HTTP1_FORM_AUTHORITY)
-        px_connect_request(c);
-    else
-        px_forward_request(c);
-}
-
-/* TLS auto-detection on the first bytes of a tunnel. */
-static void
-px_sniff(struct px_conn *c)
-{
-    struct evbuffer *in = bufferevent_get_input(c->cli);
-    size_t n = evbuffer_get_length(in);
-    const unsigned char *p;
-    struct tls_server_opts so = { 0 };
-    struct err e;
-
-    if (n == 0)
-        return;
-    p = evbuffer_pullup(in, (ev_ssize_t)(n < 24 ? n : 24));
-    switch (tls_sniff(p, n < 24 ? n : 24)) {
-    case TLS_SNIFF_NEED_MORE: return;
-    case TLS_SNIFF_HTTP1:
-        c->state = PX_REQ;
-        px_read_head(c);
-        return;
-    case TLS_SNIFF_H2C:
-    case TLS_SNIFF_OTHER:
-        if (c->l7) {
-            px_log_decision(c, "deny", "l7", NULL, NULL, "unsupported protocol in the tunnel");
-            px_reply_json(c, 403, "Forbidden", "unsupported_l7_protocol",
-                          "only HTTP/1.1 (optionally over TLS) is supported on this endpoint",
-                          NULL);
-            return;
-        }
-        px_start_raw(c);
-        return;
-    case TLS_SNIFF_TLS: break;
-    }
-    /* Terminate: a leaf for the CONNECT host (not the client's SNI), and a
-     * verified session to the upstream for the same name. */
-    c->leaf = ca_leaf_get(c->srv->ca, c->host, &e);
-    if (!c->leaf) {
-        px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
-        px_conn_kill(c);
-        return;
-    }
-    so.chain = ca_leaf_chain(c->leaf);
-    so.key = ca_leaf_key(c->leaf);
-    so.expect_sni = c->host;
-    c->state = PX_HANDSHAKE;
-    c->terminated = true;
-    bufferevent_disable(c->up, EV_READ);
-    c->cli = tls_wrap_server(c->cli, &so, &c->cli_tls, &e);
-    if (!c->cli) {
-        px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
-        px_conn_kill(c);
-        return;
-    }
-    bufferevent_setcb(c->cli, px_cli_read, px_cli_write, px_cli_event, c);
-    c->up = tls_wrap_client(c->up, c->srv->upstream, c->host, &c->up_tls, &e);
-    if (!c->up) {
-        px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
-        px_conn_kill(c);
-        return;
-    }
-    bufferevent_setcb(c->up, px_up_read, px_up_write, px_up_event, c);
-    bufferevent_setwatermark(c->up, EV_WRITE, PX_HIGH / 2, 0);
-    bufferevent_setwatermark(c->cli, EV_WRITE, PX_HIGH / 2, 0);
-    bufferevent_setwatermark(c->cli, EV_READ, 0, PX_HIGH);
-    bufferevent_setwatermark(c->up, EV_READ, 0, PX_HIGH);
-    px_timer(c, c->srv->o.tls_timeout_s);
-}
-
-static void
-px_handshake_step(struct px_conn *c)
-{
-    if (c->state != PX_HANDSHAKE || !tls_conn_established(c->cli_tls))
-        return;
-    if (c->up_failed) {
-        /* The client's session is up: it can be told why, in HTTP. */
-        px_reply_json(c, 502, "Bad Gateway", "upstream_tls_failed", c->up_error, NULL);
-        return;
-    }
-    if (!tls_conn_established(c->up_tls))
-        return;
-    log_debug("conn %llu: TLS terminated for %s (client %s, upstream %s)",
-              (unsigned long long)c->id, c->host, tls_conn_version(c->cli_tls),
-              tls_conn_version(c->up_tls));
-    c->state = PX_REQ;
-    px_touch(c);
-    px_timer(c, c->srv->o.idle_timeout_s);
-    px_read_head(c);
-}
-
 /* Whatever the state, make progress on buffered input. */
 static void
 px_process_input(struct px_conn *c)
@@ -1724,9 +529,7 @@ px_process_input(struct px_conn *c)
     }
 }
 
-/* ------------------------------------------------------------ callbacks */
-
-static void
+void
 px_cli_read(struct bufferevent *bev, void *arg)
 {
     struct px_conn *c = arg;
@@ -1737,7 +540,7 @@ px_cli_read(struct bufferevent *bev, void *arg)
     px_process_input(c);
 }
 
-static void
+void
 px_cli_write(struct bufferevent *bev, void *arg)
 {
     struct px_conn *c = arg;
@@ -1771,7 +574,7 @@ px_cli_write(struct bufferevent *bev, void *arg)
     }
 }
 
-static void
+void
 px_cli_event(struct bufferevent *bev, short what, void *arg)
 {
     struct px_conn *c = arg;
@@ -1796,7 +599,7 @@ px_cli_event(struct bufferevent *bev, short what, void *arg)
     px_conn_kill(c);
 }
 
-static void
+void
 px_up_read(struct bufferevent *bev, void *arg)
 {
     struct px_conn *c = arg;
@@ -1810,7 +613,7 @@ px_up_read(struct bufferevent *bev, void *arg)
         px_pump_response(c);
 }
 
-static void
+void
 px_up_write(struct bufferevent *bev, void *arg)
 {
     struct px_conn *c = arg;
@@ -1838,7 +641,7 @@ px_up_write(struct bufferevent *bev, void *arg)
     }
 }
 
-static void
+void
 px_up_event(struct bufferevent *bev, short what, void *arg)
 {
     struct px_conn *c = arg;
@@ -1908,8 +711,6 @@ px_up_event(struct bufferevent *bev, short what, void *arg)
     }
     px_conn_kill(c);
 }
-
-/* ------------------------------------------------------------ accept */
 
 static void
 px_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
@@ -1995,8 +796,6 @@ px_accept_error(struct evconnlistener *lev, void *arg)
     tv.tv_usec = (ms % 1000) * 1000;
     evtimer_add(l->backoff, &tv);
 }
-
-/* ------------------------------------------------------------ server */
 
 static int
 px_add_listener(struct px_server *s, struct evconnlistener *lev, struct err *e)

@@ -1,0 +1,769 @@
+/*
+ * px_http.c: the proxy's requests: the request head at the door and in
+ * tunnels, policy decisions (L4, L7), the answers the proxy makes itself,
+ * TLS auto-detection and termination, and the HTTP/1.1 relay of requests
+ * and responses with their bodies (see px.c for the connection's life).
+ */
+#include "px_int.h"
+
+static void px_reply(struct px_conn *c, int status, const char *reason_phrase, const char *type,
+                     const char *extra, const struct buf *body);
+static void px_reply_empty(struct px_conn *c, int status, const char *phrase);
+static void px_json_kv(struct buf *b, const char *key, const char *val, bool comma);
+static void px_reply_l7_deny(struct px_conn *c, const char *method, const char *path,
+                             const char *policy, const char *reason);
+static bool px_decide_l4(struct px_conn *c, const char *method, const char *target);
+static bool px_decide_l7(struct px_conn *c, const char *method, const char *target,
+                         struct buf *canon);
+static void px_build_request(struct px_conn *c, const char *path, bool close_upstream,
+                             struct buf *out);
+static long px_body_move(struct http1_body *b, bool reframe, struct evbuffer *src,
+                         struct bufferevent *dst, uint64_t *count, bool *done, const char **why);
+static void px_build_response(struct px_conn *c, struct buf *out);
+static void px_tunnel_request(struct px_conn *c);
+static void px_forward_request(struct px_conn *c);
+static void px_connect_request(struct px_conn *c);
+
+/* Answer the client and close: STATUS with a body (JSON unless TYPE says
+ * otherwise), Connection: close. EXTRA is more header lines or NULL. */
+static void
+px_reply(struct px_conn *c, int status, const char *reason_phrase, const char *type,
+         const char *extra, const struct buf *body)
+{
+    struct buf out = BUF_INIT;
+    size_t blen = body ? body->len : 0;
+
+    if (c->resp_started || !c->cli) {
+        px_conn_close(c);
+        return;
+    }
+    buf_printf(&out, "HTTP/1.1 %d %s\r\n", status, reason_phrase);
+    if (blen)
+        buf_printf(&out, "Content-Type: %s\r\n", type ? type : "application/json");
+    buf_printf(&out, "Content-Length: %zu\r\nConnection: close\r\n", blen);
+    if (extra)
+        buf_puts(&out, extra);
+    buf_puts(&out, "\r\n");
+    if (blen)
+        buf_append(&out, body->data, blen);
+    bufferevent_write(c->cli, out.data, out.len);
+    buf_fini(&out);
+    c->resp_started = true;
+    c->keep_alive = false;
+    px_conn_close(c);
+}
+
+/* {"error":ERROR,"detail":DETAIL[,"reason":REASON]} */
+void
+px_reply_json(struct px_conn *c, int status, const char *phrase, const char *error,
+              const char *detail, const char *reason)
+{
+    struct buf body = BUF_INIT;
+
+    buf_puts(&body, "{\"error\":");
+    buf_put_json_str(&body, error, strlen(error));
+    buf_puts(&body, ",\"detail\":");
+    buf_put_json_str(&body, detail, strlen(detail));
+    if (reason) {
+        buf_puts(&body, ",\"reason\":");
+        buf_put_json_str(&body, reason, strlen(reason));
+    }
+    buf_puts(&body, "}");
+    px_reply(c, status, phrase, NULL, NULL, &body);
+    buf_fini(&body);
+}
+
+static void
+px_reply_empty(struct px_conn *c, int status, const char *phrase)
+{
+    px_reply(c, status, phrase, NULL, NULL, NULL);
+}
+
+static void
+px_json_kv(struct buf *b, const char *key, const char *val, bool comma)
+{
+    if (comma)
+        buf_putc(b, ',');
+    buf_put_json_str(b, key, strlen(key));
+    buf_putc(b, ':');
+    buf_put_json_str(b, val, strlen(val));
+}
+
+/* The structured L7 denial (reference: cli §4.3). */
+static void
+px_reply_l7_deny(struct px_conn *c, const char *method, const char *path, const char *policy,
+                 const char *reason)
+{
+    struct buf body = BUF_INIT, rule = BUF_INIT, extra = BUF_INIT;
+    const char *binary = "-";
+    int i;
+
+    buf_printf(&rule, "%s %s", method, path);
+    buf_puts(&body, "{");
+    px_json_kv(&body, "error", "policy_denied", false);
+    px_json_kv(&body, "policy", policy ? policy : "", true);
+    px_json_kv(&body, "rule", buf_cstr(&rule), true);
+    px_json_kv(&body, "detail", reason, true);
+    px_json_kv(&body, "layer", "l7", true);
+    px_json_kv(&body, "protocol", "rest", true);
+    px_json_kv(&body, "method", method, true);
+    px_json_kv(&body, "path", path, true);
+    px_json_kv(&body, "host", c->host, true);
+    buf_printf(&body, ",\"port\":%u", c->port);
+    px_json_kv(&body, "binary", binary, true);
+    buf_puts(&body, ",\"rule_missing\":{");
+    px_json_kv(&body, "type", "rest_allow", false);
+    px_json_kv(&body, "layer", "l7", true);
+    px_json_kv(&body, "method", method, true);
+    px_json_kv(&body, "path", path, true);
+    px_json_kv(&body, "host", c->host, true);
+    buf_printf(&body, ",\"port\":%u", c->port);
+    px_json_kv(&body, "binary", binary, true);
+    buf_puts(&body, "},\"next_steps\":[]}");
+    /* The policy name goes into a header: only printable bytes. */
+    buf_puts(&extra, "X-OpenShell-Policy: ");
+    for (i = 0; policy && policy[i]; i++)
+        buf_putc(&extra, policy[i] >= 0x20 && policy[i] < 0x7f ? policy[i] : '?');
+    buf_puts(&extra, "\r\n");
+    px_reply(c, 403, "Forbidden", NULL, buf_cstr(&extra), &body);
+    buf_fini(&body);
+    buf_fini(&rule);
+    buf_fini(&extra);
+}
+
+void
+px_request_init(struct px_conn *c, struct policy_request *pr, enum policy_transport t)
+{
+    memset(pr, 0, sizeof(*pr));
+    pr->transport = t;
+    pr->host = c->host;
+    pr->port = c->port;
+    /* Standalone: no caller identity; binary rules pass (reference's
+     * "relaxed" binary identity). */
+    pr->binary_identity_relaxed = c->srv->o.identity_off;
+}
+
+/* Pin the current generation and decide L4. Returns true on allow (the
+ * denial has been answered otherwise). FORWARD: METHOD and TARGET given. */
+static bool
+px_decide_l4(struct px_conn *c, const char *method, const char *target)
+{
+    struct policy_request pr;
+    struct policy_l4_result *l4 = xmalloc(sizeof(*l4));
+    char detail[600];
+    bool ok;
+
+    policy_unref(c->pol);
+    c->pol = policy_ref(c->srv->policy);
+    px_request_init(c, &pr, c->tunnel ? POLICY_TRANSPORT_CONNECT : POLICY_TRANSPORT_FORWARD);
+    if (!c->tunnel) {
+        pr.method = method;
+        pr.raw_target = target;
+    }
+    ok = policy_decide_l4(c->pol, &pr, l4) == 0 && l4->allow;
+    c->policy_name[0] = '\0';
+    if (ok) {
+        buf_copy_fixed(c->policy_name, sizeof(c->policy_name), l4->policy ? l4->policy : "");
+        c->l7 = l4->l7;
+        c->tls_skip = l4->tls == POLICY_TLS_SKIP;
+    } else if (c->tunnel) {
+        buf_fmt_fixed(detail, sizeof(detail), "CONNECT %s:%u not permitted by policy", c->host,
+                      c->port);
+        px_log_decision(c, "deny", "connect", "CONNECT", NULL, l4->reason);
+        px_reply_json(c, 403, "Forbidden", "policy_denied", detail, l4->reason);
+    } else {
+        buf_fmt_fixed(detail, sizeof(detail), "%s %s:%u%s not permitted by policy", method, c->host,
+                      c->port, c->path);
+        px_log_decision(c, "deny", "forward", method, c->path, l4->reason);
+        px_reply_json(c, 403, "Forbidden", "policy_denied", detail, NULL);
+    }
+    free(l4);
+    return ok;
+}
+
+/* L7 rules for one request. Returns true to forward (allow or audit) with
+ * the canonical path in CANON; the denial has been answered otherwise. */
+static bool
+px_decide_l7(struct px_conn *c, const char *method, const char *target, struct buf *canon)
+{
+    struct policy_request pr;
+    struct policy_l7_result *r = xmalloc(sizeof(*r));
+    const char *stage = c->tunnel ? "l7" : "forward";
+    bool ok;
+
+    px_request_init(c, &pr, c->tunnel ? POLICY_TRANSPORT_L7 : POLICY_TRANSPORT_FORWARD);
+    pr.method = method;
+    pr.raw_target = target;
+    pr.websocket_upgrade = c->req->websocket;
+    policy_decide_l7(c->pol, &pr, r);
+    ok = r->verdict != POLICY_L7_DENY;
+    if (ok) {
+        buf_puts(canon, r->path[0] ? r->path : "/");
+        px_log_decision(c, r->verdict == POLICY_L7_AUDIT ? "audit" : "allow", stage, method,
+                        c->path, r->reason);
+    } else {
+        px_log_decision(c, "deny", stage, method, c->path, r->reason);
+        px_reply_l7_deny(c, method, r->path[0] ? r->path : c->path,
+                         r->policy ? r->policy : c->policy_name, r->reason);
+    }
+    free(r);
+    return ok;
+}
+
+/* Build the head we send upstream for the parsed request: origin-form
+ * target PATH, hop-by-hop headers dropped, Host regenerated. */
+static void
+px_build_request(struct px_conn *c, const char *path, bool close_upstream, struct buf *out)
+{
+    const struct http1_request *r = c->req;
+    bool default_port = (c->terminated && c->port == 443) || (!c->terminated && c->port == 80);
+
+    buf_printf(out, "%s %s HTTP/1.1\r\n", r->method, path);
+    if (strchr(c->host, ':'))
+        buf_printf(out, "Host: [%s]", c->host);
+    else
+        buf_printf(out, "Host: %s", c->host);
+    if (!default_port)
+        buf_printf(out, ":%u", c->port);
+    buf_puts(out, "\r\n");
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const char *n = r->headers[i].name;
+
+        if (strcasecmp(n, "host") == 0 || http1_request_hop_header(r, n))
+            continue;
+        buf_printf(out, "%s: %s\r\n", n, r->headers[i].value);
+    }
+    if (r->chunked)
+        buf_puts(out, "Transfer-Encoding: chunked\r\n");
+    if (r->websocket && !close_upstream)
+        buf_printf(out, "Connection: Upgrade\r\nUpgrade: %s\r\n",
+                   http1_request_header(r, "upgrade"));
+    else if (close_upstream)
+        buf_puts(out, "Connection: close\r\n");
+    buf_puts(out, "\r\n");
+}
+
+/* Forward request body bytes from the client to the upstream. */
+/* Feed SRC's buffered bytes to body B chain by chain (no linearising);
+ * what belongs to the message goes to DST: moved as is, or re-framed when
+ * REFRAME. Returns the bytes taken from SRC (0: nothing more can be taken
+ * now), or -EBADMSG with *WHY. *DONE: the message ended. */
+static long
+px_body_move(struct http1_body *b, bool reframe, struct evbuffer *src, struct bufferevent *dst,
+             uint64_t *count, bool *done, const char **why)
+{
+    struct evbuffer_iovec v[16];
+    struct buf out = BUF_INIT;
+    size_t total = 0;
+    int nv;
+
+    nv = evbuffer_peek(src, -1, NULL, v, 16);
+    if (nv > 16)
+        nv = 16;
+    if (nv <= 0)
+        return http1_body_feed(b, "", 0, NULL, done, why); /* bodiless: done at once */
+    for (int i = 0; i < nv; i++) {
+        long used =
+            http1_body_feed(b, v[i].iov_base, v[i].iov_len, reframe ? &out : NULL, done, why);
+
+        if (used < 0) {
+            buf_fini(&out);
+            return used;
+        }
+        total += (size_t)used;
+        if (*done || (size_t)used < v[i].iov_len)
+            break;
+    }
+    if (reframe) {
+        evbuffer_drain(src, total);
+        bufferevent_write(dst, out.data, out.len);
+        *count += out.len;
+    } else {
+        evbuffer_remove_buffer(src, bufferevent_get_output(dst), total);
+        *count += total;
+    }
+    buf_fini(&out);
+    return (long)total;
+}
+
+void
+px_pump_request_body(struct px_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->cli);
+    const char *why = "";
+    bool done = false;
+    long used;
+
+    while (!c->req_body_done) {
+        used = px_body_move(c->req_body, c->req->chunked, in, c->up, &c->bytes_up, &done, &why);
+        if (used < 0) {
+            px_log_decision(c, "deny", "framing", c->method, c->path, why);
+            px_reply_empty(c, 400, "Bad Request");
+            return;
+        }
+        c->req_body_done = done;
+        if (evbuffer_get_length(bufferevent_get_output(c->up)) >= PX_HIGH) {
+            bufferevent_disable(c->cli, EV_READ);
+            break;
+        }
+        if (used == 0)
+            break;
+    }
+    px_touch(c);
+    /* Pipelined requests wait in the client's input (bounded by its read
+     * high-water mark) until this one has been answered. */
+}
+
+/* A complete exchange: log-free bookkeeping, then the next request. */
+void
+px_exchange_done(struct px_conn *c)
+{
+    bool keep = c->keep_alive;
+
+    px_exchange_reset(c);
+    c->resp_started = false;
+    if (!keep) {
+        px_conn_close(c);
+        return;
+    }
+    if (!c->tunnel) {
+        /* Forward proxy: one upstream per request. */
+        if (c->up) {
+            bufferevent_free(c->up);
+            c->up = NULL;
+        }
+        c->state = PX_HEAD;
+        policy_unref(c->pol);
+        c->pol = NULL;
+        c->host[0] = '\0';
+        c->port = 0;
+        c->policy_name[0] = '\0';
+    } else {
+        c->state = PX_REQ;
+    }
+    px_touch(c);
+    px_timer(c, c->srv->o.idle_timeout_s);
+    px_resume(c->cli, c->cli_tls != NULL);
+    px_wake(c); /* pipelined input may already be here */
+}
+
+/* The response head for the client: hop-by-hop headers dropped, our
+ * Connection decision added. */
+static void
+px_build_response(struct px_conn *c, struct buf *out)
+{
+    const struct http1_response *r = c->resp;
+    static const char *const hop[] = { "connection", "keep-alive", "proxy-connection",
+                                       "te",         "trailer",    "upgrade" };
+    const char *conn = http1_response_header(r, "connection");
+
+    buf_printf(out, "HTTP/1.1 %d %s\r\n", r->status, r->reason);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const char *n = r->headers[i].name;
+        bool skip = false;
+
+        for (size_t j = 0; j < sizeof(hop) / sizeof(hop[0]); j++)
+            skip |= strcasecmp(n, hop[j]) == 0;
+        for (size_t j = 0; j < r->nheaders && !skip; j++)
+            if (strcasecmp(r->headers[j].name, "connection") == 0 && conn &&
+                strcasestr(r->headers[j].value, n))
+                skip = true;
+        if (!skip)
+            buf_printf(out, "%s: %s\r\n", n, r->headers[i].value);
+    }
+    buf_puts(out, c->keep_alive ? "" : "Connection: close\r\n");
+    buf_puts(out, "\r\n");
+}
+
+void
+px_pump_response(struct px_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->up);
+    struct buf out = BUF_INIT;
+    const char *why = "";
+    bool done = false;
+
+    while (!c->dead && c->state == PX_REQ && c->have_req) {
+        if (!c->have_resp) {
+            size_t n = evbuffer_get_length(in);
+            const char *p;
+            long h;
+
+            if (n == 0)
+                break;
+            if (n > HTTP1_HEAD_MAX + 1)
+                n = HTTP1_HEAD_MAX + 1;
+            p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+            h = http1_head_scan(p, n, HTTP1_HEAD_MAX, &why);
+            if (h == 0)
+                break;
+            if (!c->resp)
+                c->resp = xmalloc(sizeof(*c->resp));
+            if (h < 0 || http1_parse_response(p, (size_t)h, strcmp(c->method, "HEAD") == 0, c->resp,
+                                              &why) < 0) {
+                if (h == -EMSGSIZE)
+                    why = "response head too large";
+                px_log_decision(c, "error", "response", c->method, c->path, why);
+                px_reply_json(c, 502, "Bad Gateway", "upstream_invalid_response", why, NULL);
+                break;
+            }
+            if (c->resp->status == 101) {
+                /* Only an upgrade the client asked for (and policy allowed). */
+                http1_response_fini(c->resp);
+                if (!c->req->upgrade) {
+                    px_conn_kill(c);
+                    break;
+                }
+                bufferevent_write(c->cli, p, (size_t)h);
+                c->bytes_down += (size_t)h;
+                evbuffer_drain(in, (size_t)h);
+                c->resp_started = true;
+                px_exchange_reset(c);
+                px_start_raw(c);
+                break;
+            }
+            if (c->resp->status < 200) {
+                /* Interim (100 Continue): relay as is, wait for the final. */
+                bufferevent_write(c->cli, p, (size_t)h);
+                c->bytes_down += (size_t)h;
+                evbuffer_drain(in, (size_t)h);
+                http1_response_fini(c->resp);
+                continue;
+            }
+            c->have_resp = true;
+            c->resp_started = true;
+            /* Keep the client connection only if both sides frame it. */
+            c->keep_alive =
+                c->keep_alive && !c->resp->until_eof && (c->resp->keep_alive || !c->tunnel);
+            evbuffer_drain(in, (size_t)h);
+            px_build_response(c, &out);
+            bufferevent_write(c->cli, out.data, out.len);
+            c->bytes_down += out.len;
+            buf_reset(&out);
+            c->resp_body = http1_body_response(c->resp);
+        }
+        {
+            long used = px_body_move(c->resp_body, false, in, c->cli, &c->bytes_down, &done, &why);
+
+            if (used < 0) {
+                px_log_decision(c, "error", "response", c->method, c->path, why);
+                px_conn_kill(c);
+                break;
+            }
+            px_touch(c);
+            if (done) {
+                if (!c->req_body_done) {
+                    /* Answered before the body was sent: the framing of
+                     * what follows is unknowable, so stop here. */
+                    c->keep_alive = false;
+                }
+                px_exchange_done(c);
+                break;
+            }
+            if (evbuffer_get_length(bufferevent_get_output(c->cli)) >= PX_HIGH) {
+                bufferevent_disable(c->up, EV_READ);
+                break;
+            }
+            if (used == 0)
+                break;
+        }
+    }
+    buf_fini(&out);
+}
+
+/* A request head inside a tunnel (or the next one on a forward
+ * connection), parsed into c->req-> */
+static void
+px_tunnel_request(struct px_conn *c)
+{
+    struct http1_request *r = c->req;
+    struct buf canon = BUF_INIT, head = BUF_INIT;
+    unsigned want_default = c->terminated ? 443 : 80;
+    unsigned got_port;
+    const char *q;
+    char detail[700];
+
+    c->nreq++;
+    buf_copy_fixed(c->method, sizeof(c->method), r->method);
+    px_log_path(c->path, sizeof(c->path), r->form == HTTP1_FORM_ABSOLUTE ? r->path : r->target);
+    /* Domain fronting: the request must name the tunnel's authority. */
+    got_port = r->port_explicit ? r->port : want_default;
+    if (r->form == HTTP1_FORM_AUTHORITY || r->form == HTTP1_FORM_ASTERISK ||
+        ((r->host_header || r->form == HTTP1_FORM_ABSOLUTE) &&
+         (strcmp(r->host, c->host) != 0 || got_port != c->port))) {
+        buf_fmt_fixed(detail, sizeof(detail), "request authority '%s:%u' differs from %s:%u",
+                      r->host, got_port, c->host, c->port);
+        px_log_decision(c, "deny", "authority", c->method, c->path, detail);
+        px_reply_json(c, 403, "Forbidden", "request_authority_mismatch", detail, NULL);
+        return;
+    }
+    if (r->h2c && c->l7) {
+        px_log_decision(c, "deny", "l7", c->method, c->path, "HTTP/2 upgrade on a rest endpoint");
+        px_reply_json(c, 403, "Forbidden", "unsupported_l7_protocol",
+                      "HTTP/2 (h2c upgrade) is not supported on an inspected endpoint", NULL);
+        return;
+    }
+    if (c->l7) {
+        const char *target = r->form == HTTP1_FORM_ABSOLUTE ? r->path : r->target;
+
+        if (!px_decide_l7(c, c->method, target, &canon)) {
+            buf_fini(&canon);
+            return;
+        }
+        q = strchr(target, '?');
+        if (q)
+            buf_puts(&canon, q);
+    } else {
+        px_log_decision(c, "allow", "http", c->method, c->path, NULL);
+        buf_puts(&canon, r->form == HTTP1_FORM_ABSOLUTE ? r->path : r->target);
+    }
+    c->keep_alive = r->keep_alive;
+    px_build_request(c, buf_cstr(&canon), !r->keep_alive && !r->websocket, &head);
+    bufferevent_write(c->up, head.data, head.len);
+    c->bytes_up += head.len;
+    buf_fini(&head);
+    buf_fini(&canon);
+    c->req_body = http1_body_request(r);
+    c->req_body_done = false;
+    bufferevent_enable(c->up, EV_READ);
+    px_timer(c, c->srv->o.response_timeout_s);
+    px_pump_request_body(c);
+    if (!c->dead && c->state == PX_REQ)
+        px_pump_response(c);
+}
+
+/* An absolute-form request at the proxy's door: decide, then dial. */
+static void
+px_forward_request(struct px_conn *c)
+{
+    struct http1_request *r = c->req;
+    struct buf canon = BUF_INIT;
+    const char *q;
+    char detail[700];
+
+    c->tunnel = false;
+    c->nreq++;
+    buf_copy_fixed(c->method, sizeof(c->method), r->method);
+    if (r->form != HTTP1_FORM_ABSOLUTE) {
+        px_log_decision(c, "deny", "framing", c->method, NULL, "origin-form request to the proxy");
+        px_reply_json(c, 400, "Bad Request", "invalid_request_target",
+                      "a proxy request needs an absolute URI (or CONNECT)", NULL);
+        return;
+    }
+    if (strcmp(r->scheme, "https") == 0) {
+        struct buf body = BUF_INIT;
+
+        buf_puts(&body, "Use CONNECT for HTTPS URLs");
+        px_log_decision(c, "deny", "forward", c->method, NULL, "https URL on the forward path");
+        px_reply(c, 400, "Bad Request", "text/plain", NULL, &body);
+        buf_fini(&body);
+        return;
+    }
+    if (strcmp(r->scheme, "http") != 0) {
+        buf_fmt_fixed(detail, sizeof(detail), "scheme '%s' is not supported", r->scheme);
+        px_log_decision(c, "deny", "forward", c->method, NULL, detail);
+        px_reply_json(c, 400, "Bad Request", "unsupported_proxy_scheme", detail, NULL);
+        return;
+    }
+    buf_copy_fixed(c->host, sizeof(c->host), r->host);
+    c->port = r->port;
+    px_log_path(c->path, sizeof(c->path), r->path);
+    if (r->h2c) {
+        px_log_decision(c, "deny", "forward", c->method, c->path, "HTTP/2 upgrade");
+        px_reply_json(c, 403, "Forbidden", "unsupported_l7_protocol",
+                      "HTTP/2 (h2c upgrade) is not supported through the proxy", NULL);
+        return;
+    }
+    if (!px_decide_l4(c, c->method, r->path))
+        return;
+    if (c->l7) {
+        if (!px_decide_l7(c, c->method, r->path, &canon)) {
+            buf_fini(&canon);
+            return;
+        }
+        q = strchr(r->path, '?');
+        if (q)
+            buf_puts(&canon, q);
+    } else {
+        /* Logged once the upstream is reached (SSRF may still refuse). */
+        buf_puts(&canon, r->path);
+    }
+    c->keep_alive = r->keep_alive;
+    buf_reset(&c->pending);
+    px_build_request(c, buf_cstr(&canon), true, &c->pending);
+    buf_fini(&canon);
+    c->req_body = http1_body_request(r);
+    c->req_body_done = false;
+    /* The body waits in the client's input until the upstream is dialed. */
+    px_resolve(c);
+}
+
+static void
+px_connect_request(struct px_conn *c)
+{
+    struct http1_request *r = c->req;
+
+    c->tunnel = true;
+    buf_copy_fixed(c->host, sizeof(c->host), r->host);
+    c->port = r->port;
+    buf_copy_fixed(c->method, sizeof(c->method), "CONNECT");
+    if (!px_decide_l4(c, "CONNECT", NULL))
+        return;
+    if (!c->tls_skip && !c->srv->ca) {
+        px_log_decision(c, "deny", "connect", "CONNECT", NULL, "no CA for TLS termination");
+        px_reply_json(c, 503, "Service Unavailable", "tls_termination_unavailable",
+                      "the proxy has no CA to terminate TLS", NULL);
+        return;
+    }
+    px_exchange_reset(c);
+    px_resolve(c);
+}
+
+/* Try to take one request head from the client's input. */
+void
+px_read_head(struct px_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->cli);
+    size_t max = c->state == PX_HEAD ? HTTP1_HEAD_MAX_ENTRY : HTTP1_HEAD_MAX;
+    size_t n = evbuffer_get_length(in);
+    const char *p, *why = "";
+    long h;
+
+    if (n == 0)
+        return;
+    if (n > max + 1)
+        n = max + 1;
+    p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+    /* HTTP/2 prior knowledge inside a tunnel. */
+    if (c->state == PX_REQ && tls_sniff((const unsigned char *)p, n) == TLS_SNIFF_H2C) {
+        px_log_decision(c, "deny", "l7", NULL, NULL, "HTTP/2 connection preface");
+        if (c->l7)
+            px_reply_json(c, 403, "Forbidden", "unsupported_l7_protocol",
+                          "HTTP/2 is not supported on an inspected endpoint", NULL);
+        else
+            px_reply_empty(c, 400, "Bad Request");
+        return;
+    }
+    h = http1_head_scan(p, n, max, &why);
+    if (h == 0) {
+        /* A head has begun: it must be complete within the header timeout,
+         * however slowly its bytes trickle in (slowloris). */
+        if (!c->head_started_ms) {
+            c->head_started_ms = px_now(c);
+            px_timer(c, c->srv->o.header_timeout_s);
+        }
+        return;
+    }
+    c->head_started_ms = 0;
+    if (h == -EMSGSIZE) {
+        px_log_decision(c, "deny", "framing", NULL, NULL, "request head too large");
+        px_reply_empty(c, 431, "Request Header Fields Too Large");
+        return;
+    }
+    if (!c->req)
+        c->req = xmalloc(sizeof(*c->req));
+    if (h < 0 || http1_parse_request(p, (size_t)h, c->req, &why) < 0) {
+        px_log_decision(c, "deny", "framing", NULL, NULL, why);
+        px_reply_empty(c, 400, "Bad Request");
+        return;
+    }
+    c->have_req = true;
+    evbuffer_drain(in, (size_t)h);
+    px_touch(c);
+    if (c->state == PX_REQ) {
+        px_tunnel_request(c);
+        return;
+    }
+    if (c->req->form == HTTP1_FORM_AUTHORITY)
+        px_connect_request(c);
+    else
+        px_forward_request(c);
+}
+
+/* TLS auto-detection on the first bytes of a tunnel. */
+void
+px_sniff(struct px_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->cli);
+    size_t n = evbuffer_get_length(in);
+    const unsigned char *p;
+    struct tls_server_opts so = { 0 };
+    struct err e;
+
+    if (n == 0)
+        return;
+    p = evbuffer_pullup(in, (ev_ssize_t)(n < 24 ? n : 24));
+    switch (tls_sniff(p, n < 24 ? n : 24)) {
+    case TLS_SNIFF_NEED_MORE: return;
+    case TLS_SNIFF_HTTP1:
+        c->state = PX_REQ;
+        px_read_head(c);
+        return;
+    case TLS_SNIFF_H2C:
+    case TLS_SNIFF_OTHER:
+        if (c->l7) {
+            px_log_decision(c, "deny", "l7", NULL, NULL, "unsupported protocol in the tunnel");
+            px_reply_json(c, 403, "Forbidden", "unsupported_l7_protocol",
+                          "only HTTP/1.1 (optionally over TLS) is supported on this endpoint",
+                          NULL);
+            return;
+        }
+        px_start_raw(c);
+        return;
+    case TLS_SNIFF_TLS: break;
+    }
+    /* Terminate: a leaf for the CONNECT host (not the client's SNI), and a
+     * verified session to the upstream for the same name. */
+    c->leaf = ca_leaf_get(c->srv->ca, c->host, &e);
+    if (!c->leaf) {
+        px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
+        px_conn_kill(c);
+        return;
+    }
+    so.chain = ca_leaf_chain(c->leaf);
+    so.key = ca_leaf_key(c->leaf);
+    so.expect_sni = c->host;
+    c->state = PX_HANDSHAKE;
+    c->terminated = true;
+    bufferevent_disable(c->up, EV_READ);
+    c->cli = tls_wrap_server(c->cli, &so, &c->cli_tls, &e);
+    if (!c->cli) {
+        px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
+        px_conn_kill(c);
+        return;
+    }
+    bufferevent_setcb(c->cli, px_cli_read, px_cli_write, px_cli_event, c);
+    c->up = tls_wrap_client(c->up, c->srv->upstream, c->host, &c->up_tls, &e);
+    if (!c->up) {
+        px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
+        px_conn_kill(c);
+        return;
+    }
+    bufferevent_setcb(c->up, px_up_read, px_up_write, px_up_event, c);
+    bufferevent_setwatermark(c->up, EV_WRITE, PX_HIGH / 2, 0);
+    bufferevent_setwatermark(c->cli, EV_WRITE, PX_HIGH / 2, 0);
+    bufferevent_setwatermark(c->cli, EV_READ, 0, PX_HIGH);
+    bufferevent_setwatermark(c->up, EV_READ, 0, PX_HIGH);
+    px_timer(c, c->srv->o.tls_timeout_s);
+}
+
+void
+px_handshake_step(struct px_conn *c)
+{
+    if (c->state != PX_HANDSHAKE || !tls_conn_established(c->cli_tls))
+        return;
+    if (c->up_failed) {
+        /* The client's session is up: it can be told why, in HTTP. */
+        px_reply_json(c, 502, "Bad Gateway", "upstream_tls_failed", c->up_error, NULL);
+        return;
+    }
+    if (!tls_conn_established(c->up_tls))
+        return;
+    log_debug("conn %llu: TLS terminated for %s (client %s, upstream %s)",
+              (unsigned long long)c->id, c->host, tls_conn_version(c->cli_tls),
+              tls_conn_version(c->up_tls));
+    c->state = PX_REQ;
+    px_touch(c);
+    px_timer(c, c->srv->o.idle_timeout_s);
+    px_read_head(c);
+}
