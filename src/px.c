@@ -488,6 +488,11 @@ px_upstream_connected(struct px_conn *c)
         }
         c->state = PX_SNIFF;
         px_timer(c, c->srv->o.idle_timeout_s);
+        /* Listen to the upstream too: a server that speaks first (SMTP,
+         * SSH, databases) would otherwise wait forever for a client that
+         * waits for it. */
+        if (!c->l7)
+            bufferevent_enable(c->up, EV_READ);
         px_process_input(c);
         return;
     }
@@ -611,6 +616,9 @@ px_up_read(struct bufferevent *bev, void *arg)
         px_copy(c, c->up, c->cli, &c->bytes_down);
     else if (c->state == PX_REQ && c->have_req)
         px_pump_response(c);
+    else if (c->state == PX_SNIFF && !c->l7 &&
+             evbuffer_get_length(bufferevent_get_input(c->cli)) == 0)
+        px_start_raw(c); /* the server spoke first: not HTTP, not TLS */
 }
 
 void

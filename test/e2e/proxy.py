@@ -118,7 +118,7 @@ network_policies:
   plain:
     endpoints:
       - host: api.test
-        ports: [8080, 8081, 8082, 8090, 8099]
+        ports: [8080, 8081, 8082, 8090, 8093, 8099]
       - host: %(up)s
         port: 8080
       - host: loop.test
@@ -336,6 +336,18 @@ def t_tunnels():
     s.close()
     point(st == 200 and got == b"\x00\x01raw-bytes-through", "CONNECT: raw bytes relayed both ways",
           (st, got))
+    # A server that speaks first gets its greeting through.
+    s, st = tunnel("api.test", 8093)
+    s.settimeout(5)
+    try:
+        greet = s.recv(64)
+        s.sendall(b"EHLO x\r\n")
+        back = s.recv(64)
+    except OSError as e:
+        greet, back = repr(e), b""
+    s.close()
+    point(st == 200 and greet == b"220 ready\r\n" and back == b"EHLO x\r\n",
+          "CONNECT: a server-speaks-first protocol is relayed (no stall)", (st, greet, back))
     # Half-close: the client ends its side, the echo still comes back whole.
     s, st = tunnel("api.test", 8090)
     blob = os.urandom(1 << 20)
@@ -730,7 +742,7 @@ def t_reload():
     with open(pol) as f:
         text = f.read()
     with open(pol, "w") as f:
-        f.write(text.replace("ports: [8080, 8081, 8082, 8090, 8099]", "ports: [8081]"))
+        f.write(text.replace("ports: [8080, 8081, 8082, 8090, 8093, 8099]", "ports: [8081]"))
     E.proxy.send_signal(signal.SIGHUP)
     time.sleep(0.5)
     closed = read_all(s, 3) == b""

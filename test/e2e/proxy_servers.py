@@ -10,6 +10,7 @@
 # ADDR:8082  accepts, reads, and never answers (a stalled upstream)
 # ADDR:8090  TCP echo
 # ADDR:8091  byte source: reads "N\n", sends N bytes, closes (bench/proxy)
+# ADDR:8093  speaks first ("220 ready\r\n"), then echoes (SMTP-like)
 # ADDR:8092  TCP echo for many connections at once (one thread, selectors)
 # ADDR:5353  DNS over UDP: dns.test has one A record (ADDR); other names
 #            are NXDOMAIN (the proxy's evdns path)
@@ -171,6 +172,14 @@ def source(c):
     c.close()
 
 
+def greeter(c):
+    try:
+        c.sendall(b"220 ready\r\n")
+    except OSError:
+        return
+    echo(c)
+
+
 def many_echo(port):
     import selectors
     sel = selectors.DefaultSelector()
@@ -239,6 +248,7 @@ for target, args in (
     (raw_server, (8091, source)),
     (dns_server, (5353,)),
     (many_echo, (8092,)),
+    (raw_server, (8093, greeter)),
 ):
     threading.Thread(target=target, args=args, daemon=True).start()
 print("ready", flush=True)
