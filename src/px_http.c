@@ -235,6 +235,9 @@ px_build_request(struct px_conn *c, const char *path, bool close_upstream, struc
     }
     if (r->chunked)
         buf_puts(out, "Transfer-Encoding: chunked\r\n");
+    /* The forward path says who relayed (as the reference does), once. */
+    if (!c->tunnel && !http1_request_header(r, "via"))
+        buf_puts(out, "Via: 1.1 openshell-sandbox\r\n");
     if (r->websocket && !close_upstream)
         buf_printf(out, "Connection: Upgrade\r\nUpgrade: %s\r\n",
                    http1_request_header(r, "upgrade"));
@@ -590,7 +593,8 @@ px_forward_request(struct px_conn *c)
     }
     c->keep_alive = r->keep_alive;
     buf_reset(&c->pending);
-    px_build_request(c, buf_cstr(&canon), true, &c->pending);
+    /* One request per upstream connection, unless it upgrades. */
+    px_build_request(c, buf_cstr(&canon), !r->websocket, &c->pending);
     buf_fini(&canon);
     c->req_body = http1_body_request(r);
     c->req_body_done = false;

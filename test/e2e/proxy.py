@@ -291,10 +291,12 @@ def proxy_log():
 # ------------------------------------------------------------ tests
 
 def t_forward_and_deny_bodies():
-    r = curl("http://api.test:8080/hello?x=1")
+    r = curl("-U", "user:secret", "--proxy-basic", "http://api.test:8080/hello?x=1")
     j = json.loads(r.stdout or "{}")
-    point(j.get("target") == "/hello?x=1" and j.get("host") == "api.test:8080",
-          "forward: GET allowed reaches the upstream with origin-form target", r.stdout + r.stderr)
+    point(j.get("target") == "/hello?x=1" and j.get("host") == "api.test:8080"
+          and j.get("via") == "1.1 openshell-sandbox" and j.get("proxy_authorization") is None,
+          "forward: GET allowed reaches the upstream (origin-form, Via added, Proxy-Authorization "
+          "stripped)", r.stdout + r.stderr)
     st, h, body = exchange(b"GET http://api.test:9999/x?secret=1 HTTP/1.1\r\nHost: api.test:9999\r\n\r\n")
     point(st == 403 and body == b'{"error":"policy_denied","detail":"GET api.test:9999/x not '
           b'permitted by policy"}' and h.get("content-type") == "application/json"
@@ -472,6 +474,31 @@ def t_websocket():
     point(st == 101 and h.get("sec-websocket-accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
           and got == b"\x81\x85frame",
           "WebSocket upgrade on an allowed GET is relayed (inspected endpoint)", (st, h, got))
+
+
+def t_websocket_forward():
+    s = connect()
+    s.sendall(b"GET http://api.test:8080/wsf HTTP/1.1\r\nHost: api.test:8080\r\n"
+              b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    head = b""
+    s.settimeout(5)
+    while b"\r\n\r\n" not in head:
+        d = s.recv(1)
+        if not d:
+            break
+        head += d
+    st = parse(head)[0]
+    s.sendall(b"\x81\x82hi")
+    got = b""
+    while len(got) < 4:
+        d = s.recv(64)
+        if not d:
+            break
+        got += d
+    s.close()
+    point(st == 101 and got == b"\x81\x82hi", "WebSocket upgrade on the forward path is relayed",
+          (st, got))
 
 
 def t_keepalive():
@@ -775,7 +802,7 @@ def main():
         teardown()
         skip_all("cannot set up the network namespace: %s" % e)
     try:
-        for t in (t_forward_and_deny_bodies, t_dns, t_tunnels, t_inspected, t_bodies, t_websocket,
+        for t in (t_forward_and_deny_bodies, t_dns, t_tunnels, t_inspected, t_bodies, t_websocket, t_websocket_forward,
                   t_keepalive,
                   t_smuggling,
                   t_oversized, t_fronting, t_ssrf_and_upstream_faults, t_many_idle, t_cli, t_reload):

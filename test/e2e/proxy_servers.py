@@ -93,6 +93,8 @@ class Echo(http.server.BaseHTTPRequestHandler):
                 "host": self.headers.get("Host"),
                 "body": len(body),
                 "connection": self.headers.get("Connection"),
+                "via": self.headers.get("Via"),
+                "proxy_authorization": self.headers.get("Proxy-Authorization"),
             }
         ).encode()
         self.send_response(200)
