@@ -485,6 +485,7 @@ gateway_main(int argc, char **argv)
     h2_router_add(gw.router, "GET", "/v1/health", 0, h_health, &gw);
     h2_router_add(gw.router, "GET", "/v1/gateway", 0, h_gateway, &gw);
     gw_sandbox_routes(&gw);
+    gw_policy_routes(&gw);
     gw.srv = h2_server_new(loop_base(gw.loop), gw.router, NULL);
     h2_server_set_conn_close_cb(gw.srv, conn_closed, &gw);
     gw.stop_timer = loop_timer_new(gw.loop, stop_now, &gw);

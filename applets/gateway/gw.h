@@ -18,6 +18,8 @@ struct loop_timer;
 struct store;
 struct store_obj;
 struct gw_watch;
+struct cJSON;
+struct err;
 
 struct gw {
     struct loop *loop;
@@ -41,6 +43,12 @@ bool gw_authorized(struct gw *gw, struct h2_stream *st);
 
 /* Register the sandbox routes on GW's router. */
 void gw_sandbox_routes(struct gw *gw);
+/* Sandbox O (id ID) changed, or was deleted (O NULL): tell its watchers. */
+void gw_watch_notify(struct gw *gw, const char *id, const struct store_obj *o);
+/* Register the policy revision routes (gw_policy.c). */
+void gw_policy_routes(struct gw *gw);
+/* Validate a policy given as JSON with the policy engine. 0 or -EINVAL. */
+int gw_policy_check_json(const struct cJSON *policy, struct err *e);
 /* End every watch stream (shutdown). */
 void gw_watch_end_all(struct gw *gw, const char *why);
 

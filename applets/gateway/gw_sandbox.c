@@ -193,9 +193,9 @@ check_spec(cJSON *spec, struct err *e)
     if ((rc = api_get_array(spec, "providers", "spec", &a, e)) < 0 ||
         (rc == 0 && (rc = check_string_array(a, "spec.providers", 32, true, e)) < 0))
         return rc;
-    /* The policy is kept as given; the policy engine validates it once the
-     * supervisor session exists (not in this slice). It must be an object. */
-    if ((rc = api_get_object(spec, "policy", "spec", &o, e)) < 0)
+    /* The policy engine validates it as the supervisor will load it. */
+    if ((rc = api_get_object(spec, "policy", "spec", &o, e)) < 0 ||
+        (rc == 0 && (rc = gw_policy_check_json(o, e)) < 0))
         return rc;
     if ((rc = api_get_object(spec, "template", "spec", &o, e)) < 0 ||
         (rc == 0 && (rc = check_template(o, e)) < 0))
@@ -381,8 +381,8 @@ watch_send(struct gw_watch *w, const char *type, const struct store_obj *o)
 /* A sandbox changed (O) or was deleted (O NULL, ID): tell its watchers, the
  * line rendered once for all. A blocked watcher is marked dirty and gets
  * the latest state on drain. */
-static void
-watch_notify(struct gw *gw, const char *id, const struct store_obj *o)
+void
+gw_watch_notify(struct gw *gw, const char *id, const struct store_obj *o)
 {
     const char *type = o ? "sandbox" : "deleted";
     struct gw_watch *w, *next;
@@ -702,7 +702,7 @@ h_patch(struct h2_stream *st, struct h2_req *req, void *arg)
     if ((rc = store_update(gw->store, o, expect, &e)) < 0)
         goto fail;
     respond_sandbox(st, 200, o);
-    watch_notify(gw, o->id, o);
+    gw_watch_notify(gw, o->id, o);
     goto out;
 fail:
     api_respond_err(st, rc, &e);
@@ -739,7 +739,7 @@ h_delete(struct h2_stream *st, struct h2_req *req, void *arg)
         log_kv(LOG_LVL_INFO, "sandbox deleted", "name", o->name, "workspace", o->workspace, "id",
                o->id, NULL);
         h2_stream_respond(st, 200, "application/json", NULL, 0, "{\"deleted\":true}\n", 17);
-        watch_notify(gw, o->id, NULL);
+        gw_watch_notify(gw, o->id, NULL);
     }
     store_obj_free(o);
 }

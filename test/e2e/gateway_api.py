@@ -311,6 +311,54 @@ def main():
     expect_error("watch of an unknown id: 404",
                  curl("GET", "/v1/sandboxes/%s/watch" % alpha_id), 404, "not_found")
 
+    # --- policy revisions
+    pol = subprocess.run([BIN, "policy", "default"], capture_output=True).stdout.decode()
+    P = SB + "/gamma/policy"
+    expect_error("GET policy before any revision: 404", curl("GET", P), 404, "not_found",
+                 "no policy revision yet")
+    r = curl("PUT", P, pol, ctype="application/yaml", headers={"if-match": '"1"'})
+    j = jbody(r) or {}
+    tap(r[0] == 200 and j.get("version") == 1 and j.get("status") == "pending" and
+        j.get("policy_hash", "").startswith("sha256:") and r[1].get("etag") == '"2"',
+        "PUT policy (YAML, If-Match): revision 1 pending, sandbox ETag 2", r)
+    r = curl("PUT", P, json.dumps({"version": 1, "network_policies": {}}))
+    tap(r[0] == 200 and (jbody(r) or {}).get("version") == 2, "PUT policy as JSON: revision 2",
+        r)
+    expect_error("PUT policy with a stale If-Match: 409", curl("PUT", P, pol,
+                 ctype="application/yaml", headers={"if-match": '"2"'}), 409, "aborted")
+    expect_error("PUT an invalid policy: 400 with the engine's diagnostic",
+                 curl("PUT", P, "version: 1\nfilesystem_policy: {bogus: 1}\n",
+                      ctype="application/yaml"), 400, "invalid_argument", "bogus")
+    expect_error("PUT a policy as text/plain: 415", curl("PUT", P, pol, ctype="text/plain"), 415,
+                 "unsupported_media_type")
+    expect_error("PUT a policy over 256 KiB: 413",
+                 curl("PUT", P, "# " + "x" * (300 * 1024) + "\n" + pol,
+                      ctype="application/yaml"), 413, "payload_too_large")
+    r = curl("GET", P + "/revisions")
+    j = jbody(r) or {}
+    tap(r[0] == 200 and [(i["version"], i["status"]) for i in j.get("items", [])] ==
+        [(2, "pending"), (1, "superseded")] and j.get("total") == 2,
+        "revisions: newest first, older pending superseded", r)
+    r = curl("GET", P + "/revisions/1")
+    j = jbody(r) or {}
+    tap(r[0] == 200 and j.get("policy") == pol and j.get("format") == "yaml",
+        "revision 1 returns the policy as sent", r)
+    r = curl("GET", P)
+    tap(r[0] == 200 and (jbody(r) or {}).get("version") == 2, "GET policy: the latest", r)
+    expect_error("revision 9: 404", curl("GET", P + "/revisions/9"), 404, "not_found")
+    expect_error("revision x: 400", curl("GET", P + "/revisions/x"), 400, "invalid_argument")
+    r = curl("GET", SB + "/gamma")
+    st = (jbody(r) or {}).get("status", {}).get("policy", {})
+    tap(r[0] == 200 and st.get("latest_version") == 2 and r[1].get("etag") == '"3"',
+        "the sandbox records the latest revision in the same transaction", r)
+    expect_error("create with an invalid spec.policy: 400",
+                 curl("POST", SB, json.dumps({"name": "badpol", "spec": {"policy": {
+                     "version": 1, "network_policies": {"x": {"bad": 1}}}}})), 400,
+                 "invalid_argument", "spec.policy")
+    r = curl("POST", SB, json.dumps({"name": "goodpol", "spec": {"policy": {
+        "version": 1, "network_policies": {}}}}))
+    tap(r[0] == 201, "create with a valid spec.policy", r)
+
     # --- peer credentials
     if os.geteuid() == 0 and shutil.which("setpriv"):
         expect_error("another uid gets 401 on /v1/gateway", curl("GET", "/v1/gateway", user=65534),
@@ -343,10 +391,13 @@ def main():
     if start():
         r = curl("GET", SB)
         names = [i["metadata"]["name"] for i in (jbody(r) or {}).get("items", [])]
-        tap(r[0] == 200 and names[:2] == ["beta", "gamma"] and len(names) == 3,
+        tap(r[0] == 200 and names[:2] == ["beta", "gamma"] and len(names) == 4,
             "after restart the records are there", r)
         r = curl("GET", SB + "/gamma")
-        tap(r[0] == 200 and r[1].get("etag") == '"1"', "ETag survives the restart", r)
+        tap(r[0] == 200 and r[1].get("etag") == '"3"', "ETag survives the restart", r)
+        r = curl("GET", SB + "/gamma/policy/revisions")
+        tap(r[0] == 200 and (jbody(r) or {}).get("total") == 2, "revisions survive the restart",
+            r)
     else:
         tap(False, "restart", open(LOG).read())
         tap(False, "restart ETag")

@@ -38,8 +38,8 @@ SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=
 check "build the ASan gateway" "cd '$TOP' && gcc -std=gnu11 -g -O1 $SAN -D_GNU_SOURCE -Iinclude -Iapplets \
     -I'$B/gen' -I'$HOST_DEPS/include' -o '$T/openshell-gateway' '$T/asan_main.c' \
     applets/gateway/*.c src/store.c src/h2.c src/api.c src/buf.c src/err.c src/log.c src/loop.c \
-    src/xfuncs.c src/tls.c -L'$HOST_DEPS/lib' -lnghttp2 -lmbedtls -lmbedx509 -lmbedcrypto -levent_core \
-    -lcjson -lsqlite3 -lpthread -lm"
+    src/xfuncs.c src/tls.c src/policy/*.c -L'$HOST_DEPS/lib' -lnghttp2 -lmbedtls -lmbedx509 \
+    -lmbedcrypto -levent_core -lcjson -lyaml -lsqlite3 -lpthread -lm"
 if [ ! -x "$T/openshell-gateway" ]; then
     done_testing
     exit $?
@@ -71,6 +71,11 @@ for i in 1 2 3 4 5; do $C -N "$SB/a/watch" >"$T/w$i.out" 2>/dev/null & done
 for i in 1 2 3; do $C -N "$SB/a/watch" >/dev/null 2>&1 & echo $! >"$T/k$i.pid"; done
 sleep 0.5
 for i in 1 2 3; do kill "$(cat "$T/k$i.pid")" 2>/dev/null; done
+testing "policy revision" "$C -o /dev/null -w '%{http_code}' -X PUT -H content-type:application/yaml --data-binary 'version: 1
+network_policies: {}' $SB/a/policy" "200"
+testing "invalid policy" "$C -o /dev/null -w '%{http_code}' -X PUT -H content-type:application/yaml --data-binary 'version: 1
+network_policies: {x: [1, {a: *b}]}' $SB/a/policy" "400"
+testing "policy revisions" "$C -s $SB/a/policy/revisions | grep -o '\"total\":[0-9]*'" '"total":1'
 testing "patch while watched" "$C -o /dev/null -w '%{http_code}' -X PATCH $J -d '{\"labels\":{}}' $SB/a" "200"
 if command -v h2load >/dev/null; then
     # 300 concurrent streams on one connection (the limit is 100: queued),

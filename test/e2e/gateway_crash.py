@@ -103,6 +103,23 @@ class Writer(threading.Thread):
                     self.deleted.add(name)
 
 
+class PolicyWriter(threading.Thread):
+    """Writes policy revisions to sandbox "pol"; remembers the highest
+    revision acknowledged."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.acked = 0
+        self.stop = False
+
+    def run(self):
+        while not self.stop:
+            code, text = curl("PUT", SB + "/pol/policy",
+                              json.dumps({"version": 1, "network_policies": {}}))
+            if code == 200:
+                self.acked = max(self.acked, json.loads(text)["version"])
+
+
 def main():
     if not shutil.which("curl"):
         print("1..0 # SKIP curl not installed")
@@ -110,15 +127,18 @@ def main():
     if not start():
         tap(False, "gateway starts", open(LOG).read())
         return
-    writers = [Writer(k) for k in range(4)]
-    for w in writers:
+    code, _ = curl("POST", SB, '{"name":"pol"}')
+    tap(code == 201, "sandbox for policy writes")
+    pw = PolicyWriter()
+    writers = [Writer(k) for k in range(3)]
+    for w in writers + [pw]:
         w.start()
     time.sleep(2.0)
     gw.send_signal(signal.SIGKILL)
     gw.wait()
-    for w in writers:
+    for w in writers + [pw]:
         w.stop = True
-    for w in writers:
+    for w in writers + [pw]:
         w.join(10)
     acked = sum(len(w.created) for w in writers)
     tap(acked >= 10, "clients had writes acknowledged before the kill (%d)" % acked)
@@ -159,6 +179,24 @@ def main():
     tap(not wrong, "every acknowledged patch survived", wrong)
     tap(not resurrected, "every acknowledged delete stayed deleted", resurrected)
     tap(not bad_rv, "labels and resource_version moved together", bad_rv)
+    # Policy revisions and their sandbox moved together.
+    code, text = curl("GET", SB + "/pol/policy/revisions")
+    revs = json.loads(text).get("items", []) if code == 200 else []
+    code2, text2 = curl("GET", SB + "/pol")
+    sbj = json.loads(text2) if code2 == 200 else {}
+    latest = sbj.get("status", {}).get("policy", {})
+    versions = sorted(r["version"] for r in revs)
+    statuses = [r["status"] for r in sorted(revs, key=lambda r: r["version"])]
+    tap(pw.acked > 0 and len(revs) >= pw.acked,
+        "every acknowledged policy revision survived (%d acked, %d stored)" % (pw.acked,
+                                                                             len(revs)))
+    tap(versions == list(range(1, len(revs) + 1)), "revision numbers are 1..N without gaps",
+        versions)
+    tap(latest.get("latest_version") == len(revs) and
+        sbj["metadata"]["resource_version"] == len(revs) + 1,
+        "the sandbox names the last stored revision (same transaction)", (latest, len(revs)))
+    tap(statuses[:-1] == ["superseded"] * (len(revs) - 1) and statuses[-1:] == ["pending"],
+        "only the latest revision is pending", statuses)
     # The restarted gateway takes writes again.
     code, _ = curl("POST", SB, '{"name":"after-crash"}')
     tap(code == 201, "writes work after the restart", code)

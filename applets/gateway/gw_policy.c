@@ -1,0 +1,361 @@
+/*
+ * gw_policy.c: per-sandbox policy revisions (doc/api.md §5.7).
+ *
+ * PUT .../policy validates the policy with the policy engine (the same
+ * strict loader the supervisor uses), then writes, in ONE store transaction,
+ * the sandbox's CAS update (status.policy: latest version and hash) and a
+ * new revision row (status "pending"; older pending revisions become
+ * "superseded"). A revision becomes "loaded" or "failed" when a supervisor
+ * reports it (not in this slice: no supervisor session yet).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+#include <mbedtls/sha256.h>
+
+#include "api.h"
+#include "buf.h"
+#include "gw.h"
+#include "h2.h"
+#include "log.h"
+#include "policy.h"
+#include "store.h"
+#include "xfuncs.h"
+
+#define SB_TYPE "sandbox"
+#define REV_TYPE "sandbox_policy"
+/* The reference caps a serialized policy at 256 KiB. */
+#define POLICY_MAX (256 * 1024)
+
+/* "yaml", "json" or NULL for the request's content type. */
+static const char *
+policy_format(struct h2_stream *st)
+{
+    const char *ct = h2_stream_header(st, "content-type");
+    static const struct {
+        const char *type, *fmt;
+    } known[] = {
+        { "application/yaml", "yaml" },
+        { "application/x-yaml", "yaml" },
+        { "text/yaml", "yaml" },
+        { "application/json", "json" },
+    };
+
+    if (!ct)
+        return NULL;
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        size_t n = strlen(known[i].type);
+        if (strncasecmp(ct, known[i].type, n) == 0 && (ct[n] == '\0' || ct[n] == ';'))
+            return known[i].fmt;
+    }
+    return NULL;
+}
+
+static void
+sha256_hex(const void *p, size_t n, char out[72])
+{
+    unsigned char d[32];
+
+    mbedtls_sha256(p, n, d, 0);
+    memcpy(out, "sha256:", 7);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 7 + 2 * i, 3, "%02x", d[i]);
+}
+
+/* Validate TEXT with the policy engine; on failure E holds up to five of
+ * its diagnostics. */
+static int
+policy_check(const char *text, size_t len, struct err *e)
+{
+    struct policy_diags d;
+    struct policy *p = NULL;
+    struct buf msg = BUF_INIT;
+    int rc;
+
+    policy_diags_init(&d);
+    rc = policy_load_mem("policy", text, len, &p, &d, e);
+    if (rc == -EINVAL && d.errors) {
+        size_t shown = 0;
+
+        buf_puts(&msg, "invalid policy: ");
+        for (size_t i = 0; i < d.n && shown < 5; i++) {
+            if (d.v[i].level != POLICY_DIAG_ERROR)
+                continue;
+            buf_printf(&msg, "%s%s", shown ? "; " : "", d.v[i].text);
+            shown++;
+        }
+        if (d.errors > shown)
+            buf_printf(&msg, "; and %zu more", d.errors - shown);
+        err_set(e, EINVAL, "%s", buf_cstr(&msg));
+    } else if (rc < 0) {
+        err_wrap(e, "invalid policy");
+    }
+    policy_unref(p);
+    policy_diags_fini(&d);
+    buf_fini(&msg);
+    return rc < 0 ? -EINVAL : 0;
+}
+
+/* The sandbox named by the path (params[0] workspace, params[1] name). */
+static struct store_obj *
+sandbox_lookup(struct gw *gw, struct h2_stream *st, struct h2_req *req)
+{
+    struct store_obj *o = NULL;
+    struct err e;
+    int rc;
+
+    if (strcmp(req->params[0], "default") != 0)
+        rc = err_set(&e, ENOENT, "workspace %.80s not found", req->params[0]);
+    else if ((rc = store_get_by_name(gw->store, SB_TYPE, req->params[0], req->params[1], &o, &e)) ==
+             -ENOENT)
+        err_set(&e, ENOENT, "sandbox %.80s not found in workspace %.80s", req->params[1],
+                req->params[0]);
+    if (rc < 0) {
+        api_respond_err(st, rc, &e);
+        return NULL;
+    }
+    return o;
+}
+
+static void
+h_put_policy(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    struct gw *gw = arg;
+    struct store_obj *sb = NULL;
+    struct store_list revs = { 0 };
+    struct store_query q = { .type = REV_TYPE, .limit = 1 };
+    cJSON *payload = NULL, *status, *pol, *rev = NULL, *resp = NULL, *body = NULL;
+    const char *fmt = policy_format(st);
+    char hash[72], *rev_text = NULL;
+    uint64_t expect;
+    int64_t version = 0;
+    struct err e;
+    int rc;
+
+    if (!gw_authorized(gw, st))
+        return;
+    if (!fmt) {
+        h2_stream_error(st, 415, "unsupported_media_type",
+                        "policy must be application/yaml or application/json");
+        return;
+    }
+    if (req->body.len > POLICY_MAX) {
+        h2_stream_error(st, 413, "payload_too_large", "policy over %d bytes", POLICY_MAX);
+        return;
+    }
+    if ((rc = api_parse_if_match(h2_stream_header(st, "if-match"), &expect, &e)) < 0)
+        goto fail;
+    if (strcmp(fmt, "json") == 0 &&
+        (rc = api_parse_object(req->body.data, req->body.len, &body, &e)) < 0)
+        goto fail;
+    if (req->body.len == 0) {
+        rc = err_set(&e, EINVAL, "empty policy");
+        goto fail;
+    }
+    if ((rc = policy_check(req->body.data, req->body.len, &e)) < 0)
+        goto fail;
+    if (!(sb = sandbox_lookup(gw, st, req)))
+        goto out;
+    sha256_hex(req->body.data, req->body.len, hash);
+    /* The next number: revisions are only ever added (deleted with their
+     * sandbox), so it is the count plus one; the store numbers the row in
+     * the transaction and the sandbox's CAS keeps racing writers apart. */
+    q.scope = sb->id;
+    if ((rc = store_list(gw->store, &q, &revs, &e)) < 0)
+        goto fail;
+    payload = cJSON_Parse(sb->payload);
+    if (!payload) {
+        rc = err_set(&e, EIO, "sandbox %s: stored payload is not JSON", sb->name);
+        goto fail;
+    }
+    status = cJSON_GetObjectItemCaseSensitive(payload, "status");
+    if (!cJSON_IsObject(status))
+        status = cJSON_AddObjectToObject(payload, "status");
+    cJSON_DeleteItemFromObjectCaseSensitive(status, "policy");
+    pol = cJSON_AddObjectToObject(status, "policy");
+    cJSON_AddNumberToObject(pol, "latest_version", (double)(revs.total + 1));
+    cJSON_AddStringToObject(pol, "latest_hash", hash);
+    free(sb->payload);
+    sb->payload = api_json_print(payload);
+    rev = cJSON_CreateObject();
+    cJSON_AddStringToObject(rev, "format", fmt);
+    cJSON_AddStringToObject(rev, "hash", hash);
+    cJSON_AddItemToObject(rev, "policy", cJSON_CreateString(req->body.data));
+    cJSON_AddNullToObject(rev, "load_error");
+    rev_text = api_json_print(rev);
+    if ((rc = store_put_revision(gw->store, sb, expect, REV_TYPE, rev_text, &version, &e)) < 0)
+        goto fail;
+    if (version != (int64_t)revs.total + 1)
+        log_warnx("sandbox %s: revision %lld written, %zu expected", sb->name, (long long)version,
+                  revs.total + 1);
+    log_kv(LOG_LVL_INFO, "policy revision", "sandbox", sb->name, "workspace", sb->workspace, "hash",
+           hash, NULL);
+    resp = cJSON_CreateObject();
+    cJSON_AddNumberToObject(resp, "version", (double)version);
+    cJSON_AddStringToObject(resp, "policy_hash", hash);
+    cJSON_AddStringToObject(resp, "status", "pending");
+    api_respond_json(st, 200, resp, sb->resource_version);
+    gw_watch_notify(gw, sb->id, sb);
+    goto out;
+fail:
+    api_respond_err(st, rc, &e);
+out:
+    cJSON_Delete(body);
+    cJSON_Delete(payload);
+    cJSON_Delete(rev);
+    cJSON_Delete(resp);
+    free(rev_text);
+    store_list_fini(&revs);
+    store_obj_free(sb);
+}
+
+/* The API view of a revision row; with the policy text when FULL. */
+static cJSON *
+revision_json(const struct store_obj *o, bool full)
+{
+    cJSON *j = cJSON_CreateObject(), *p = cJSON_Parse(o->payload);
+    const cJSON *c;
+
+    cJSON_AddNumberToObject(j, "version", (double)o->version);
+    cJSON_AddStringToObject(j, "status", o->status ? o->status : "");
+    c = p ? cJSON_GetObjectItemCaseSensitive(p, "hash") : NULL;
+    cJSON_AddStringToObject(j, "policy_hash", cJSON_IsString(c) ? c->valuestring : "");
+    c = p ? cJSON_GetObjectItemCaseSensitive(p, "load_error") : NULL;
+    if (cJSON_IsString(c))
+        cJSON_AddStringToObject(j, "load_error", c->valuestring);
+    else
+        cJSON_AddNullToObject(j, "load_error");
+    cJSON_AddNumberToObject(j, "created_at_ms", (double)o->created_at_ms);
+    cJSON_AddNumberToObject(j, "updated_at_ms", (double)o->updated_at_ms);
+    if (full && p) {
+        c = cJSON_GetObjectItemCaseSensitive(p, "format");
+        cJSON_AddStringToObject(j, "format", cJSON_IsString(c) ? c->valuestring : "yaml");
+        c = cJSON_GetObjectItemCaseSensitive(p, "policy");
+        cJSON_AddStringToObject(j, "policy", cJSON_IsString(c) ? c->valuestring : "");
+    }
+    cJSON_Delete(p);
+    return j;
+}
+
+static void
+h_list_revisions(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    struct gw *gw = arg;
+    struct store_obj *sb;
+    struct store_query q = { .type = REV_TYPE, .limit = STORE_LIST_MAX };
+    struct store_list l;
+    struct err e;
+    cJSON *j, *items;
+    int rc;
+
+    if (!gw_authorized(gw, st) || !(sb = sandbox_lookup(gw, st, req)))
+        return;
+    q.scope = sb->id;
+    if ((rc = store_list(gw->store, &q, &l, &e)) < 0) {
+        api_respond_err(st, rc, &e);
+        store_obj_free(sb);
+        return;
+    }
+    j = cJSON_CreateObject();
+    items = cJSON_AddArrayToObject(j, "items");
+    /* Newest first, as `openshell policy list` shows them. */
+    for (size_t i = l.n; i-- > 0;)
+        cJSON_AddItemToArray(items, revision_json(l.items[i], false));
+    cJSON_AddNumberToObject(j, "total", (double)l.total);
+    api_respond_json(st, 200, j, 0);
+    cJSON_Delete(j);
+    store_list_fini(&l);
+    store_obj_free(sb);
+}
+
+/* GET .../policy/revisions/{v} and GET .../policy (the latest). */
+static void
+get_revision(struct gw *gw, struct h2_stream *st, struct h2_req *req, const char *vtext)
+{
+    struct store_obj *sb;
+    struct store_query q = { .type = REV_TYPE, .limit = STORE_LIST_MAX };
+    struct store_list l;
+    struct err e;
+    long long want = 0;
+    cJSON *j;
+    int rc;
+
+    if (vtext) {
+        char *end;
+
+        want = strtoll(vtext, &end, 10);
+        if (*end || want < 1) {
+            h2_stream_error(st, 400, "invalid_argument",
+                            "revision %.20s: expected a positive integer", vtext);
+            return;
+        }
+    }
+    if (!(sb = sandbox_lookup(gw, st, req)))
+        return;
+    q.scope = sb->id;
+    if ((rc = store_list(gw->store, &q, &l, &e)) < 0) {
+        api_respond_err(st, rc, &e);
+        store_obj_free(sb);
+        return;
+    }
+    for (size_t i = l.n; i-- > 0;) {
+        if (want && l.items[i]->version != want)
+            continue;
+        j = revision_json(l.items[i], true);
+        api_respond_json(st, 200, j, 0);
+        cJSON_Delete(j);
+        goto out;
+    }
+    if (want)
+        h2_stream_error(st, 404, "not_found", "sandbox %s has no policy revision %lld", sb->name,
+                        want);
+    else
+        h2_stream_error(st, 404, "not_found",
+                        "sandbox %s has no policy revision yet (it runs spec.policy, or the "
+                        "default policy)",
+                        sb->name);
+out:
+    store_list_fini(&l);
+    store_obj_free(sb);
+}
+
+static void
+h_get_revision(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    if (gw_authorized(arg, st))
+        get_revision(arg, st, req, req->params[2]);
+}
+
+static void
+h_get_policy(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    if (gw_authorized(arg, st))
+        get_revision(arg, st, req, NULL);
+}
+
+int
+gw_policy_check_json(const cJSON *policy, struct err *e)
+{
+    char *text = api_json_print(policy);
+    int rc = policy_check(text, strlen(text), e);
+
+    free(text);
+    return rc < 0 ? err_wrap(e, "spec.policy") : 0;
+}
+
+void
+gw_policy_routes(struct gw *gw)
+{
+    struct h2_router *r = gw->router;
+
+    h2_router_add(r, "PUT", "/v1/workspaces/{}/sandboxes/{}/policy", 0, h_put_policy, gw);
+    h2_router_add(r, "GET", "/v1/workspaces/{}/sandboxes/{}/policy", 0, h_get_policy, gw);
+    h2_router_add(r, "GET", "/v1/workspaces/{}/sandboxes/{}/policy/revisions", 0, h_list_revisions,
+                  gw);
+    h2_router_add(r, "GET", "/v1/workspaces/{}/sandboxes/{}/policy/revisions/{}", 0, h_get_revision,
+                  gw);
+}
