@@ -788,6 +788,16 @@ def t_reload():
           "SIGHUP with an invalid policy keeps the last good one", st3)
 
 
+def t_log_hygiene():
+    log = proxy_log()
+    leaks = [x for x in ("secret=1", "dXNlcjpzZWNyZXQ=", "user:secret", "page=2", "a=b")
+             if x in log]
+    decisions = log.count(" decision ")
+    point(not leaks and decisions > 40,
+          "decision log: one record per decision, no query strings, credentials or bodies",
+          (leaks, decisions))
+
+
 def main():
     if os.geteuid() != 0:
         skip_all("needs root for network namespaces")
@@ -805,7 +815,7 @@ def main():
         for t in (t_forward_and_deny_bodies, t_dns, t_tunnels, t_inspected, t_bodies, t_websocket, t_websocket_forward,
                   t_keepalive,
                   t_smuggling,
-                  t_oversized, t_fronting, t_ssrf_and_upstream_faults, t_many_idle, t_cli, t_reload):
+                  t_oversized, t_fronting, t_ssrf_and_upstream_faults, t_many_idle, t_cli, t_reload, t_log_hygiene):
             try:
                 t()
             except Exception as e:  # noqa: BLE001
