@@ -371,6 +371,10 @@ def t_inspected():
     j = json.loads(r.stdout or "{}")
     point(j.get("method") == "GET" and j.get("target") == "/repos/x/y?page=2",
           "inspected HTTPS: GET allowed (curl trusts the sandbox CA)", r.stdout + r.stderr)
+    r = curl("--cacert", cacert, "--tls-max", "1.2", "-w", "%{http_code}", "-o", "/dev/null",
+             "https://api.test:8443/tls12")
+    point(r.stdout == "200" and upstream_saw("GET /tls12 "),
+          "inspected HTTPS with a TLS 1.2-only client", r.stdout + r.stderr)
     r = curl("--cacert", cacert, "-i", "--suppress-connect-headers", "-X", "POST", "-d", "a=b", "https://api.test:8443/repos/x/issues")
     st, h, body = parse(r.stdout.replace("\r\n", "\n").replace("\n", "\r\n").encode())
     want = {
