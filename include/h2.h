@@ -60,6 +60,10 @@ struct h2_limits {
     uint32_t max_streams;   /* SETTINGS_MAX_CONCURRENT_STREAMS; 0: 100 */
     size_t stream_out_high; /* per-stream output buffer; 0: 256 KiB */
     uint32_t stream_window; /* initial receive window; 0: 256 KiB */
+    /* Close a connection that has no open stream for this long (GOAWAY,
+     * then a hard close one second later if it does not go): idle clients
+     * and stalled handshakes do not hold descriptors forever. 0: never. */
+    uint32_t idle_timeout_ms;
 };
 
 enum h2_peer_kind {

@@ -80,6 +80,8 @@ struct h2_conn {
     struct bufferevent *bev;
     nghttp2_session *sess;
     struct event *kick;
+    struct event *idle;
+    bool idle_fired;
     struct h2_peer peer;
     struct h2_limits lim;
     const char *scheme;
@@ -796,6 +798,8 @@ conn_free_now(struct h2_conn *c)
         nghttp2_session_del(c->sess);
     if (c->kick)
         event_free(c->kick);
+    if (c->idle)
+        event_free(c->idle);
     if (c->bev)
         bufferevent_free(c->bev);
     free(c);
@@ -825,6 +829,48 @@ conn_unbusy(struct h2_conn *c)
         return true;
     }
     return false;
+}
+
+/* Arm the idle timer while the connection has no stream, disarm it when it
+ * has one. */
+static void
+idle_update(struct h2_conn *c)
+{
+    struct timeval tv;
+
+    if (!c->idle || c->idle_fired)
+        return;
+    if (c->nstreams) {
+        evtimer_del(c->idle);
+        return;
+    }
+    if (evtimer_pending(c->idle, NULL))
+        return;
+    tv.tv_sec = c->lim.idle_timeout_ms / 1000;
+    tv.tv_usec = (c->lim.idle_timeout_ms % 1000) * 1000;
+    evtimer_add(c->idle, &tv);
+}
+
+/* Idle: GOAWAY first; if the connection is still there a second later
+ * (a peer that does not read, a handshake that never finished), close it. */
+static void
+idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_conn *c = arg;
+    struct timeval grace = { 1, 0 };
+
+    (void)fd;
+    (void)what;
+    if (c->idle_fired) {
+        h2_conn_free(c);
+        return;
+    }
+    if (c->nstreams)
+        return;
+    log_debug("h2: closing an idle connection");
+    c->idle_fired = true;
+    h2_conn_shutdown(c);
+    evtimer_add(c->idle, &grace);
 }
 
 /* Hand queued frames to the bufferevent; fire drain callbacks; close when
@@ -858,6 +904,7 @@ conn_send(struct h2_conn *c)
         if (!again || c->dead)
             break;
     }
+    idle_update(c);
     if (!nghttp2_session_want_read(c->sess) && !nghttp2_session_want_write(c->sess)) {
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
             c->dead = true;
@@ -954,6 +1001,8 @@ conn_new(struct event_base *base, struct bufferevent *bev, bool server, const st
     c->kick = event_new(base, -1, 0, kick_cb, c);
     if (!c->kick)
         BUG();
+    if (c->lim.idle_timeout_ms && !(c->idle = evtimer_new(base, idle_cb, c)))
+        BUG();
     if (nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0)
         BUG(); /* allocation only */
     nghttp2_session_callbacks_set_send_callback2(cbs, send_cb);
@@ -989,6 +1038,7 @@ conn_new(struct event_base *base, struct bufferevent *bev, bool server, const st
     bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
     bufferevent_setwatermark(bev, EV_WRITE, H2_CONN_OUT_HIGH / 2, 0);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
+    idle_update(c);
     conn_kick(c);
     return c;
 }

@@ -63,6 +63,8 @@ static const char gateway_usage[] =
     "                          STATE_DIR/tls and the client bundle copied to\n"
     "                          ~/.config/openshell/gateways/NAME/mtls/\n"
     "      --name NAME         gateway name for the client bundle (default openshell)\n"
+    "      --idle-timeout SECS close connections without a stream after SECS\n"
+    "                          (default 300; 0: never)\n"
     "  -h, --help              show this help\n"
     "  -V, --version           print the version\n" APPLET_COMMON_HELP;
 
@@ -71,6 +73,7 @@ struct gateway_opts {
     const char *socket;
     const char *listen;
     const char *name;
+    long idle_timeout_s;
 };
 
 /* The TLS listener's material (process lifetime). */
@@ -411,7 +414,7 @@ default_state_dir(void)
 static void
 parse_opts(int argc, char **argv, struct gateway_opts *o)
 {
-    enum { OPT_STATE_DIR = 0x100, OPT_SOCKET, OPT_LISTEN, OPT_NAME };
+    enum { OPT_STATE_DIR = 0x100, OPT_SOCKET, OPT_LISTEN, OPT_NAME, OPT_IDLE };
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -419,6 +422,7 @@ parse_opts(int argc, char **argv, struct gateway_opts *o)
         { "socket", required_argument, NULL, OPT_SOCKET },
         { "listen", required_argument, NULL, OPT_LISTEN },
         { "name", required_argument, NULL, OPT_NAME },
+        { "idle-timeout", required_argument, NULL, OPT_IDLE },
         APPLET_COMMON_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
@@ -443,6 +447,15 @@ parse_opts(int argc, char **argv, struct gateway_opts *o)
             o->socket = optarg;
             break;
         case OPT_LISTEN: o->listen = optarg; break;
+        case OPT_IDLE: {
+            char *end;
+
+            errno = 0;
+            o->idle_timeout_s = strtol(optarg, &end, 10);
+            if (!*optarg || *end || errno || o->idle_timeout_s < 0 || o->idle_timeout_s > 86400)
+                applet_usage_error(prog, "--idle-timeout %s: expected seconds, 0-86400", optarg);
+            break;
+        }
         case OPT_NAME:
             for (const char *p = optarg; *p; p++)
                 if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
@@ -461,7 +474,8 @@ parse_opts(int argc, char **argv, struct gateway_opts *o)
 int
 gateway_main(int argc, char **argv)
 {
-    struct gateway_opts o = { 0 };
+    struct gateway_opts o = { .idle_timeout_s = 300 };
+    struct h2_limits limits = { 0 };
     struct gw gw = { 0 };
     struct err e;
     cJSON_Hooks hooks = { .malloc_fn = xmalloc, .free_fn = free };
@@ -486,7 +500,8 @@ gateway_main(int argc, char **argv)
     h2_router_add(gw.router, "GET", "/v1/gateway", 0, h_gateway, &gw);
     gw_sandbox_routes(&gw);
     gw_policy_routes(&gw);
-    gw.srv = h2_server_new(loop_base(gw.loop), gw.router, NULL);
+    limits.idle_timeout_ms = (uint32_t)o.idle_timeout_s * 1000;
+    gw.srv = h2_server_new(loop_base(gw.loop), gw.router, &limits);
     h2_server_set_conn_close_cb(gw.srv, conn_closed, &gw);
     gw.stop_timer = loop_timer_new(gw.loop, stop_now, &gw);
 

@@ -43,7 +43,7 @@ def start():
         os.symlink(BIN, lnk)
     log = open(LOG, "a")
     gw = subprocess.Popen([lnk, "--state-dir", STATE, "--socket", SOCK, "--listen", "none",
-                           "--log-format", "text"],
+                           "--idle-timeout", "1", "--log-format", "text"],
                           stdout=log, stderr=log)
     for _ in range(200):
         if os.path.exists(SOCK):
@@ -358,6 +358,25 @@ def main():
     r = curl("POST", SB, json.dumps({"name": "goodpol", "spec": {"policy": {
         "version": 1, "network_policies": {}}}}))
     tap(r[0] == 201, "create with a valid spec.policy", r)
+
+    # --- an idle connection (connects, says nothing) is closed
+    import socket
+    sk = socket.socket(socket.AF_UNIX)
+    sk.connect(SOCK)
+    sk.settimeout(6)
+    t0 = time.time()
+    got = b""
+    try:
+        while True:
+            d = sk.recv(4096)
+            if not d:
+                break
+            got += d
+    except socket.timeout:
+        got = None
+    sk.close()
+    tap(got is not None and time.time() - t0 < 4, "an idle connection is closed (GOAWAY, EOF)",
+        "after %.1fs" % (time.time() - t0))
 
     # --- peer credentials
     if os.geteuid() == 0 and shutil.which("setpriv"):

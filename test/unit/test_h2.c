@@ -249,10 +249,24 @@ run_until(struct fixture *fx, const bool *flag)
 static void
 spin(struct fixture *fx, int ms)
 {
-    struct timeval tv = { 0, ms * 1000 };
+    struct timespec t0, t;
+    long left;
 
-    event_base_loopexit(fx->base, &tv);
-    event_base_dispatch(fx->base);
+    /* Loop until MS have passed (earlier loopexit timers may stop a single
+     * dispatch early). */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct timeval tv;
+
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        left = ms - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+        if (left <= 0)
+            return;
+        tv.tv_sec = left / 1000;
+        tv.tv_usec = (left % 1000) * 1000;
+        event_base_loopexit(fx->base, &tv);
+        event_base_loop(fx->base, EVLOOP_ONCE);
+    }
 }
 
 static int
@@ -631,6 +645,44 @@ test_over_tls(void)
     return TAP_PASS;
 }
 
+/* An idle connection is closed (GOAWAY then close); a busy one is not. */
+static int
+test_idle_timeout(void)
+{
+    struct fixture fx;
+    struct h2_limits lim = { .idle_timeout_ms = 150 };
+    struct reader r = { 0 };
+
+    CHECK_INT(fx_init(&fx, &lim), 0);
+    r.st = h2_client_request(fx.cli, "GET", "/v1/hold", NULL, 0, NULL, 0, false, &rd_cbs, &r, NULL);
+    spin(&fx, 400);
+    /* A stream is open: not idle. */
+    CHECK_INT(h2_server_conn_count(fx.srv), 1);
+    CHECK(fx.cli != NULL);
+    h2_stream_respond(held[0], 200, NULL, NULL, 0, "x", 1);
+    CHECK(run_until(&fx, &r.done));
+    spin(&fx, 400);
+    CHECK_INT(h2_server_conn_count(fx.srv), 0);
+    CHECK(fx.cli == NULL);
+    /* A peer that connects and says nothing is closed too. */
+    {
+        int sv[2];
+        struct bufferevent *a;
+
+        CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
+        a = bufferevent_socket_new(fx.base, sv[0], BEV_OPT_CLOSE_ON_FREE);
+        CHECK(h2_server_adopt(fx.srv, a, NULL, NULL) != NULL);
+        spin(&fx, 100);
+        CHECK_INT(h2_server_conn_count(fx.srv), 1);
+        spin(&fx, 1400); /* idle, GOAWAY unread, then the hard close */
+        CHECK_INT(h2_server_conn_count(fx.srv), 0);
+        close(sv[1]);
+    }
+    buf_fini(&r.data);
+    fx_fini(&fx);
+    return TAP_PASS;
+}
+
 static int
 test_frames_codec(void)
 {
@@ -680,5 +732,5 @@ test_query_decode(void)
 
 TAP_MAIN(TAP_TEST(test_unary_routes), TAP_TEST(test_body_limit), TAP_TEST(test_ndjson_slow_reader),
          TAP_TEST(test_bidi_frames), TAP_TEST(test_max_streams_and_shutdown),
-         TAP_TEST(test_peer_gone), TAP_TEST(test_over_tls), TAP_TEST(test_frames_codec),
-         TAP_TEST(test_query_decode))
+         TAP_TEST(test_peer_gone), TAP_TEST(test_over_tls), TAP_TEST(test_idle_timeout),
+         TAP_TEST(test_frames_codec), TAP_TEST(test_query_decode))
