@@ -359,6 +359,38 @@ def main():
         "version": 1, "network_policies": {}}}}))
     tap(r[0] == 201, "create with a valid spec.policy", r)
 
+    # --- a watcher that reads slowly: changes are coalesced, memory stays bounded
+    r = curl("POST", SB, '{"name":"slow"}')
+    slow = subprocess.Popen(["curl", "-sS", "-N", "--limit-rate", "4k", "--http2-prior-knowledge",
+                             "--unix-socket", SOCK, BASE + SB + "/slow/watch"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+
+    def rss():
+        for line in open("/proc/%d/status" % gw.pid):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+    before = rss()
+    big = "y" * (400 * 1024)
+    codes = set()
+    for i in range(40):
+        codes.add(curl("PATCH", SB + "/slow", json.dumps({"annotations": {"i": str(i), "a": big}}))
+                  [0])
+    after = rss()
+    j = jbody(curl("GET", "/v1/gateway")) or {}
+    tap(codes == {200} and j.get("watch_streams", 0) >= 1 and after - before < 8 * 1024,
+        "40 x 400 KiB changes to a slow watcher: RSS grew %d KiB (uncoalesced: 16 MiB)" %
+        (after - before), (codes, before, after))
+    slow.kill()
+    slow.wait()
+    time.sleep(0.3)
+    j = jbody(curl("GET", "/v1/gateway")) or {}
+    tap(j.get("watch_streams") == 0, "the slow watcher is gone once its client is", j)
+    r = curl("GET", SB + "/slow/watch?follow=0")
+    tap(r[0] == 200 and '"i":"39"' in r[2], "a new watcher sees the latest state", r[0])
+    curl("DELETE", SB + "/slow")
+
     # --- an idle connection (connects, says nothing) is closed
     import socket
     sk = socket.socket(socket.AF_UNIX)
