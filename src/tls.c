@@ -619,5 +619,26 @@ tls_sniff(const unsigned char *p, size_t n)
         return TLS_SNIFF_H2C;
     if (n < 8 && memcmp(p, preface, n) == 0)
         maybe = true;
-    return maybe ? TLS_SNIFF_NEED_MORE : TLS_SNIFF_OTHER;
+    if (maybe)
+        return TLS_SNIFF_NEED_MORE;
+    /* Any other method (WebDAV, made-up ones) in a request line is HTTP too,
+     * so that it cannot slip past the per-request checks as "raw": an
+     * upper-case token, a space, then "/", "*" or "http". */
+    {
+        size_t i = 0;
+
+        while (i < n && i < 20 && p[i] >= 'A' && p[i] <= 'Z')
+            i++;
+        if (i == n && i < 20)
+            return TLS_SNIFF_NEED_MORE;
+        if (i > 0 && i < n && p[i] == ' ') {
+            if (i + 1 == n)
+                return TLS_SNIFF_NEED_MORE;
+            if (p[i + 1] == '/' || p[i + 1] == '*')
+                return TLS_SNIFF_HTTP1;
+            if (p[i + 1] == 'h' && (n < i + 5 || memcmp(p + i + 1, "http", 4) == 0))
+                return n < i + 5 ? TLS_SNIFF_NEED_MORE : TLS_SNIFF_HTTP1;
+        }
+    }
+    return TLS_SNIFF_OTHER;
 }

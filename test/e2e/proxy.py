@@ -630,6 +630,13 @@ def t_fronting():
     s.close()
     point(st == 403 and b"request_authority_mismatch" in body and not upstream_saw("/front"),
           "domain fronting: Host differing from the CONNECT authority is denied", (st, body))
+    s, st0 = tunnel("api.test", 8080)
+    s.sendall(b"PROPFIND /front2 HTTP/1.1\r\nHost: other.test\r\n\r\n")
+    st, _, body = parse(read_all(s, 3))
+    s.close()
+    point(st0 == 200 and st == 403 and b"request_authority_mismatch" in body
+          and not upstream_saw("/front2"),
+          "domain fronting with an unlisted method in a cleartext tunnel is denied", (st, body))
     try:
         s = tls_tunnel("api.test", 8443, sni="other.test")
         s.close()

@@ -438,10 +438,19 @@ test_sniff(void)
     CHECK_INT(tls_sniff((const unsigned char *)"GET / HTTP/1.1", 14), TLS_SNIFF_HTTP1);
     CHECK_INT(tls_sniff((const unsigned char *)"DELETE /x", 9), TLS_SNIFF_HTTP1);
     CHECK_INT(tls_sniff((const unsigned char *)"DEL", 3), TLS_SNIFF_NEED_MORE);
-    CHECK_INT(tls_sniff((const unsigned char *)"GETX /", 6), TLS_SNIFF_OTHER);
+    CHECK_INT(tls_sniff((const unsigned char *)"GETX /", 6), TLS_SNIFF_HTTP1);
+    CHECK_INT(tls_sniff((const unsigned char *)"GET\t/", 5), TLS_SNIFF_OTHER);
+    CHECK_INT(tls_sniff((const unsigned char *)"get /", 5), TLS_SNIFF_OTHER);
     CHECK_INT(tls_sniff((const unsigned char *)"PRI * HTTP/2.0\r\n", 16), TLS_SNIFF_H2C);
     CHECK_INT(tls_sniff((const unsigned char *)"PRI *", 5), TLS_SNIFF_NEED_MORE);
     CHECK_INT(tls_sniff((const unsigned char *)"SSH-2.0-x", 9), TLS_SNIFF_OTHER);
+    /* Unlisted methods are still HTTP when the line looks like a request. */
+    CHECK_INT(tls_sniff((const unsigned char *)"PROPFIND /x HTTP/1.1", 20), TLS_SNIFF_HTTP1);
+    CHECK_INT(tls_sniff((const unsigned char *)"MKCOL http://a/", 15), TLS_SNIFF_HTTP1);
+    CHECK_INT(tls_sniff((const unsigned char *)"MKCOL ht", 8), TLS_SNIFF_NEED_MORE);
+    CHECK_INT(tls_sniff((const unsigned char *)"PROPF", 5), TLS_SNIFF_NEED_MORE);
+    CHECK_INT(tls_sniff((const unsigned char *)"SET k v\r\n", 9), TLS_SNIFF_OTHER);
+    CHECK_INT(tls_sniff((const unsigned char *)"PING\r\n", 6), TLS_SNIFF_OTHER);
     CHECK_INT(tls_sniff((const unsigned char *)"", 0), TLS_SNIFF_NEED_MORE);
     return TAP_PASS;
 }
