@@ -146,6 +146,17 @@ struct h2_conn *h2_server_adopt(struct h2_server *s, struct bufferevent *bev,
  * streams finish. New connections are refused. */
 void h2_server_shutdown(struct h2_server *s);
 size_t h2_server_conn_count(const struct h2_server *s);
+/* Counters since the server started (for /metrics). */
+struct h2_server_stats {
+    unsigned long long conns_total;     /* connections adopted */
+    unsigned long long streams_total;   /* requests received */
+    unsigned long long responses[6];    /* by status class: [1] 1xx ... [5] 5xx */
+    unsigned long long bytes_in;        /* request body bytes */
+    unsigned long long idle_closed;     /* connections closed for idleness */
+    unsigned long long protocol_errors; /* connections dropped on a framing error */
+};
+void h2_server_get_stats(const struct h2_server *s, struct h2_server_stats *out);
+
 /* Called whenever a connection of S is freed (e.g. to finish a shutdown). */
 void h2_server_set_conn_close_cb(struct h2_server *s, h2_conn_close_fn fn, void *arg);
 

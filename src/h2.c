@@ -95,6 +95,7 @@ struct h2_conn {
 };
 
 struct h2_server {
+    struct h2_server_stats stats;
     struct event_base *base;
     const struct h2_router *router;
     struct h2_limits lim;
@@ -407,6 +408,13 @@ nv_build(struct nv_list *l, int status, const char *ctype, const struct h2_heade
     return 0;
 }
 
+static void
+count_response(struct h2_stream *st, int status)
+{
+    if (st->conn->srv && status >= 100 && status < 600)
+        st->conn->srv->stats.responses[status / 100]++;
+}
+
 int
 h2_stream_respond(struct h2_stream *st, int status, const char *ctype, const struct h2_header *hdrs,
                   size_t nhdrs, const void *body, size_t len)
@@ -427,6 +435,7 @@ h2_stream_respond(struct h2_stream *st, int status, const char *ctype, const str
     rc = nghttp2_submit_response2(st->conn->sess, st->id, l.nv, l.n, len ? &prd : NULL);
     if (rc != 0)
         return -EPIPE;
+    count_response(st, status);
     conn_kick(st->conn);
     return 0;
 }
@@ -469,6 +478,7 @@ h2_stream_start(struct h2_stream *st, int status, const char *ctype, const struc
     st->out_started = true;
     if (nghttp2_submit_response2(st->conn->sess, st->id, l.nv, l.n, &prd) != 0)
         return -EPIPE;
+    count_response(st, status);
     conn_kick(st->conn);
     return 0;
 }
@@ -560,6 +570,7 @@ on_begin_headers(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
         return 0;
     st = stream_new(c, f->hd.stream_id);
     nghttp2_session_set_stream_user_data(sess, f->hd.stream_id, st);
+    c->srv->stats.streams_total++;
     return 0;
 }
 
@@ -732,6 +743,8 @@ on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const uint8_t *d
             nghttp2_submit_rst_stream(sess, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
         return 0;
     }
+    if (c->srv)
+        c->srv->stats.bytes_in += len;
     if (c->srv && st->route && !(st->route->flags & H2_ROUTE_STREAMING)) {
         nghttp2_session_consume(sess, id, len);
         if (st->req.body.len + len > c->lim.max_body) {
@@ -868,6 +881,8 @@ idle_cb(evutil_socket_t fd, short what, void *arg)
     if (c->nstreams)
         return;
     log_debug("h2: closing an idle connection");
+    if (c->srv)
+        c->srv->stats.idle_closed++;
     c->idle_fired = true;
     h2_conn_shutdown(c);
     evtimer_add(c->idle, &grace);
@@ -947,6 +962,8 @@ read_cb(struct bufferevent *bev, void *arg)
         rv = nghttp2_session_mem_recv2(c->sess, evbuffer_pullup(in, -1), len);
         if (rv < 0) {
             log_debug("h2: receive: %s", nghttp2_strerror((int)rv));
+            if (c->srv)
+                c->srv->stats.protocol_errors++;
             c->dead = true;
         } else {
             evbuffer_drain(in, (size_t)rv);
@@ -1115,6 +1132,7 @@ h2_server_adopt(struct h2_server *s, struct bufferevent *bev, const struct h2_pe
     if (!(c = conn_new(s->base, bev, true, &s->lim, e)))
         return NULL;
     c->srv = s;
+    s->stats.conns_total++;
     if (peer)
         c->peer = *peer;
     c->next = s->conns;
@@ -1139,6 +1157,12 @@ size_t
 h2_server_conn_count(const struct h2_server *s)
 {
     return s->nconns;
+}
+
+void
+h2_server_get_stats(const struct h2_server *s, struct h2_server_stats *out)
+{
+    *out = s->stats;
 }
 
 void

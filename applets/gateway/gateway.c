@@ -168,6 +168,62 @@ h_gateway(struct h2_stream *st, struct h2_req *req, void *arg)
     cJSON_Delete(j);
 }
 
+/* Prometheus text exposition (version 0.0.4). */
+static void
+h_metrics(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    struct gw *gw = arg;
+    struct h2_server_stats hs;
+    struct store_query q = { .type = "sandbox", .limit = 1 };
+    struct store_list l;
+    struct buf b = BUF_INIT;
+    struct err e;
+    bool db_ok;
+
+    (void)req;
+    if (!gw_authorized(gw, st))
+        return;
+    h2_server_get_stats(gw->srv, &hs);
+    db_ok = store_list(gw->store, &q, &l, &e) == 0;
+#define COUNTER(name, help, val)                                                                   \
+    buf_printf(&b, "# HELP " name " " help "\n# TYPE " name " counter\n" name " %llu\n",           \
+               (unsigned long long)(val))
+#define GAUGE(name, help, val)                                                                     \
+    buf_printf(&b, "# HELP " name " " help "\n# TYPE " name " gauge\n" name " %llu\n",             \
+               (unsigned long long)(val))
+    buf_puts(&b, "# HELP openshell_gateway_build_info The running build.\n"
+                 "# TYPE openshell_gateway_build_info gauge\n"
+                 "openshell_gateway_build_info{version=");
+    buf_put_json_str(&b, OPENSHELL_VERSION, strlen(OPENSHELL_VERSION));
+    buf_puts(&b, "} 1\n");
+    buf_puts(&b, "# HELP openshell_gateway_http_responses_total Responses sent, by status class.\n"
+                 "# TYPE openshell_gateway_http_responses_total counter\n");
+    for (int i = 1; i <= 5; i++)
+        buf_printf(&b, "openshell_gateway_http_responses_total{class=\"%dxx\"} %llu\n", i,
+                   hs.responses[i]);
+    COUNTER("openshell_gateway_http_requests_total", "HTTP/2 requests (streams) received.",
+            hs.streams_total);
+    COUNTER("openshell_gateway_request_body_bytes_total", "Request body bytes received.",
+            hs.bytes_in);
+    COUNTER("openshell_gateway_connections_total", "Connections accepted.", hs.conns_total);
+    GAUGE("openshell_gateway_connections", "Open connections.", h2_server_conn_count(gw->srv));
+    COUNTER("openshell_gateway_connections_idle_closed_total", "Connections closed for idleness.",
+            hs.idle_closed);
+    COUNTER("openshell_gateway_connections_protocol_errors_total",
+            "Connections dropped on an HTTP/2 protocol error.", hs.protocol_errors);
+    GAUGE("openshell_gateway_watch_streams", "Open watch streams.", gw->nwatches);
+    GAUGE("openshell_gateway_sandboxes", "Sandbox records.", db_ok ? l.total : 0);
+    GAUGE("openshell_gateway_database_healthy", "1 when the state database answers.", db_ok);
+    GAUGE("openshell_gateway_uptime_seconds", "Seconds since start.",
+          (loop_now_ms(gw->loop) - gw->started_ms) / 1000);
+#undef COUNTER
+#undef GAUGE
+    if (db_ok)
+        store_list_fini(&l);
+    h2_stream_respond(st, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, 0, b.data, b.len);
+    buf_fini(&b);
+}
+
 /* ------------------------------------------------------------------ listener, shutdown */
 
 static void
@@ -493,11 +549,13 @@ gateway_main(int argc, char **argv)
         die("state store: %s", e.msg);
 
     gw.loop = loop_new();
+    gw.started_ms = loop_now_ms(gw.loop);
     gw.router = h2_router_new();
     h2_router_add(gw.router, "GET", "/healthz", 0, h_healthz, &gw);
     h2_router_add(gw.router, "GET", "/readyz", 0, h_readyz, &gw);
     h2_router_add(gw.router, "GET", "/v1/health", 0, h_health, &gw);
     h2_router_add(gw.router, "GET", "/v1/gateway", 0, h_gateway, &gw);
+    h2_router_add(gw.router, "GET", "/metrics", 0, h_metrics, &gw);
     gw_sandbox_routes(&gw);
     gw_policy_routes(&gw);
     limits.idle_timeout_ms = (uint32_t)o.idle_timeout_s * 1000;

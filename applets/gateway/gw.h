@@ -32,6 +32,7 @@ struct gw {
     char *state_dir;
     char *sock_path;
     uid_t owner_uid;
+    unsigned long long started_ms;
     bool stopping;
     struct gw_watch *watches;
     unsigned long nwatches;

@@ -391,6 +391,24 @@ def main():
     tap(r[0] == 200 and '"i":"39"' in r[2], "a new watcher sees the latest state", r[0])
     curl("DELETE", SB + "/slow")
 
+    # --- metrics
+    import re
+    r = curl("GET", "/metrics")
+    lines = [x for x in r[2].splitlines() if x and not x.startswith("#")]
+    vals = {}
+    for x in lines:
+        m = re.match(r'^([a-z_]+(?:\{[a-z]+="[^"]*"\})?) ([0-9]+)$', x)
+        if m:
+            vals[m.group(1)] = int(m.group(2))
+    total = (jbody(curl("GET", SB)) or {}).get("total")
+    tap(r[0] == 200 and r[1].get("content-type", "").startswith("text/plain; version=0.0.4") and
+        len(vals) == len(lines) and vals.get('openshell_gateway_http_responses_total{class="4xx"}',
+                                             0) >= 40 and
+        vals.get("openshell_gateway_sandboxes") == total and
+        vals.get("openshell_gateway_database_healthy") == 1 and
+        vals.get("openshell_gateway_http_requests_total", 0) > 100,
+        "GET /metrics: Prometheus text with request, response and store figures", r[2][:1500])
+
     # --- an idle connection (connects, says nothing) is closed
     import socket
     sk = socket.socket(socket.AF_UNIX)
@@ -416,10 +434,12 @@ def main():
                      401, "unauthenticated")
         expect_error("another uid gets 401 on sandboxes", curl("GET", SB, user=65534), 401,
                      "unauthenticated")
+        expect_error("another uid gets 401 on /metrics", curl("GET", "/metrics", user=65534), 401,
+                     "unauthenticated")
         r = curl("GET", "/healthz", user=65534)
         tap(r[0] == 200, "another uid may still probe /healthz", r)
     else:
-        for i in range(3):
+        for i in range(4):
             tap(True, "peer credential check # SKIP needs root and setpriv")
 
     # --- graceful shutdown with an open watch, then restart
