@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "xfuncs.h"
 
 static const char *log_name = "openshell";
 static enum log_level log_level = LOG_LVL_INFO;
@@ -211,6 +212,11 @@ fatalx(const char *fmt, ...)
     va_end(ap);
     exit(1);
 }
+
+/* xfuncs.h's die() and die_errno() are the same operations under the names
+ * setup code uses; aliases keep one implementation. */
+void die(const char *fmt, ...) __attribute__((alias("fatalx")));
+void die_errno(const char *fmt, ...) __attribute__((alias("fatal")));
 
 /* A text value needs quotes when empty or when it holds space, quote, '=' or
  * a control character; quoting then escapes like JSON so lines stay parseable. */

@@ -82,28 +82,6 @@ xasprintf(const char *fmt, ...)
 }
 
 void
-die(const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    log_vmsg(LOG_LVL_ERROR, false, fmt, ap);
-    va_end(ap);
-    exit(1);
-}
-
-void
-die_errno(const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    log_vmsg(LOG_LVL_ERROR, true, fmt, ap);
-    va_end(ap);
-    exit(1);
-}
-
-void
 bug_at(const char *file, int line, const char *func)
 {
     char msg[256];
