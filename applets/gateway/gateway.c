@@ -19,6 +19,8 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -455,6 +457,35 @@ setup_tls(struct gw *gw, const struct gateway_opts *o)
     free(endpoint);
 }
 
+/* One gateway per state directory: an exclusive lock on STATE_DIR/gateway.lock
+ * held for the process's life (the kernel drops it when the process dies,
+ * even by SIGKILL). The fd is deliberately kept open. */
+static void
+lock_state_dir(const char *dir)
+{
+    char *path = xasprintf("%s/gateway.lock", dir);
+    char pid[32];
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+    if (fd < 0)
+        die_errno("opening %s", path);
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        ssize_t n;
+
+        if (errno != EWOULDBLOCK)
+            die_errno("locking %s", path);
+        n = read(fd, pid, sizeof(pid) - 1);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        die("another openshell-gateway (pid %s) is using state directory %s", *pid ? pid : "?",
+            dir);
+    }
+    snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || write_full(fd, pid, strlen(pid)) < 0)
+        log_warn("writing %s", path);
+    free(path);
+}
+
 static char *
 default_state_dir(void)
 {
@@ -544,6 +575,7 @@ gateway_main(int argc, char **argv)
     gw.owner_uid = geteuid();
     gw.state_dir = o.state_dir ? xstrdup(o.state_dir) : default_state_dir();
     mkdir_p(gw.state_dir);
+    lock_state_dir(gw.state_dir);
     gw.sock_path = o.socket ? xstrdup(o.socket) : xasprintf("%s/%s", gw.state_dir, GW_SOCKET_NAME);
     if ((rc = store_open(gw.state_dir, NULL, &gw.store, &e)) < 0)
         die("state store: %s", e.msg);

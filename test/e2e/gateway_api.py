@@ -123,6 +123,14 @@ def main():
         return 1
     tap(True, "gateway starts and answers /healthz")
 
+    # --- one gateway per state directory
+    p = subprocess.run([os.path.join(T, "openshell-gateway"), "--state-dir", STATE, "--socket",
+                        SOCK + "2", "--listen", "none"], capture_output=True, timeout=10)
+    tap(p.returncode == 1 and b"another openshell-gateway (pid %d)" % gw.pid in p.stderr and
+        curl("GET", "/healthz")[0] == 200,
+        "a second gateway on the same state directory is refused; the first keeps serving",
+        p.stderr)
+
     # --- health, info
     r = curl("GET", "/healthz")
     tap(r[0] == 200 and jbody(r) == {"status": "ok"} and r[3] == "2", "GET /healthz over HTTP/2",
