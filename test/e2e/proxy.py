@@ -146,10 +146,8 @@ network_policies:
 """ % {"up": E.up})
     E.proxy_log = t + "/proxy.log"
     E.proxy = subprocess.Popen(
-        [BIN.replace("/openshell", "/bin/openshell-proxy") if os.path.exists(
-            BIN.replace("/openshell", "/bin/openshell-proxy")) else BIN,
-         ] + ([] if os.path.exists(BIN.replace("/openshell", "/bin/openshell-proxy"))
-              else ["applet", "openshell-proxy"]) + [
+        [BIN, "applet", "openshell-proxy",
+         ] + [
             "--policy", t + "/policy.yaml", "--listen", "127.0.0.1:0", "--port-file",
             t + "/port", "--resolve", "api.test:" + E.up, "--resolve", "other.test:" + E.up,
             "--resolve", "bad.test:" + E.up, "--resolve", "loop.test:127.0.0.1",
