@@ -800,6 +800,26 @@ h_watch_id(struct h2_stream *st, struct h2_req *req, void *arg)
     store_obj_free(o);
 }
 
+static void
+h_get_id(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    struct gw *gw = arg;
+    struct store_obj *o = NULL;
+    struct err e;
+    int rc;
+
+    if (!gw_authorized(gw, st))
+        return;
+    if ((rc = store_get(gw->store, SB_TYPE, req->params[0], &o, &e)) < 0) {
+        if (rc == -ENOENT)
+            err_set(&e, ENOENT, "sandbox id %.40s not found", req->params[0]);
+        api_respond_err(st, rc, &e);
+        return;
+    }
+    respond_sandbox(st, 200, o);
+    store_obj_free(o);
+}
+
 void
 gw_sandbox_routes(struct gw *gw)
 {
@@ -812,5 +832,6 @@ gw_sandbox_routes(struct gw *gw)
     h2_router_add(r, "DELETE", "/v1/workspaces/{}/sandboxes/{}", 0, h_delete, gw);
     h2_router_add(r, "GET", "/v1/workspaces/{}/sandboxes/{}/watch", 0, h_watch, gw);
     h2_router_add(r, "GET", "/v1/sandboxes", 0, h_list_all, gw);
+    h2_router_add(r, "GET", "/v1/sandboxes/{}", 0, h_get_id, gw);
     h2_router_add(r, "GET", "/v1/sandboxes/{}/watch", 0, h_watch_id, gw);
 }

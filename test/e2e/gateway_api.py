@@ -316,6 +316,11 @@ def main():
     beta_id = json.loads(lines[0])["sandbox"]["metadata"]["id"] if lines else ""
     r = curl("GET", "/v1/sandboxes/%s/watch?follow=0" % beta_id)
     tap(r[0] == 200 and '"name":"beta"' in r[2], "watch by id", r)
+    r = curl("GET", "/v1/sandboxes/%s" % beta_id)
+    tap(r[0] == 200 and (jbody(r) or {}).get("metadata", {}).get("name") == "beta" and
+        r[1].get("etag"), "GET by id", r)
+    expect_error("GET by an unknown id: 404", curl("GET", "/v1/sandboxes/%s" % alpha_id), 404,
+                 "not_found")
     expect_error("watch of an unknown id: 404",
                  curl("GET", "/v1/sandboxes/%s/watch" % alpha_id), 404, "not_found")
 
