@@ -37,10 +37,11 @@
 #include "tls.h"
 #include "xfuncs.h"
 
-#define PX_HIGH (256 * 1024)        /* a relay's output bound: stop reading the other side */
-#define PX_MAX_ADDRS 16             /* resolved addresses kept */
-#define PX_IO_CHUNK (64 * 1024)     /* largest single read or write on a socket */
-#define PX_SPLICE_PIPE (256 * 1024) /* pipe size per spliced direction */
+#define PX_HIGH (256 * 1024)         /* a relay's output bound: stop reading the other side */
+#define PX_MAX_ADDRS 16              /* resolved addresses kept */
+#define PX_IO_CHUNK (64 * 1024)      /* largest single read or write on a socket */
+#define PX_SPLICE_PIPE (256 * 1024)  /* pipe size per spliced direction */
+#define PX_SPLICE_AFTER (256 * 1024) /* raw bytes relayed before switching to splice */
 
 enum px_state {
     PX_HEAD = 0,
@@ -127,7 +128,9 @@ struct px_conn {
     bool up_failed;     /* upstream TLS failed before the client's finished */
     char up_error[384]; /* and why */
     /* Raw relay between two plain sockets runs in the kernel (splice). */
-    bool splice_pending; /* waiting for the bufferevents' output to drain */
+    bool splice_candidate;    /* plain sockets both sides: splice when bulk */
+    uint64_t raw_start_bytes; /* bytes relayed when the raw relay began */
+    bool splice_pending;      /* waiting for the bufferevents' output to drain */
     struct px_splice *sp;
 
     /* The decision this connection (tunnel) or request (forward) runs under. */

@@ -9,6 +9,7 @@ static size_t px_pending(struct bufferevent *bev, bool tls);
 static void px_splice_pump(struct px_splice_dir *d);
 static void px_splice_cb(evutil_socket_t fd, short what, void *arg);
 static void px_splice_fallback(struct px_conn *c);
+static void px_splice_switch(struct px_conn *c);
 
 /* Bytes queued for writing on BEV, TLS records below a filter included. */
 static size_t
@@ -56,12 +57,12 @@ void
 px_raw_eof(struct px_conn *c, bool from_cli)
 {
     if (from_cli) {
+        c->cli_eof = true; /* first: no switch to splice from here */
         px_copy(c, c->cli, c->up, &c->bytes_up);
-        c->cli_eof = true;
         bufferevent_setwatermark(c->up, EV_WRITE, 0, 0);
     } else {
-        px_copy(c, c->up, c->cli, &c->bytes_down);
         c->up_eof = true;
+        px_copy(c, c->up, c->cli, &c->bytes_down);
         bufferevent_setwatermark(c->cli, EV_WRITE, 0, 0);
     }
     /* Over TLS a half-close has no clean equivalent: flush and end. */
@@ -108,6 +109,10 @@ px_copy(struct px_conn *c, struct bufferevent *src, struct bufferevent *dst, uin
     if (evbuffer_get_length(bufferevent_get_output(dst)) >= PX_HIGH)
         bufferevent_disable(src, EV_READ);
     px_touch(c);
+    /* A bulk transfer: hand it to the kernel. */
+    if (c->splice_candidate && !c->cli_eof && !c->up_eof &&
+        c->bytes_up + c->bytes_down - c->raw_start_bytes >= PX_SPLICE_AFTER)
+        px_splice_switch(c);
 }
 
 void
@@ -264,27 +269,34 @@ px_splice_maybe_start(struct px_conn *c)
         px_splice_pump(&sp->d[1]);
 }
 
+/* Switch a raw relay between plain sockets to splice: what the
+ * bufferevents hold goes out first (px_splice_maybe_start waits for it). */
+static void
+px_splice_switch(struct px_conn *c)
+{
+    c->splice_candidate = false;
+    bufferevent_disable(c->cli, EV_READ);
+    bufferevent_disable(c->up, EV_READ);
+    c->bytes_up += evbuffer_get_length(bufferevent_get_input(c->cli));
+    bufferevent_write_buffer(c->up, bufferevent_get_input(c->cli));
+    c->bytes_down += evbuffer_get_length(bufferevent_get_input(c->up));
+    bufferevent_write_buffer(c->cli, bufferevent_get_input(c->up));
+    c->splice_pending = true;
+    bufferevent_setwatermark(c->cli, EV_WRITE, 0, 0);
+    bufferevent_setwatermark(c->up, EV_WRITE, 0, 0);
+    px_splice_maybe_start(c);
+}
+
 void
 px_start_raw(struct px_conn *c)
 {
     c->state = PX_RAW;
     px_touch(c);
     px_timer(c, c->srv->o.idle_timeout_s);
-    if (!c->cli_tls && !c->up_tls) {
-        /* Plain sockets both sides: what the bufferevents already hold goes
-         * first, then the kernel moves the rest (px_splice_start). */
-        bufferevent_disable(c->cli, EV_READ);
-        bufferevent_disable(c->up, EV_READ);
-        c->bytes_up += evbuffer_get_length(bufferevent_get_input(c->cli));
-        bufferevent_write_buffer(c->up, bufferevent_get_input(c->cli));
-        c->bytes_down += evbuffer_get_length(bufferevent_get_input(c->up));
-        bufferevent_write_buffer(c->cli, bufferevent_get_input(c->up));
-        c->splice_pending = true;
-        bufferevent_setwatermark(c->cli, EV_WRITE, 0, 0);
-        bufferevent_setwatermark(c->up, EV_WRITE, 0, 0);
-        px_splice_maybe_start(c);
-        return;
-    }
+    /* Plain sockets both sides: bufferevents first (short exchanges are
+     * cheapest there), splice once it turns out to be a bulk transfer. */
+    c->splice_candidate = !c->cli_tls && !c->up_tls;
+    c->raw_start_bytes = c->bytes_up + c->bytes_down;
     bufferevent_enable(c->cli, EV_READ);
     bufferevent_enable(c->up, EV_READ);
     if (evbuffer_get_length(bufferevent_get_input(c->cli)))
