@@ -349,8 +349,13 @@ sv_pid1(struct sb_plan *p)
         /* EIO: no slave open right now; the agent's exit ends the loop. */
         if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))
             out_open = pump(master, STDOUT_FILENO);
-        if (pfd[2].revents & (POLLIN | POLLHUP | POLLERR))
+        if (pfd[2].revents & (POLLIN | POLLHUP | POLLERR)) {
             in_open = pump(STDIN_FILENO, master);
+            /* End of input: the pty's end-of-file character, so a shell fed
+             * from a pipe sees EOF as it would at a terminal. */
+            if (!in_open)
+                (void)!write(master, "\x04", 1);
+        }
         if (pfd[0].revents & POLLIN) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {

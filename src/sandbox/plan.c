@@ -273,7 +273,9 @@ sb_plan_explain(const struct sb_plan *p, struct buf *out)
                (unsigned)p->gid, p->userns ? " (as mapped by the kernel)" : "");
     buf_puts(out, "privileges: all capabilities and the bounding set dropped, no_new_privs, "
                   "core dumps off\n");
-    buf_printf(out, "rlimits:    core 0, nproc %d\n", SB_NPROC_MAX);
+    buf_printf(out, "processes:  at most %d (%s), core dumps off\n", SB_NPROC_MAX,
+               p->userns ? "RLIMIT_NPROC, counted in the user namespace"
+                         : "a pids cgroup of its own, else RLIMIT_NPROC");
     if (!p->ll_on) {
         buf_printf(out,
                    "landlock:   NOT ENFORCED: kernel has no Landlock (%s); best_effort runs "
