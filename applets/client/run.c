@@ -36,11 +36,13 @@ cli_run(int argc, char **argv)
     struct sb_opts o;
     char **args;
 
-    if (sv_opts_parse("openshell run", argc, argv, &o) == 1) {
+    switch (sv_opts_parse("openshell run", argc, argv, &o)) {
+    case 1:
         fputs(run_usage, stdout);
         fputs(sv_opts_help, stdout);
         free(o.env);
         return 0;
+    case 2: free(o.env); return applet_print_version("openshell");
     }
     free(o.env);
     /* The supervisor logs at our level (set by the global --log-level). */

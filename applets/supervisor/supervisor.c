@@ -38,7 +38,8 @@ const char sv_opts_help[] =
     "      --name NAME         sandbox name (its hostname; default openshell)\n"
     "      --explain           print what the sandbox enforces (Landlock ABI and rights,\n"
     "                          seccomp rules, identity, environment) and run nothing\n"
-    "  -h, --help              show this help\n" APPLET_COMMON_HELP "\n"
+    "  -h, --help              show this help\n"
+    "  -V, --version           print the version\n" APPLET_COMMON_HELP "\n"
     "Exit status: the command's; 128+N when it was killed by signal N; 124 on\n"
     "timeout; 125 when the sandbox could not be set up; 126/127 when the command\n"
     "cannot be run / is not found; 2 for bad input (nothing is started).\n";
@@ -66,6 +67,7 @@ sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o)
         { "name", required_argument, NULL, OPT_NAME },
         { "explain", no_argument, NULL, OPT_EXPLAIN },
         { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
         APPLET_COMMON_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
@@ -74,7 +76,7 @@ sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o)
     memset(o, 0, sizeof(*o));
     opterr = 0;
     /* '+': the first non-option is the command; its options are its own. */
-    while ((opt = getopt_long(argc, argv, "+p:w:e:t:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+p:w:e:t:hV", longopts, NULL)) != -1) {
         if (applet_common_option(prog, opt, optarg))
             continue;
         switch (opt) {
@@ -94,6 +96,7 @@ sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o)
         case OPT_NAME: o->name = optarg; break;
         case OPT_EXPLAIN: o->explain = true; break;
         case 'h': return 1;
+        case 'V': return 2;
         default: applet_bad_option(prog, argv, optind, optopt);
         }
     }
@@ -172,10 +175,13 @@ supervisor_main(int argc, char **argv)
     char cg_dir[4096], cg_parent[4096];
     pid_t pid;
 
-    if (sv_opts_parse(prog, argc, argv, &o) == 1) {
+    switch (sv_opts_parse(prog, argc, argv, &o)) {
+    case 1:
         fputs(supervisor_usage, stdout);
         fputs(sv_opts_help, stdout);
+        free(o.env);
         return 0;
+    case 2: free(o.env); return applet_print_version(prog);
     }
     /* Show up as the supervisor in ps and /proc/1/comm, not as "exe". */
     prctl(PR_SET_NAME, "openshell-supervisor", 0, 0, 0);

@@ -18,8 +18,8 @@
 #define SV_FORWARDED_SIGNALS SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH
 
 /* Parse the shared command line (PROG names the command in errors) into O.
- * Exits 2 on a usage error; returns 1 when --help was asked (usage printed
- * to stdout), else 0. O->env is heap-allocated: free it. */
+ * Exits 2 on a usage error; returns 1 for --help, 2 for --version, else 0.
+ * O->env is heap-allocated: free it. */
 int sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o);
 extern const char sv_opts_help[];
 
