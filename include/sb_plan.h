@@ -75,8 +75,9 @@ struct sb_plan {
     bool ll_on;   /* Landlock will be enforced */
     struct sb_ll_path *ll_paths;
     size_t ll_npaths;
-    struct sb_bpf bpf;
-    bool pids_cgroup; /* set by the supervisor: the sandbox has its own pids cgroup */
+    struct sb_bpf bpf;     /* the agent's filter */
+    struct sb_bpf prelude; /* PID 1's own */
+    bool pids_cgroup;      /* set by the supervisor: the sandbox has its own pids cgroup */
 };
 
 int sb_plan_build(const struct sb_opts *o, char *const *host_env, struct sb_plan *p,

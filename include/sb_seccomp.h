@@ -29,6 +29,10 @@ struct sb_bpf {
 /* Build the filter into OUT. Returns 0 or -errno (libseccomp failure named
  * in E). */
 int sb_seccomp_build(struct sb_bpf *out, struct err *e);
+/* The supervisor's own, smaller filter (reference §5.4 "prelude"): the
+ * mount family, bpf, perf_event_open, userfaultfd, module and kexec calls.
+ * PID 1 installs it once the view is built, before forking the agent. */
+int sb_seccomp_build_prelude(struct sb_bpf *out, struct err *e);
 void sb_bpf_fini(struct sb_bpf *b);
 
 /* Install PROG on the calling thread. The caller must have set

@@ -303,6 +303,10 @@ sv_pid1(struct sb_plan *p)
     if (sfd < 0)
         setup_failed("signalfd", strerror(errno));
 
+    /* The view is final: PID 1 gives up mounting, bpf, modules, kexec
+     * (reference prelude). The agent inherits this under its own filter. */
+    if ((rc = sb_seccomp_install(&p->prelude)) < 0)
+        setup_failed("supervisor seccomp prelude", strerror(-rc));
     agent = fork();
     if (agent < 0)
         setup_failed("fork", strerror(errno));

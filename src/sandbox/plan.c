@@ -222,7 +222,8 @@ sb_plan_build(const struct sb_opts *o, char *const *host_env, struct sb_plan *p,
                        strerror(-p->ll_abi)),
                SB_PLAN_CANNOT;
 
-    if ((rc = sb_seccomp_build(&p->bpf, e)) < 0)
+    if ((rc = sb_seccomp_build(&p->bpf, e)) < 0 ||
+        (rc = sb_seccomp_build_prelude(&p->prelude, e)) < 0)
         return SB_PLAN_CANNOT;
     return 0;
 }
@@ -236,6 +237,7 @@ sb_plan_fini(struct sb_plan *p)
     sb_env_free(p->envp);
     free(p->ll_paths);
     sb_bpf_fini(&p->bpf);
+    sb_bpf_fini(&p->prelude);
     memset(p, 0, sizeof(*p));
 }
 
@@ -316,6 +318,8 @@ sb_plan_explain(const struct sb_plan *p, struct buf *out)
     buf_puts(out, "seccomp:    default allow; these fail (last step before execve):\n");
     sb_seccomp_explain(out, "    ");
     buf_puts(out, "            syscalls of other architectures (i386, x32): process killed\n");
+    buf_puts(out, "            (the supervisor itself runs under a smaller filter: mount family, "
+                  "bpf, perf_event_open, userfaultfd, modules, kexec)\n");
     buf_puts(out, "environment:\n");
     for (size_t i = 0; p->envp && p->envp[i]; i++)
         buf_printf(out, "    %s\n", p->envp[i]);

@@ -49,6 +49,9 @@ static const struct sb_sc_rule sb_sc_rules[] = {
     { "process_vm_readv", -1, EPERM, SC_ALWAYS, "no reading another process's memory" },
     { "process_vm_writev", -1, EPERM, SC_ALWAYS, "no writing another process's memory" },
     { "pidfd_getfd", 438, EPERM, SC_ALWAYS, "no stealing file descriptors (the proxy's sockets)" },
+    { "pidfd_open", 434, EPERM, SC_ALWAYS,
+      "as the reference: no process handles (libcs and runtimes fall back to pids)" },
+    { "pidfd_send_signal", 424, EPERM, SC_ALWAYS, "as the reference: signals only by pid" },
     /* Namespaces and mounts: the view the supervisor built is final. */
     { "setns", -1, EPERM, SC_ALWAYS, "no joining other namespaces" },
     { "unshare", -1, EPERM, SC_NS_FLAGS, "no new namespaces (user namespaces are unprivileged)" },
@@ -169,8 +172,47 @@ add_rule(scmp_filter_ctx ctx, const struct sb_sc_rule *r, int nr)
     return -EINVAL;
 }
 
+/* The supervisor's own filter (PID 1, once the view is built): what it never
+ * needs again and an attacker who took it over would want first. setns
+ * stays (the proxy hook may need it); the agent inherits this under its own. */
+static const struct sb_sc_rule sb_sc_prelude[] = {
+    { "mount", -1, EPERM, SC_ALWAYS, "" },
+    { "umount2", -1, EPERM, SC_ALWAYS, "" },
+    { "pivot_root", -1, EPERM, SC_ALWAYS, "" },
+    { "fsopen", 430, EPERM, SC_ALWAYS, "" },
+    { "fsconfig", 431, EPERM, SC_ALWAYS, "" },
+    { "fsmount", 432, EPERM, SC_ALWAYS, "" },
+    { "fspick", 433, EPERM, SC_ALWAYS, "" },
+    { "move_mount", 429, EPERM, SC_ALWAYS, "" },
+    { "open_tree", 428, EPERM, SC_ALWAYS, "" },
+    { "open_tree_attr", 467, EPERM, SC_ALWAYS, "" },
+    { "mount_setattr", 442, EPERM, SC_ALWAYS, "" },
+    { "bpf", -1, EPERM, SC_ALWAYS, "" },
+    { "perf_event_open", -1, EPERM, SC_ALWAYS, "" },
+    { "userfaultfd", -1, EPERM, SC_ALWAYS, "" },
+    { "init_module", -1, EPERM, SC_ALWAYS, "" },
+    { "finit_module", -1, EPERM, SC_ALWAYS, "" },
+    { "delete_module", -1, EPERM, SC_ALWAYS, "" },
+    { "kexec_load", -1, EPERM, SC_ALWAYS, "" },
+    { "kexec_file_load", -1, EPERM, SC_ALWAYS, "" },
+};
+
+static int build(const struct sb_sc_rule *rules, size_t n, struct sb_bpf *out, struct err *e);
+
 int
 sb_seccomp_build(struct sb_bpf *out, struct err *e)
+{
+    return build(sb_sc_rules, sizeof(sb_sc_rules) / sizeof(sb_sc_rules[0]), out, e);
+}
+
+int
+sb_seccomp_build_prelude(struct sb_bpf *out, struct err *e)
+{
+    return build(sb_sc_prelude, sizeof(sb_sc_prelude) / sizeof(sb_sc_prelude[0]), out, e);
+}
+
+static int
+build(const struct sb_sc_rule *rules, size_t n, struct sb_bpf *out, struct err *e)
 {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     size_t cap = 64 * 1024;
@@ -193,8 +235,8 @@ sb_seccomp_build(struct sb_bpf *out, struct err *e)
         seccomp_release(ctx);
         return err_set(e, -rc, "seccomp_attr_set: %s", strerror(-rc));
     }
-    for (size_t i = 0; i < sizeof(sb_sc_rules) / sizeof(sb_sc_rules[0]); i++) {
-        const struct sb_sc_rule *r = &sb_sc_rules[i];
+    for (size_t i = 0; i < n; i++) {
+        const struct sb_sc_rule *r = &rules[i];
         int nr = seccomp_syscall_resolve_name(r->name);
 
         if (nr == __NR_SCMP_ERROR)

@@ -27,7 +27,7 @@ p() { echo "openshell run -- /sandbox/probe $*"; }
 # Blocked syscall families (seccomp): every one fails with EPERM.
 for a in socket-packet socket-raw socket-raw6 socket-vsock socket-bluetooth netlink-diag \
     netlink-netfilter setns unshare-user unshare-net unshare-mnt clone-newuser \
-    execveat-empty ptrace-attach ptrace-traceme process-vm-readv pidfd-getfd io-uring bpf \
+    execveat-empty ptrace-attach ptrace-traceme process-vm-readv pidfd-getfd pidfd-open io-uring bpf \
     userfaultfd perf-event-open init-module finit-module kexec-load keyctl add-key \
     seccomp-filter prctl-seccomp mount-bind umount pivot-root fsopen open-tree move-mount \
     mount-setattr tiocsti setuid0; do
@@ -90,6 +90,8 @@ testing "workdir is /sandbox and cwd" "openshell run -- sh -c 'pwd; ls /sandbox/
 testing "not root, no groups" "$(p ids)" "ids: uid=65534 euid=65534 gid=65534 egid=65534 groups=0"
 testing "no capabilities, no_new_privs, seccomp" "$(p caps)" \
     "caps: CapInh=0000000000000000 CapPrm=0000000000000000 CapEff=0000000000000000 CapBnd=0000000000000000 CapAmb=0000000000000000 NoNewPrivs=1 Seccomp=2"
+testing "two filters: the supervisor's prelude and the agent's" \
+    "openshell run -- grep Seccomp_filters /proc/self/status" "Seccomp_filters:	2"
 cp "$W/probe" "$W/suid-probe"
 chmod 4755 "$W/suid-probe"
 testing "a setuid-root binary gains nothing" "openshell run -- /sandbox/suid-probe ids caps" \

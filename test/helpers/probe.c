@@ -367,7 +367,9 @@ one(const char *a)
     } else if (!strcmp(a, "pidfd-getfd")) {
         long pfd = syscall(434, getpid(), 0);
         report(a, pfd < 0 ? errno : res(syscall(438, pfd, 0, 0)));
-    } else if (!strcmp(a, "io-uring"))
+    } else if (!strcmp(a, "pidfd-open"))
+        report(a, res(syscall(434, getpid(), 0)));
+    else if (!strcmp(a, "io-uring"))
         report(a, res(syscall(425, 1, buf)));
     else if (!strcmp(a, "bpf"))
         report(a, res(syscall(SYS_bpf, 0, buf, 8)));

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -232,6 +233,7 @@ test_seccomp_filter(void)
             fail = __LINE__;                                                                       \
     } while (0)
         EXPECT(syscall(SYS_ptrace, 0, 0, 0, 0), EPERM);
+        EXPECT(syscall(434, getpid(), 0), EPERM);        /* pidfd_open */
         EXPECT(syscall(SYS_unshare, 0x10000000), EPERM); /* CLONE_NEWUSER */
         EXPECT(syscall(SYS_unshare, 0x80), EPERM);       /* CLONE_NEWTIME */
         EXPECT(syscall(435, NULL, 0), ENOSYS);           /* clone3 */
@@ -266,6 +268,33 @@ test_seccomp_filter(void)
     return TAP_PASS;
 }
 
+/* The supervisor's prelude: mounting fails, setns and the rest do not. */
+static int
+test_seccomp_prelude(void)
+{
+    struct sb_bpf bpf;
+    struct err e;
+    int st = 0;
+    pid_t pid;
+
+    CHECK_INT(sb_seccomp_build_prelude(&bpf, &e), 0);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int fail = 0;
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || sb_seccomp_install(&bpf) < 0)
+            _exit(100);
+        EXPECT(syscall(SYS_mount, "none", "/", NULL, 0, NULL), EPERM);
+        EXPECT(syscall(SYS_bpf, 0, NULL, 0), EPERM);
+        EXPECT(syscall(SYS_setns, -1, 0), EBADF);
+        _exit(fail ? fail % 200 + 1 : 0);
+    }
+    CHECK(waitpid(pid, &st, 0) == pid);
+    sb_bpf_fini(&bpf);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    return TAP_PASS;
+}
+
 static int
 test_seccomp_explain(void)
 {
@@ -282,4 +311,4 @@ test_seccomp_explain(void)
 
 TAP_MAIN(TAP_TEST(test_parse_id), TAP_TEST(test_user_lookup), TAP_TEST(test_env),
          TAP_TEST(test_options), TAP_TEST(test_landlock_rights), TAP_TEST(test_seccomp_filter),
-         TAP_TEST(test_seccomp_explain))
+         TAP_TEST(test_seccomp_prelude), TAP_TEST(test_seccomp_explain))
