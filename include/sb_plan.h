@@ -77,7 +77,6 @@ struct sb_plan {
     size_t ll_npaths;
     struct sb_bpf bpf;     /* the agent's filter */
     struct sb_bpf prelude; /* PID 1's own */
-    bool pids_cgroup;      /* set by the supervisor: the sandbox has its own pids cgroup */
 };
 
 int sb_plan_build(const struct sb_opts *o, char *const *host_env, struct sb_plan *p,

@@ -148,9 +148,7 @@ agent_exec(struct sb_plan *p, const struct sb_netns *ns, int ruleset, const char
     /* Nothing inherited but stdio (and the ruleset, closed after use). */
     if ((rc = sb_proc_close_fds(keep, ruleset >= 0 ? 1 : 0)) < 0)
         setup_failed("close inherited fds", strerror(-rc));
-    /* With a pids cgroup of its own the sandbox is bounded already; the
-     * per-uid RLIMIT_NPROC would also count other sandboxes' processes. */
-    if ((rc = sb_proc_rlimits(p->pids_cgroup ? 0 : SB_NPROC_MAX)) < 0)
+    if ((rc = sb_proc_rlimits(SB_NPROC_MAX)) < 0)
         setup_failed("rlimits", strerror(-rc));
     if ((rc = sb_proc_drop_privs(p->uid, p->gid, !p->userns, &step)) < 0)
         setup_failed(step, strerror(-rc));

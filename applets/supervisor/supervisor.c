@@ -19,7 +19,6 @@
 #include "../applets.h"
 #include "log.h"
 #include "policy.h"
-#include "sb_cgroup.h"
 #include "sb_ns.h"
 #include "supervisor.h"
 #include "xfuncs.h"
@@ -172,7 +171,6 @@ supervisor_main(int argc, char **argv)
     struct sb_plan p;
     sigset_t set;
     int sync_pipe[2] = { -1, -1 };
-    char cg_dir[4096], cg_parent[4096];
     pid_t pid;
 
     switch (sv_opts_parse(prog, argc, argv, &o)) {
@@ -201,16 +199,6 @@ supervisor_main(int argc, char **argv)
         sigaddset(&set, fwd[i]);
     sigprocmask(SIG_BLOCK, &set, NULL);
 
-    /* As root, a pids cgroup of its own bounds the sandbox's process count
-     * (RLIMIT_NPROC would count every process of the agent's uid on the
-     * host); entered before the clone so every sandbox process is in it. */
-    if (!p.userns) {
-        struct err e;
-        if (sb_cgroup_enter(SB_NPROC_MAX, cg_dir, cg_parent, sizeof(cg_dir), &e) == 0)
-            p.pids_cgroup = true;
-        else
-            log_debug("no pids cgroup (%s): RLIMIT_NPROC bounds the agent's uid instead", e.msg);
-    }
     if (p.userns && pipe2(sync_pipe, O_CLOEXEC) < 0)
         die_errno("pipe");
     if (p.tty)
@@ -219,8 +207,6 @@ supervisor_main(int argc, char **argv)
     if (pid < 0) {
         errno = -pid;
         restore_tty();
-        if (p.pids_cgroup)
-            sb_cgroup_leave(cg_dir, cg_parent);
         log_error("cannot create the sandbox namespaces: clone: %s%s", strerror(errno),
                   p.userns ? " (are unprivileged user namespaces disabled?)" : "");
         return SB_EXIT_SETUP;
@@ -270,8 +256,6 @@ supervisor_main(int argc, char **argv)
         }
         if (waitpid(pid, &st, WNOHANG) == pid) {
             restore_tty();
-            if (p.pids_cgroup && sb_cgroup_leave(cg_dir, cg_parent) < 0)
-                log_warn("removing cgroup %s", cg_dir);
             sb_plan_fini(&p);
             free(o.env);
             return status_code(st);

@@ -275,9 +275,9 @@ sb_plan_explain(const struct sb_plan *p, struct buf *out)
                (unsigned)p->gid, p->userns ? " (as mapped by the kernel)" : "");
     buf_puts(out, "privileges: all capabilities and the bounding set dropped, no_new_privs, "
                   "core dumps off\n");
-    buf_printf(out, "processes:  at most %d (%s), core dumps off\n", SB_NPROC_MAX,
-               p->userns ? "RLIMIT_NPROC, counted in the user namespace"
-                         : "a pids cgroup of its own, else RLIMIT_NPROC");
+    buf_printf(out, "processes:  at most %d (RLIMIT_NPROC, %s), core dumps off\n", SB_NPROC_MAX,
+               p->userns ? "counted in the sandbox's user namespace"
+                         : "counted per uid: sandboxes of one uid share it");
     if (!p->ll_on) {
         buf_printf(out,
                    "landlock:   NOT ENFORCED: kernel has no Landlock (%s); best_effort runs "
