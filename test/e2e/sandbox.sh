@@ -7,12 +7,18 @@
 PROBE_SRC="$OPENSHELL_BUILD/test/helpers/probe"
 if [ "$(id -u)" != 0 ]; then
     skip "sandbox probes" "needs root (the unprivileged path is sandbox_userns.sh)"
-    done_testing
+    testing "--explain says so honestly when Landlock is missing" \
+    "$W/probe no-landlock openshell run --explain | grep -c '^landlock:   NOT ENFORCED'" "1"
+
+done_testing
     exit
 fi
 if [ ! -x "$PROBE_SRC" ]; then
     skip "sandbox probes" "probe helper not built ($PROBE_SRC)"
-    done_testing
+    testing "--explain says so honestly when Landlock is missing" \
+    "$W/probe no-landlock openshell run --explain | grep -c '^landlock:   NOT ENFORCED'" "1"
+
+done_testing
     exit
 fi
 W="$T/w"
@@ -136,5 +142,8 @@ testing "best_effort without Landlock runs, with one loud warning" \
     "$W/probe no-landlock openshell run -- /sandbox/probe read:/home 2>$T/warn; grep -c 'LANDLOCK NOT ENFORCED' $T/warn" \
     "read:/home: ok
 1"
+
+testing "--explain says so honestly when Landlock is missing" \
+    "$W/probe no-landlock openshell run --explain | grep -c '^landlock:   NOT ENFORCED'" "1"
 
 done_testing
