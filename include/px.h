@@ -36,6 +36,7 @@
 struct loop;
 struct policy;
 struct ca;
+struct px_ident;
 struct px_server;
 
 struct px_opts {
@@ -45,7 +46,14 @@ struct px_opts {
      * strings, like curl's --resolve without the port), borrowed. */
     const char *const *resolve;
     unsigned nresolve;
-    bool identity_off;           /* standalone: no caller identity (binary rules pass) */
+    bool identity_off; /* standalone: no caller identity (binary rules pass) */
+    /* Caller identity (px_ident.h), borrowed; used unless identity_off (then
+     * NULL is allowed). With identity on and IDENT NULL every request is
+     * denied. IDENT_WAIT, if set, is called when the anchor pid is not known
+     * yet (it may wait briefly for the supervisor to announce it). */
+    struct px_ident *ident;
+    void (*ident_wait)(void *arg);
+    void *ident_wait_arg;
     unsigned header_timeout_s;   /* request head read (default 30) */
     unsigned connect_timeout_s;  /* DNS + TCP connect (default 10) */
     unsigned tls_timeout_s;      /* TLS handshakes (default 15) */

@@ -94,16 +94,26 @@ void
 px_log_decision(struct px_conn *c, const char *action, const char *stage, const char *method,
                 const char *path, const char *reason)
 {
-    char port[8], id[24];
+    char port[8], id[24], pid[16] = "";
+    struct buf anc = BUF_INIT;
 
     px_port_str(port, c->port);
     buf_fmt_fixed(id, sizeof(id), "%llu", (unsigned long long)c->id);
+    if (c->have_caller) {
+        buf_fmt_fixed(pid, sizeof(pid), "%d", (int)c->caller.pid);
+        for (size_t i = 0; i < c->caller.nancestors; i++)
+            buf_printf(&anc, "%s%s", i ? "," : "", c->caller.ancestors[i]);
+    }
     log_kv(strcmp(action, "deny") == 0 ? LOG_LVL_WARN : LOG_LVL_INFO, "decision", "conn", id,
-           "action", action, "stage", stage, "peer", c->peer, "binary",
-           c->srv->o.identity_off ? "-" : NULL, "host", c->host[0] ? c->host : NULL, "port",
-           c->port ? port : NULL, "method", method, "path", path, "policy",
+           "action", action, "stage", stage, "peer", c->peer, "pid", pid[0] ? pid : NULL, "binary",
+           c->have_caller           ? c->caller.binary
+           : c->srv->o.identity_off ? "-"
+                                    : NULL,
+           "ancestors", anc.len ? buf_cstr(&anc) : NULL, "host", c->host[0] ? c->host : NULL,
+           "port", c->port ? port : NULL, "method", method, "path", path, "policy",
            c->policy_name[0] ? c->policy_name : NULL, "reason", reason && *reason ? reason : NULL,
            NULL);
+    buf_fini(&anc);
 }
 
 /* Copy the path part of TARGET (no query) for logs. */
@@ -160,6 +170,7 @@ px_conn_free(struct px_conn *c)
     px_exchange_reset(c);
     buf_fini(&c->pending);
     policy_unref(c->pol);
+    px_ident_caller_fini(&c->caller);
     event_free(c->wake);
     event_free(c->timer);
     if (c->prev)
@@ -729,7 +740,6 @@ px_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, i
     char host[INET6_ADDRSTRLEN] = "?";
 
     (void)lev;
-    (void)salen;
     l->failures = 0;
     if (s->nconns >= s->o.max_conns) {
         log_warnx("connection limit (%u) reached: refusing a client", s->o.max_conns);
@@ -740,6 +750,14 @@ px_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, i
     c->srv = s;
     c->id = ++s->next_id;
     buf_init(&c->pending);
+    if ((size_t)salen <= sizeof(c->peer_sa))
+        memcpy(&c->peer_sa, sa, (size_t)salen);
+    {
+        socklen_t ll = sizeof(c->local_sa);
+
+        if (getsockname(fd, (struct sockaddr *)&c->local_sa, &ll) < 0)
+            c->local_sa.ss_family = AF_UNSPEC;
+    }
     if (sa->sa_family == AF_INET) {
         struct sockaddr_in *sin = (struct sockaddr_in *)sa;
 

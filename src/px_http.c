@@ -95,7 +95,7 @@ px_reply_l7_deny(struct px_conn *c, const char *method, const char *path, const 
                  const char *reason)
 {
     struct buf body = BUF_INIT, rule = BUF_INIT, extra = BUF_INIT;
-    const char *binary = "-";
+    const char *binary = c->have_caller ? c->caller.binary : "-";
     int i;
 
     buf_printf(&rule, "%s %s", method, path);
@@ -141,6 +141,49 @@ px_request_init(struct px_conn *c, struct policy_request *pr, enum policy_transp
     /* Standalone: no caller identity; binary rules pass (reference's
      * "relaxed" binary identity). */
     pr->binary_identity_relaxed = c->srv->o.identity_off;
+    if (c->have_caller) {
+        pr->binary = c->caller.binary;
+        pr->ancestors = (const char *const *)c->caller.ancestors;
+        pr->nancestors = c->caller.nancestors;
+    }
+}
+
+/* Who is calling (unless identity is off). Returns true when known; the
+ * denial has been answered otherwise (identity fails closed). */
+static bool
+px_identify(struct px_conn *c, const char *verb)
+{
+    struct px_server *s = c->srv;
+    char detail[600];
+    struct err e;
+    int rc;
+
+    px_ident_caller_fini(&c->caller);
+    c->have_caller = false;
+    if (s->o.identity_off)
+        return true;
+    err_clear(&e);
+    if (!s->o.ident) {
+        rc = err_set(&e, EACCES, "caller identity unavailable");
+    } else {
+        if (!px_ident_anchor(s->o.ident) && s->o.ident_wait)
+            s->o.ident_wait(s->o.ident_wait_arg);
+        rc = px_ident_lookup(s->o.ident, (struct sockaddr *)&c->peer_sa,
+                             (struct sockaddr *)&c->local_sa, &c->caller, &e);
+    }
+    if (rc == 0) {
+        c->have_caller = true;
+        return true;
+    }
+    if (c->tunnel)
+        buf_fmt_fixed(detail, sizeof(detail), "CONNECT %s:%u not permitted by policy", c->host,
+                      c->port);
+    else
+        buf_fmt_fixed(detail, sizeof(detail), "%s %s:%u%s not permitted by policy", verb, c->host,
+                      c->port, c->path);
+    px_log_decision(c, "deny", "identity", verb, c->tunnel ? NULL : c->path, e.msg);
+    px_reply_json(c, 403, "Forbidden", "policy_denied", detail, e.msg);
+    return false;
 }
 
 /* Pin the current generation and decide L4. Returns true on allow (the
@@ -155,6 +198,10 @@ px_decide_l4(struct px_conn *c, const char *method, const char *target)
 
     policy_unref(c->pol);
     c->pol = policy_ref(c->srv->policy);
+    if (!px_identify(c, method)) {
+        free(l4);
+        return false;
+    }
     px_request_init(c, &pr, c->tunnel ? POLICY_TRANSPORT_CONNECT : POLICY_TRANSPORT_FORWARD);
     if (!c->tunnel) {
         pr.method = method;

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "loop.h"
 #include "policy.h"
+#include "px_ident.h"
 #include "tls.h"
 #include "xfuncs.h"
 
@@ -112,6 +113,9 @@ struct px_conn {
     bool dead;
     int fd_peer_port;
     char peer[64];
+    struct sockaddr_storage peer_sa, local_sa; /* the agent's end, ours */
+    bool have_caller;
+    struct px_ident_caller caller; /* identified at each L4 decision */
 
     struct bufferevent *cli;
     struct bufferevent *up;

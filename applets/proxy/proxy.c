@@ -14,8 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #include "../applets.h"
 #include "buf.h"
@@ -24,6 +28,7 @@
 #include "loop.h"
 #include "policy.h"
 #include "px.h"
+#include "px_ident.h"
 #include "tls.h"
 #include "xfuncs.h"
 
@@ -32,10 +37,18 @@ static const char proxy_usage[] =
     "\n"
     "The egress proxy: CONNECT tunnels and plain-HTTP forwarding, every connection and\n"
     "every inspected request decided by the policy's network_policies. Run on its own,\n"
-    "caller identity (which binary connects) is not checked: binary rules pass.\n"
+    "caller identity (which binary connects) is not checked: binary rules pass, unless\n"
+    "--agent-pid or --control-fd names the sandbox's agent.\n"
     "\n"
     "Options:\n"
-    "  -p, --policy FILE         the policy (YAML); SIGHUP reloads it\n"
+    "  -p, --policy FILE         the policy (YAML); edits are picked up at once (inotify),\n"
+    "                            SIGHUP reloads it too\n"
+    "      --on-invalid-policy keep|deny-all  an invalid edit keeps the last good policy\n"
+    "                            (default) or denies every connection until fixed\n"
+    "      --agent-pid PID       caller identity on: PID is the agent's main process, in\n"
+    "                            the network namespace of the listeners (see doc/proxy.md)\n"
+    "      --control-fd N        caller identity on: the supervisor writes \"agent PID\\n\"\n"
+    "                            lines to fd N; its end of file stops the proxy\n"
     "  -l, --listen ADDR:PORT    listen there (repeatable; port 0 picks one)\n"
     "      --listen-fd N         serve listening socket N (repeatable)\n"
     "      --upstream-ca FILE    trust bundle for upstream TLS (default: the system's,\n"
@@ -68,6 +81,9 @@ enum {
     OPT_RESPONSE_TIMEOUT,
     OPT_IDLE_TIMEOUT,
     OPT_MAX_CONNS,
+    OPT_ON_INVALID,
+    OPT_AGENT_PID,
+    OPT_CONTROL_FD,
 };
 
 #define PROXY_MAX_LIST 16
@@ -84,6 +100,9 @@ struct proxy_opts {
     const char *bundle_out;
     int ca_pem_fd;
     const char *port_file;
+    bool deny_all_on_invalid;
+    long agent_pid;
+    int control_fd;
     struct px_opts px;
 };
 
@@ -91,6 +110,19 @@ struct proxy_state {
     struct loop *loop;
     struct px_server *srv;
     const char *policy_path;
+    bool deny_all_on_invalid;
+    struct buf last; /* bytes of the policy in force (an unchanged file is no new generation) */
+    bool invalid;    /* the file in force is invalid (deny-all or last good) */
+    /* live reload */
+    int ino_fd;
+    struct event *ino_ev;
+    struct loop_timer *debounce;
+    char dir[4096];
+    const char *base;
+    /* caller identity */
+    struct px_ident *ident;
+    int control_fd;
+    struct event *ctl_ev;
 };
 
 static unsigned
@@ -151,27 +183,158 @@ proxy_on_stop(int signo, void *arg)
     loop_stop(st->loop);
 }
 
-/* SIGHUP: load the policy again; a bad edit keeps the last good one. */
+/* Load the policy file again. An unchanged file changes nothing; an invalid
+ * one keeps the last good policy or, with --on-invalid-policy deny-all,
+ * installs one that denies every connection. Either way the log says why. */
+static void
+proxy_reload(struct proxy_state *st, const char *why)
+{
+    struct policy_diags d;
+    struct policy *p = NULL;
+    struct buf text = BUF_INIT;
+    struct err e;
+    int rc;
+
+    policy_diags_init(&d);
+    rc = read_file(st->policy_path, POLICY_MAX_BYTES + 1, &text, &e);
+    if (rc == 0 && !st->invalid && text.len == st->last.len &&
+        memcmp(text.data, st->last.data, text.len) == 0) {
+        log_debug("policy %s unchanged (%s)", st->policy_path, why);
+        goto out;
+    }
+    if (rc == 0)
+        rc = policy_load_mem(st->policy_path, text.data, text.len, &p, &d, &e);
+    if (rc < 0) {
+        for (size_t i = 0; i < d.n; i++)
+            log_warnx("%s", d.v[i].text);
+        if (st->deny_all_on_invalid) {
+            struct policy *none = policy_default();
+
+            log_warnx("policy reload (%s) failed, denying every connection until the policy is "
+                      "fixed: %s",
+                      why, e.msg);
+            px_server_set_policy(st->srv, none);
+            policy_unref(none);
+        } else {
+            log_warnx("policy reload (%s) failed, keeping the last good policy: %s", why, e.msg);
+        }
+        st->invalid = true;
+        goto out;
+    }
+    for (size_t i = 0; i < d.n; i++)
+        log_warnx("%s", d.v[i].text);
+    px_server_set_policy(st->srv, p);
+    policy_unref(p);
+    buf_reset(&st->last);
+    buf_append(&st->last, text.data, text.len);
+    st->invalid = false;
+    log_info("policy reloaded from %s (%s)", st->policy_path, why);
+out:
+    buf_fini(&text);
+    policy_diags_fini(&d);
+}
+
+/* SIGHUP: load the policy again. */
 static void
 proxy_on_reload(int signo, void *arg)
 {
-    struct proxy_state *st = arg;
-    struct policy_diags d;
-    struct policy *p = NULL;
-    struct err e;
-
     (void)signo;
-    policy_diags_init(&d);
-    if (policy_load_file(st->policy_path, &p, &d, &e) < 0) {
-        for (size_t i = 0; i < d.n; i++)
-            log_warnx("%s", d.v[i].text);
-        log_warnx("policy reload failed, keeping the last good policy: %s", e.msg);
-    } else {
-        px_server_set_policy(st->srv, p);
-        policy_unref(p);
-        log_info("policy reloaded from %s", st->policy_path);
+    proxy_reload(arg, "SIGHUP");
+}
+
+static void
+proxy_on_debounce(void *arg)
+{
+    proxy_reload(arg, "file changed");
+}
+
+/* Something happened in the policy file's directory: if it concerns the
+ * file, reload once the writes have settled (100 ms without another event;
+ * editors write a temporary file and rename it over the original). */
+static void
+proxy_on_inotify(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy_state *st = arg;
+    char evbuf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    bool hit = false;
+    ssize_t n;
+
+    (void)what;
+    while ((n = read(fd, evbuf, sizeof(evbuf))) > 0) {
+        for (char *p = evbuf; p < evbuf + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)p;
+
+            if (ev->mask & IN_Q_OVERFLOW)
+                hit = true;
+            else if (ev->len && strcmp(ev->name, st->base) == 0)
+                hit = true;
+            p += sizeof(*ev) + ev->len;
+        }
     }
-    policy_diags_fini(&d);
+    if (hit)
+        loop_timer_start(st->debounce, 100, false);
+}
+
+static void
+proxy_watch(struct proxy_state *st)
+{
+    const char *slash = strrchr(st->policy_path, '/');
+
+    if (slash) {
+        size_t n = (size_t)(slash - st->policy_path);
+
+        if (n >= sizeof(st->dir))
+            die("policy path too long: %s", st->policy_path);
+        memcpy(st->dir, st->policy_path, n ? n : 1);
+        st->dir[n ? n : 1] = '\0';
+        st->base = slash + 1;
+    } else {
+        buf_copy_fixed(st->dir, sizeof(st->dir), ".");
+        st->base = st->policy_path;
+    }
+    st->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (st->ino_fd < 0 || inotify_add_watch(st->ino_fd, st->dir,
+                                            IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE |
+                                                IN_MOVED_FROM | IN_ATTRIB) < 0) {
+        log_warn("watching %s for policy edits (SIGHUP still reloads)", st->dir);
+        if (st->ino_fd >= 0)
+            close(st->ino_fd);
+        st->ino_fd = -1;
+        return;
+    }
+    st->debounce = loop_timer_new(st->loop, proxy_on_debounce, st);
+    st->ino_ev =
+        event_new(loop_base(st->loop), st->ino_fd, EV_READ | EV_PERSIST, proxy_on_inotify, st);
+    event_add(st->ino_ev, NULL);
+}
+
+/* The supervisor's control channel: the agent's pid; end of file means
+ * the sandbox is going away. */
+static void
+proxy_on_control(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy_state *st = arg;
+    int rc;
+
+    (void)fd;
+    (void)what;
+    rc = px_ident_read_control(st->ident, st->control_fd, 0);
+    if (rc == -EPIPE || (rc < 0 && rc != -EAGAIN)) {
+        log_info("control channel closed: stopping");
+        event_del(st->ctl_ev);
+        loop_stop(st->loop);
+    }
+}
+
+/* A connection arrived before the supervisor announced the agent (it does
+ * right after the fork, so this is rare and short): wait up to 1 s. */
+static void
+proxy_ident_wait(void *arg)
+{
+    struct proxy_state *st = arg;
+
+    if (st->control_fd >= 0)
+        (void)px_ident_read_control(st->ident, st->control_fd, 1000);
 }
 
 static void
@@ -193,6 +356,9 @@ proxy_parse(int argc, char **argv, struct proxy_opts *o)
         { "response-timeout", required_argument, NULL, OPT_RESPONSE_TIMEOUT },
         { "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
         { "max-conns", required_argument, NULL, OPT_MAX_CONNS },
+        { "on-invalid-policy", required_argument, NULL, OPT_ON_INVALID },
+        { "agent-pid", required_argument, NULL, OPT_AGENT_PID },
+        { "control-fd", required_argument, NULL, OPT_CONTROL_FD },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         APPLET_COMMON_OPTIONS,
@@ -202,6 +368,7 @@ proxy_parse(int argc, char **argv, struct proxy_opts *o)
     int opt;
 
     o->ca_pem_fd = -1;
+    o->control_fd = -1;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "p:l:hV", longopts, NULL)) != -1) {
         if (applet_common_option(prog, opt, optarg))
@@ -244,6 +411,19 @@ proxy_parse(int argc, char **argv, struct proxy_opts *o)
         case OPT_MAX_CONNS:
             o->px.max_conns = proxy_uint(prog, "--max-conns", optarg, 1 << 20);
             break;
+        case OPT_ON_INVALID:
+            if (strcmp(optarg, "keep") == 0)
+                o->deny_all_on_invalid = false;
+            else if (strcmp(optarg, "deny-all") == 0)
+                o->deny_all_on_invalid = true;
+            else
+                applet_usage_error(prog, "--on-invalid-policy: expected keep or deny-all, got '%s'",
+                                   optarg);
+            break;
+        case OPT_AGENT_PID:
+            o->agent_pid = (long)proxy_uint(prog, "--agent-pid", optarg, 1u << 22);
+            break;
+        case OPT_CONTROL_FD: o->control_fd = proxy_fd_arg(prog, "--control-fd", optarg); break;
         case 'h': fputs(proxy_usage, stdout); exit(0);
         case 'V': exit(applet_print_version(prog));
         default: applet_bad_option(prog, argv, optind, optopt);
@@ -273,6 +453,9 @@ proxy_main(int argc, char **argv)
 
     proxy_parse(argc, argv, &o);
     signal(SIGPIPE, SIG_IGN);
+    /* The CA key lives in this process's memory only: no core dumps, no
+     * ptrace or /proc/PID/mem by same-uid processes. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     proxy_raise_nofile();
     policy_diags_init(&d);
     rc = policy_load_file(o.policy, &pol, &d, &e);
@@ -281,10 +464,20 @@ proxy_main(int argc, char **argv)
     policy_diags_fini(&d);
     if (rc < 0)
         die("%s", e.msg);
-    /* Standalone: there is no agent namespace to attribute sockets to. */
-    o.px.identity_off = true;
-    log_warnx("caller identity checks are off (standalone proxy): binary rules are not "
-              "enforced");
+    st.control_fd = o.control_fd;
+    if (o.agent_pid || o.control_fd >= 0) {
+        st.ident = px_ident_new("/proc");
+        if (o.agent_pid)
+            px_ident_set_anchor(st.ident, (pid_t)o.agent_pid);
+        o.px.ident = st.ident;
+        o.px.ident_wait = proxy_ident_wait;
+        o.px.ident_wait_arg = &st;
+    } else {
+        /* Standalone: there is no agent namespace to attribute sockets to. */
+        o.px.identity_off = true;
+        log_warnx("caller identity checks are off (standalone proxy): binary rules are not "
+                  "enforced");
+    }
     ca = ca_new(&e);
     if (!ca)
         die("%s", e.msg);
@@ -308,6 +501,10 @@ proxy_main(int argc, char **argv)
 
     st.loop = loop_new();
     st.policy_path = o.policy;
+    st.deny_all_on_invalid = o.deny_all_on_invalid;
+    buf_init(&st.last);
+    if (read_file(o.policy, POLICY_MAX_BYTES + 1, &st.last, &e) < 0)
+        buf_reset(&st.last);
     st.srv = px_server_new(st.loop, pol, ca, &o.px, &e);
     if (!st.srv)
         die("%s", e.msg);
@@ -328,9 +525,26 @@ proxy_main(int argc, char **argv)
     loop_on_signal(st.loop, SIGTERM, proxy_on_stop, &st);
     loop_on_signal(st.loop, SIGINT, proxy_on_stop, &st);
     loop_on_signal(st.loop, SIGHUP, proxy_on_reload, &st);
+    st.ino_fd = -1;
+    proxy_watch(&st);
+    if (st.control_fd >= 0) {
+        evutil_make_socket_nonblocking(st.control_fd);
+        st.ctl_ev = event_new(loop_base(st.loop), st.control_fd, EV_READ | EV_PERSIST,
+                              proxy_on_control, &st);
+        event_add(st.ctl_ev, NULL);
+    }
     log_info("listening on port %u (policy %s)", px_server_port(st.srv), o.policy);
     rc = loop_run(st.loop);
+    if (st.ctl_ev)
+        event_free(st.ctl_ev);
+    if (st.ino_ev)
+        event_free(st.ino_ev);
+    loop_timer_free(st.debounce);
+    if (st.ino_fd >= 0)
+        close(st.ino_fd);
+    buf_fini(&st.last);
     px_server_free(st.srv);
+    px_ident_free(st.ident);
     ca_free(ca);
     loop_free(st.loop);
     return rc < 0 ? 1 : 0;

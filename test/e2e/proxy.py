@@ -144,6 +144,7 @@ network_policies:
     binaries:
       - path: /usr/bin/curl
 """ % {"up": E.up})
+    shutil.copy(t + "/policy.yaml", t + "/policy.yaml.orig")
     E.proxy_log = t + "/proxy.log"
     E.proxy = subprocess.Popen(
         [BIN, "applet", "openshell-proxy",
@@ -797,6 +798,87 @@ def t_reload():
           "SIGHUP with an invalid policy keeps the last good one", st3)
 
 
+def wait_status(req, want, limit=3.0):
+    """Send REQ until it is answered WANT; returns the seconds it took or None."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        st, _, _ = exchange(req)
+        if st == want:
+            return time.monotonic() - t0
+        time.sleep(0.02)
+    return None
+
+
+def t_inotify():
+    # Edits are picked up without a signal: an editor's rename-replace, then an
+    # in-place invalid edit (last good policy kept), within a second each.
+    pol = E.tmp + "/policy.yaml"
+    with open(E.tmp + "/policy.yaml.orig") as f:
+        text = f.read()
+    req = (b"GET http://api.test:8080/inotify HTTP/1.1\r\nHost: api.test:8080\r\n"
+           b"Connection: close\r\n\r\n")
+    st0, _, _ = exchange(req)
+    with open(pol + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(pol + ".tmp", pol)
+    took = wait_status(req, 200)
+    point(st0 == 403 and took is not None and took < 1.0,
+          "inotify: a rename-replaced policy applies within a second (%s s)"
+          % (took if took is None else "%.2f" % took), (st0, took))
+    before = proxy_log().count("keeping the last good policy")
+    with open(pol, "w") as f:
+        f.write("network_policies: {bad: [")
+    time.sleep(0.6)
+    st1, _, _ = exchange(req)
+    log = proxy_log()
+    point(st1 == 200 and log.count("keeping the last good policy") > before
+          and "file changed" in log,
+          "inotify: an invalid edit keeps the last good policy and says why", st1)
+    with open(pol, "w") as f:
+        f.write(text)
+    # --on-invalid-policy deny-all: a second proxy on its own file.
+    d = E.tmp + "/denyall"
+    os.mkdir(d)
+    with open(d + "/p.yaml", "w") as f:
+        f.write(text)
+    log2 = open(d + "/log", "w")
+    p = subprocess.Popen([BIN, "applet", "openshell-proxy", "--policy", d + "/p.yaml",
+                          "--listen", "127.0.0.1:0", "--port-file", d + "/port",
+                          "--resolve", "api.test:" + E.up, "--on-invalid-policy", "deny-all",
+                          "--log-format", "text"], stdout=subprocess.DEVNULL, stderr=log2)
+    try:
+        for _ in range(100):
+            if os.path.exists(d + "/port") and open(d + "/port").read().strip():
+                break
+            time.sleep(0.05)
+        port = int(open(d + "/port").read())
+
+        def ask():
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(req)
+            r = parse(read_all(s, 5))[0]
+            s.close()
+            return r
+        a = ask()
+        with open(d + "/p.yaml", "w") as f:
+            f.write("version: 1\nnetwork_policies: {x: {endpoints: [{host: a, port: 0}]}}\n")
+        t0 = time.monotonic()
+        b = a
+        while time.monotonic() - t0 < 3 and b == a:
+            time.sleep(0.02)
+            b = ask()
+        took = time.monotonic() - t0
+        with open(d + "/log") as f:
+            l2 = f.read()
+        point(a == 200 and b == 403 and took < 1.0 and "denying every connection" in l2,
+              "--on-invalid-policy deny-all: an invalid edit denies everything (%.2f s)" % took,
+              (a, b, took, l2[-600:]))
+    finally:
+        p.terminate()
+        p.wait(5)
+        log2.close()
+
+
 def t_log_hygiene():
     log = proxy_log()
     leaks = [x for x in ("secret=1", "dXNlcjpzZWNyZXQ=", "user:secret", "page=2", "a=b")
@@ -824,7 +906,8 @@ def main():
         for t in (t_forward_and_deny_bodies, t_dns, t_tunnels, t_inspected, t_bodies, t_websocket, t_websocket_forward,
                   t_keepalive,
                   t_smuggling,
-                  t_oversized, t_fronting, t_ssrf_and_upstream_faults, t_many_idle, t_cli, t_reload, t_log_hygiene):
+                  t_oversized, t_fronting, t_ssrf_and_upstream_faults, t_many_idle, t_cli, t_reload, t_inotify,
+                  t_log_hygiene):
             try:
                 t()
             except Exception as e:  # noqa: BLE001

@@ -1,0 +1,640 @@
+/*
+ * px_ident.c: caller identity for the proxy (see include/px_ident.h).
+ */
+#include "px_ident.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wundef"
+#include <mbedtls/sha256.h>
+#pragma GCC diagnostic pop
+
+#include "buf.h"
+#include "log.h"
+#include "xfuncs.h"
+
+#define PX_IDENT_TABLE_MAX (16u * 1024 * 1024) /* a tcp table larger than this is refused */
+
+/* One pinned binary: the first hash seen for PATH, and the fingerprint of
+ * the image it was last verified on. */
+struct px_pin {
+    char *path;
+    uint8_t sha[32];
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime, ctime;
+};
+
+struct px_ident {
+    char *proc;
+    pid_t anchor;
+    pid_t self;
+    struct px_pin *pins;
+    size_t npins, cap;
+    char ctl[64]; /* partial control line */
+    size_t nctl;
+};
+
+struct px_ident *
+px_ident_new(const char *proc)
+{
+    struct px_ident *id = xcalloc(1, sizeof(*id));
+
+    id->proc = xstrdup(proc ? proc : "/proc");
+    id->self = getpid();
+    return id;
+}
+
+void
+px_ident_free(struct px_ident *id)
+{
+    if (!id)
+        return;
+    for (size_t i = 0; i < id->npins; i++)
+        free(id->pins[i].path);
+    free(id->pins);
+    free(id->proc);
+    free(id);
+}
+
+void
+px_ident_set_anchor(struct px_ident *id, pid_t anchor)
+{
+    id->anchor = anchor;
+}
+
+pid_t
+px_ident_anchor(const struct px_ident *id)
+{
+    return id->anchor;
+}
+
+size_t
+px_ident_pinned(const struct px_ident *id)
+{
+    return id->npins;
+}
+
+/* Take complete "agent PID" lines out of the control buffer. */
+static void
+px_ident_ctl_lines(struct px_ident *id)
+{
+    char *nl;
+
+    while ((nl = memchr(id->ctl, '\n', id->nctl))) {
+        size_t n = (size_t)(nl - id->ctl);
+        char line[64];
+        long v;
+        char *end;
+
+        memcpy(line, id->ctl, n);
+        line[n] = '\0';
+        memmove(id->ctl, nl + 1, id->nctl - n - 1);
+        id->nctl -= n + 1;
+        if (strncmp(line, "agent ", 6) != 0) {
+            log_warnx("control channel: unknown message '%.32s'", line);
+            continue;
+        }
+        errno = 0;
+        v = strtol(line + 6, &end, 10);
+        if (errno || *end || v <= 1 || v > INT_MAX) {
+            log_warnx("control channel: bad agent pid '%.32s'", line + 6);
+            continue;
+        }
+        id->anchor = (pid_t)v;
+        log_debug("caller identity anchored at pid %ld", v);
+    }
+    if (id->nctl == sizeof(id->ctl))
+        id->nctl = 0; /* an overlong line: drop it */
+}
+
+int
+px_ident_read_control(struct px_ident *id, int fd, int timeout_ms)
+{
+    struct pollfd pf = { fd, POLLIN, 0 };
+    ssize_t n;
+
+    if (timeout_ms > 0 && !id->anchor && poll(&pf, 1, timeout_ms) <= 0)
+        return id->anchor ? 1 : 0;
+    for (;;) {
+        pf.revents = 0;
+        if (poll(&pf, 1, 0) <= 0)
+            break;
+        n = read(fd, id->ctl + id->nctl, sizeof(id->ctl) - id->nctl);
+        if (n == 0)
+            return -EPIPE;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            return -errno;
+        }
+        id->nctl += (size_t)n;
+        px_ident_ctl_lines(id);
+    }
+    return id->anchor ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------ parsing */
+
+static int
+px_hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* N hex digits at *P into *V. */
+static int
+px_hex(const char **p, size_t n, uint32_t *v)
+{
+    *v = 0;
+    for (size_t i = 0; i < n; i++) {
+        int h = px_hexval((unsigned char)(*p)[i]);
+
+        if (h < 0)
+            return -EINVAL;
+        *v = *v << 4 | (uint32_t)h;
+    }
+    *p += n;
+    return 0;
+}
+
+/* "0100007F:0CEA" or the 32-digit IPv6 form. The kernel prints each 32-bit
+ * word of the address as the host-order integer of its network-order
+ * bytes, so storing the parsed word back in host order restores them. */
+static int
+px_parse_addr(const char **p, uint8_t out[16], unsigned *port)
+{
+    const char *s = *p;
+    size_t n = strcspn(s, ":");
+    uint32_t w, pv;
+
+    if (n != 8 && n != 32)
+        return -EINVAL;
+    memset(out, 0, 16);
+    if (n == 8) {
+        if (px_hex(&s, 8, &w) < 0)
+            return -EINVAL;
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &w, 4);
+    } else {
+        for (int i = 0; i < 4; i++) {
+            if (px_hex(&s, 8, &w) < 0)
+                return -EINVAL;
+            memcpy(out + 4 * i, &w, 4);
+        }
+    }
+    if (*s++ != ':')
+        return -EINVAL;
+    if (strspn(s, "0123456789ABCDEFabcdef") != 4 || px_hex(&s, 4, &pv) < 0)
+        return -EINVAL;
+    *port = pv;
+    *p = s;
+    return 0;
+}
+
+int
+px_ident_parse_tcp_line(const char *line, struct px_ident_tcp *out)
+{
+    const char *p = line;
+    uint32_t st;
+    char *end;
+
+    memset(out, 0, sizeof(*out));
+    p += strspn(p, " ");
+    /* "sl:" */
+    if (!isdigit((unsigned char)*p))
+        return -EINVAL;
+    p += strspn(p, "0123456789");
+    if (*p++ != ':')
+        return -EINVAL;
+    p += strspn(p, " ");
+    if (px_parse_addr(&p, out->laddr, &out->lport) < 0 || *p++ != ' ')
+        return -EINVAL;
+    if (px_parse_addr(&p, out->raddr, &out->rport) < 0 || *p++ != ' ')
+        return -EINVAL;
+    if (strspn(p, "0123456789ABCDEFabcdef") != 2 || px_hex(&p, 2, &st) < 0)
+        return -EINVAL;
+    out->state = st;
+    /* tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode */
+    for (int field = 0; field < 5; field++) {
+        p += strspn(p, " ");
+        if (!*p)
+            return -EINVAL;
+        p += strcspn(p, " ");
+    }
+    p += strspn(p, " ");
+    if (!isdigit((unsigned char)*p))
+        return -EINVAL;
+    errno = 0;
+    out->inode = strtoul(p, &end, 10);
+    if (errno || (*end && *end != ' ' && *end != '\n'))
+        return -EINVAL;
+    return 0;
+}
+
+/* SA as 16 bytes (IPv4 mapped) and a port. */
+static int
+px_sa_norm(const struct sockaddr *sa, uint8_t out[16], unsigned *port)
+{
+    memset(out, 0, 16);
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &sin->sin_addr, 4);
+        *port = ntohs(sin->sin_port);
+        return 0;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+
+        memcpy(out, &sin6->sin6_addr, 16);
+        *port = ntohs(sin6->sin6_port);
+        return 0;
+    }
+    return -EAFNOSUPPORT;
+}
+
+unsigned long
+px_ident_find_inode(const char *text, const struct sockaddr *peer, const struct sockaddr *local)
+{
+    uint8_t pa[16], la[16];
+    unsigned pp, lp;
+    const char *line = text;
+
+    if (px_sa_norm(peer, pa, &pp) < 0 || px_sa_norm(local, la, &lp) < 0)
+        return 0;
+    /* The first line is the header. */
+    line = strchr(line, '\n');
+    while (line && *++line) {
+        struct px_ident_tcp t;
+
+        /* ESTABLISHED, or a client that already half-closed (FIN_WAIT1/2). */
+        if (px_ident_parse_tcp_line(line, &t) == 0 &&
+            (t.state == 1 || t.state == 4 || t.state == 5) && t.inode && t.lport == pp &&
+            t.rport == lp && memcmp(t.laddr, pa, 16) == 0 && memcmp(t.raddr, la, 16) == 0)
+            return t.inode;
+        line = strchr(line, '\n');
+    }
+    return 0;
+}
+
+int
+px_ident_parse_ppid(const char *status, pid_t *ppid)
+{
+    const char *p = strstr(status, "\nPPid:");
+    char *end;
+    long v;
+
+    if (!p)
+        return -EINVAL;
+    p += 6;
+    p += strspn(p, " \t");
+    errno = 0;
+    v = strtol(p, &end, 10);
+    if (errno || end == p || (*end && *end != '\n') || v < 0 || v > INT_MAX)
+        return -EINVAL;
+    *ppid = (pid_t)v;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ /proc */
+
+static int
+px_proc_read(const struct px_ident *id, pid_t pid, const char *what, size_t max, struct buf *out)
+{
+    char path[PATH_MAX];
+    struct err e;
+
+    buf_reset(out);
+    if (pid)
+        buf_fmt_fixed(path, sizeof(path), "%s/%d/%s", id->proc, (int)pid, what);
+    else
+        buf_fmt_fixed(path, sizeof(path), "%s/%s", id->proc, what);
+    return read_file(path, max, out, &e);
+}
+
+/* Pids holding socket:[INODE]; returns how many (at most MAX) or -errno. */
+static int
+px_owners(const struct px_ident *id, unsigned long inode, pid_t *owners, int max)
+{
+    char want[48], path[PATH_MAX], link[64];
+    DIR *d = opendir(id->proc);
+    struct dirent *de;
+    unsigned npids = 0, nfds = 0;
+    int n = 0;
+    size_t wl;
+
+    if (!d)
+        return -errno;
+    buf_fmt_fixed(want, sizeof(want), "socket:[%lu]", inode);
+    wl = strlen(want);
+    while ((de = readdir(d)) && n < max) {
+        DIR *fd_dir;
+        struct dirent *fe;
+        int dfd;
+        pid_t pid;
+
+        if (!isdigit((unsigned char)de->d_name[0]))
+            continue;
+        pid = (pid_t)atoi(de->d_name);
+        /* The proxy itself holds only the accepted end (another inode). */
+        if (pid <= 0 || pid == id->self)
+            continue;
+        if (++npids > PX_IDENT_MAX_PIDS)
+            break;
+        buf_fmt_fixed(path, sizeof(path), "%s/%s/fd", id->proc, de->d_name);
+        dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+            continue; /* gone, or not ours to read */
+        fd_dir = fdopendir(dfd);
+        if (!fd_dir) {
+            close(dfd);
+            continue;
+        }
+        while ((fe = readdir(fd_dir))) {
+            ssize_t l;
+
+            if (fe->d_name[0] == '.')
+                continue;
+            if (++nfds > PX_IDENT_MAX_FDS)
+                break;
+            l = readlinkat(dirfd(fd_dir), fe->d_name, link, sizeof(link) - 1);
+            if (l != (ssize_t)wl || memcmp(link, want, wl) != 0)
+                continue;
+            owners[n++] = pid;
+            break;
+        }
+        closedir(fd_dir);
+        if (nfds > PX_IDENT_MAX_FDS)
+            break;
+    }
+    closedir(d);
+    return n;
+}
+
+/* readlink PROC/PID/exe into a new string (NULL if unreadable). A " (deleted)"
+ * suffix the kernel adds for unlinked files is dropped when no file has that
+ * literal name. */
+static char *
+px_exe_path(const struct px_ident *id, pid_t pid)
+{
+    char path[PATH_MAX], target[PATH_MAX];
+    static const char deleted[] = " (deleted)";
+    ssize_t n;
+    size_t dl = sizeof(deleted) - 1;
+    struct stat st;
+
+    buf_fmt_fixed(path, sizeof(path), "%s/%d/exe", id->proc, (int)pid);
+    n = readlink(path, target, sizeof(target) - 1);
+    if (n <= 0)
+        return NULL;
+    target[n] = '\0';
+    if ((size_t)n > dl && strcmp(target + n - dl, deleted) == 0 && lstat(target, &st) < 0)
+        target[n - dl] = '\0';
+    return xstrdup(target);
+}
+
+static void
+px_hex_str(const uint8_t *b, size_t n, char *out)
+{
+    static const char hx[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hx[b[i] >> 4];
+        out[2 * i + 1] = hx[b[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int
+px_sha256_fd(int fd, uint8_t out[32])
+{
+    mbedtls_sha256_context ctx;
+    uint8_t *chunk = xmalloc(64 * 1024);
+    ssize_t n;
+    int rc = 0;
+
+    mbedtls_sha256_init(&ctx);
+    mbedtls_sha256_starts(&ctx, 0);
+    while ((n = read(fd, chunk, 64 * 1024)) != 0) {
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            break;
+        }
+        mbedtls_sha256_update(&ctx, chunk, (size_t)n);
+    }
+    if (rc == 0)
+        mbedtls_sha256_finish(&ctx, out);
+    mbedtls_sha256_free(&ctx);
+    free(chunk);
+    return rc;
+}
+
+static bool
+px_ts_eq(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+/* Trust on first use for PATH, the image of PID. Returns 0, or -EACCES with
+ * E set. */
+static int
+px_verify(struct px_ident *id, pid_t pid, const char *path, struct err *e)
+{
+    char exe[PATH_MAX], was[65], now[65];
+    struct px_pin *pin = NULL;
+    uint8_t sha[32];
+    struct stat st;
+    int fd, rc;
+
+    for (size_t i = 0; i < id->npins; i++)
+        if (strcmp(id->pins[i].path, path) == 0)
+            pin = &id->pins[i];
+    buf_fmt_fixed(exe, sizeof(exe), "%s/%d/exe", id->proc, (int)pid);
+    /* The live image, even if PATH now names another file. */
+    fd = open(exe, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        rc = errno;
+        if (fd >= 0)
+            close(fd);
+        return err_set(e, EACCES, "cannot verify binary '%s' (pid %d): %s", path, (int)pid,
+                       strerror(rc));
+    }
+    if (pin && pin->dev == st.st_dev && pin->ino == st.st_ino && pin->size == st.st_size &&
+        px_ts_eq(&pin->mtime, &st.st_mtim) && px_ts_eq(&pin->ctime, &st.st_ctim)) {
+        close(fd);
+        return 0;
+    }
+    rc = px_sha256_fd(fd, sha);
+    close(fd);
+    if (rc < 0)
+        return err_set(e, EACCES, "cannot hash binary '%s' (pid %d): %s", path, (int)pid,
+                       strerror(-rc));
+    if (!pin) {
+        if (id->npins == id->cap) {
+            id->cap = id->cap ? id->cap * 2 : 16;
+            id->pins = xrealloc(id->pins, id->cap * sizeof(*id->pins));
+        }
+        pin = &id->pins[id->npins++];
+        memset(pin, 0, sizeof(*pin));
+        pin->path = xstrdup(path);
+        memcpy(pin->sha, sha, 32);
+        px_hex_str(sha, 32, now);
+        log_debug("pinned binary %s sha256 %s", path, now);
+    } else if (memcmp(pin->sha, sha, 32) != 0) {
+        px_hex_str(pin->sha, 32, was);
+        px_hex_str(sha, 32, now);
+        /* The fingerprint stays the old one: every later use re-checks. */
+        return err_set(e, EACCES,
+                       "Binary integrity violation: '%s' changed since its first use in this "
+                       "sandbox (sha256 %.16s..., now %.16s...)",
+                       path, was, now);
+    }
+    pin->dev = st.st_dev;
+    pin->ino = st.st_ino;
+    pin->size = st.st_size;
+    pin->mtime = st.st_mtim;
+    pin->ctime = st.st_ctim;
+    return 0;
+}
+
+void
+px_ident_caller_fini(struct px_ident_caller *c)
+{
+    if (!c)
+        return;
+    free(c->binary);
+    for (size_t i = 0; i < c->nancestors; i++)
+        free(c->ancestors[i]);
+    memset(c, 0, sizeof(*c));
+}
+
+/* Binary and ancestors of PID into OUT, each verified. */
+static int
+px_describe(struct px_ident *id, pid_t pid, struct px_ident_caller *out, struct buf *tmp,
+            struct err *e)
+{
+    pid_t cur = pid, ppid;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    out->pid = pid;
+    out->binary = px_exe_path(id, pid);
+    if (!out->binary)
+        return err_set(e, EACCES, "cannot read the executable of pid %d", (int)pid);
+    if ((rc = px_verify(id, pid, out->binary, e)) < 0)
+        return rc;
+    while (cur != id->anchor && out->nancestors < PX_IDENT_MAX_ANCESTORS) {
+        char *exe;
+
+        if (px_proc_read(id, cur, "status", 64 * 1024, tmp) < 0 ||
+            px_ident_parse_ppid(buf_cstr(tmp), &ppid) < 0)
+            return err_set(e, EACCES, "cannot read the parent of pid %d", (int)cur);
+        /* 0: outside our pid namespace; 1: the supervisor, never trusted as
+         * an ancestor. */
+        if (ppid <= 1 || (ppid == id->self && ppid != id->anchor))
+            break;
+        exe = px_exe_path(id, ppid);
+        if (!exe)
+            return err_set(e, EACCES, "cannot read the executable of pid %d", (int)ppid);
+        out->ancestors[out->nancestors++] = exe;
+        if ((rc = px_verify(id, ppid, exe, e)) < 0)
+            return rc;
+        cur = ppid;
+    }
+    return 0;
+}
+
+static bool
+px_same_caller(const struct px_ident_caller *a, const struct px_ident_caller *b)
+{
+    if (strcmp(a->binary, b->binary) != 0 || a->nancestors != b->nancestors)
+        return false;
+    for (size_t i = 0; i < a->nancestors; i++)
+        if (strcmp(a->ancestors[i], b->ancestors[i]) != 0)
+            return false;
+    return true;
+}
+
+int
+px_ident_lookup(struct px_ident *id, const struct sockaddr *peer, const struct sockaddr *local,
+                struct px_ident_caller *out, struct err *e)
+{
+    struct buf tab = BUF_INIT;
+    pid_t owners[PX_IDENT_MAX_OWNERS];
+    unsigned long inode = 0;
+    int n, rc = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (!id->anchor)
+        return err_set(e, EACCES, "entrypoint process not yet spawned");
+    /* Through the anchor: its netns's tables (where our listener lives). */
+    if (px_proc_read(id, id->anchor, "net/tcp", PX_IDENT_TABLE_MAX, &tab) == 0)
+        inode = px_ident_find_inode(buf_cstr(&tab), peer, local);
+    if (!inode && px_proc_read(id, id->anchor, "net/tcp6", PX_IDENT_TABLE_MAX, &tab) == 0)
+        inode = px_ident_find_inode(buf_cstr(&tab), peer, local);
+    if (!inode) {
+        rc = err_set(e, EACCES,
+                     "the connection's socket is not in the sandbox's network "
+                     "namespace (agent pid %d gone?)",
+                     (int)id->anchor);
+        goto out;
+    }
+    n = px_owners(id, inode, owners, PX_IDENT_MAX_OWNERS);
+    if (n <= 0) {
+        rc = err_set(e, EACCES, "no process holds the connection (socket inode %lu)", inode);
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        struct px_ident_caller c;
+
+        if ((rc = px_describe(id, owners[i], &c, &tab, e)) < 0) {
+            px_ident_caller_fini(&c);
+            px_ident_caller_fini(out);
+            goto out;
+        }
+        if (i == 0) {
+            *out = c;
+            continue;
+        }
+        if (!px_same_caller(out, &c)) {
+            rc = err_set(e, EACCES,
+                         "ambiguous shared socket ownership: pid %d ('%s') and pid %d ('%s') hold "
+                         "the connection",
+                         (int)out->pid, out->binary, (int)c.pid, c.binary);
+            px_ident_caller_fini(&c);
+            px_ident_caller_fini(out);
+            goto out;
+        }
+        if (c.pid < out->pid)
+            out->pid = c.pid;
+        px_ident_caller_fini(&c);
+    }
+out:
+    buf_fini(&tab);
+    return rc;
+}
