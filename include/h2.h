@@ -119,6 +119,13 @@ typedef void (*h2_handler_fn)(struct h2_stream *st, struct h2_req *req, void *ar
 typedef void (*h2_conn_close_fn)(struct h2_conn *c, void *arg);
 
 #define H2_ROUTE_STREAMING 0x1
+/* Skip the server's authorization hook (health probes). */
+#define H2_ROUTE_PUBLIC 0x2
+
+/* Authorization hook: called when a request's headers are complete, before
+ * any body is buffered, for every route not marked H2_ROUTE_PUBLIC. Returns
+ * true to let it through; false after responding (e.g. 401) itself. */
+typedef bool (*h2_auth_fn)(struct h2_stream *st, void *arg);
 
 /* ------------------------------------------------------------------ router */
 
@@ -156,6 +163,9 @@ struct h2_server_stats {
     unsigned long long protocol_errors; /* connections dropped on a framing error */
 };
 void h2_server_get_stats(const struct h2_server *s, struct h2_server_stats *out);
+
+/* Install the authorization hook (NULL: none). */
+void h2_server_set_auth(struct h2_server *s, h2_auth_fn fn, void *arg);
 
 /* Called whenever a connection of S is freed (e.g. to finish a shutdown). */
 void h2_server_set_conn_close_cb(struct h2_server *s, h2_conn_close_fn fn, void *arg);

@@ -104,6 +104,8 @@ struct h2_server {
     bool shutting_down;
     h2_conn_close_fn close_fn;
     void *close_arg;
+    h2_auth_fn auth_fn;
+    void *auth_arg;
 };
 
 static void conn_kick(struct h2_conn *c);
@@ -672,6 +674,12 @@ stream_route(struct h2_stream *st)
         return;
     }
     buf_fini(&allow);
+    /* Authorize before buffering anything a caller sends. */
+    if (!(st->route->flags & H2_ROUTE_PUBLIC) && st->conn->srv->auth_fn &&
+        !st->conn->srv->auth_fn(st, st->conn->srv->auth_arg)) {
+        st->rejected = true;
+        return;
+    }
     cl = h2_stream_header(st, "content-length");
     if (cl && !(st->route->flags & H2_ROUTE_STREAMING) &&
         strtoull(cl, NULL, 10) > st->conn->lim.max_body) {
@@ -1157,6 +1165,13 @@ size_t
 h2_server_conn_count(const struct h2_server *s)
 {
     return s->nconns;
+}
+
+void
+h2_server_set_auth(struct h2_server *s, h2_auth_fn fn, void *arg)
+{
+    s->auth_fn = fn;
+    s->auth_arg = arg;
 }
 
 void

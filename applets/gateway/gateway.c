@@ -105,6 +105,14 @@ gw_authorized(struct gw *gw, struct h2_stream *st)
     return false;
 }
 
+/* The h2 server's hook: authorize on the headers, before any body is read
+ * (handlers check again). */
+static bool
+auth_hook(struct h2_stream *st, void *arg)
+{
+    return gw_authorized(arg, st);
+}
+
 /* ------------------------------------------------------------------ health, info */
 
 static void
@@ -583,9 +591,9 @@ gateway_main(int argc, char **argv)
     gw.loop = loop_new();
     gw.started_ms = loop_now_ms(gw.loop);
     gw.router = h2_router_new();
-    h2_router_add(gw.router, "GET", "/healthz", 0, h_healthz, &gw);
-    h2_router_add(gw.router, "GET", "/readyz", 0, h_readyz, &gw);
-    h2_router_add(gw.router, "GET", "/v1/health", 0, h_health, &gw);
+    h2_router_add(gw.router, "GET", "/healthz", H2_ROUTE_PUBLIC, h_healthz, &gw);
+    h2_router_add(gw.router, "GET", "/readyz", H2_ROUTE_PUBLIC, h_readyz, &gw);
+    h2_router_add(gw.router, "GET", "/v1/health", H2_ROUTE_PUBLIC, h_health, &gw);
     h2_router_add(gw.router, "GET", "/v1/gateway", 0, h_gateway, &gw);
     h2_router_add(gw.router, "GET", "/metrics", 0, h_metrics, &gw);
     gw_sandbox_routes(&gw);
@@ -593,6 +601,7 @@ gateway_main(int argc, char **argv)
     limits.idle_timeout_ms = (uint32_t)o.idle_timeout_s * 1000;
     gw.srv = h2_server_new(loop_base(gw.loop), gw.router, &limits);
     h2_server_set_conn_close_cb(gw.srv, conn_closed, &gw);
+    h2_server_set_auth(gw.srv, auth_hook, &gw);
     gw.stop_timer = loop_timer_new(gw.loop, stop_now, &gw);
 
     /* Anyone may connect; SO_PEERCRED decides what they get (401 for

@@ -449,10 +449,14 @@ def main():
                      "unauthenticated")
         expect_error("another uid gets 401 on /metrics", curl("GET", "/metrics", user=65534), 401,
                      "unauthenticated")
+        expect_error("another uid's upload is refused with 401 before its body is read",
+                     curl("POST", SB, '{"name":"intruder","annotations":{"a":"' + "z" * 500000 +
+                          '"}}', user=65534), 401, "unauthenticated")
+        tap(curl("GET", SB + "/intruder")[0] == 404, "nothing was created for the other uid")
         r = curl("GET", "/healthz", user=65534)
         tap(r[0] == 200, "another uid may still probe /healthz", r)
     else:
-        for i in range(4):
+        for i in range(6):
             tap(True, "peer credential check # SKIP needs root and setpriv")
 
     # --- graceful shutdown with an open watch, then restart

@@ -683,6 +683,66 @@ test_idle_timeout(void)
     return TAP_PASS;
 }
 
+static int handler_calls;
+
+static bool
+deny_uploads(struct h2_stream *st, void *arg)
+{
+    (void)arg;
+    if (h2_stream_header(st, "x-user"))
+        return true;
+    h2_stream_error(st, 401, "unauthenticated", "who are you");
+    return false;
+}
+
+static void
+h_count(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    (void)req;
+    (void)arg;
+    handler_calls++;
+    h2_stream_respond(st, 200, NULL, NULL, 0, "ok", 2);
+}
+
+/* The authorization hook runs on the headers: a refused caller's body is
+ * never buffered and its handler never runs; public routes skip it. */
+static int
+test_auth_hook(void)
+{
+    struct fixture fx;
+    struct h2_limits lim = { .max_body = 64 * 1024 * 1024 };
+    struct buf resp = BUF_INIT;
+    struct err e;
+    size_t big = 8 * 1024 * 1024;
+    char *body = xcalloc(1, big);
+    int status;
+
+    CHECK_INT(fx_init(&fx, &lim), 0);
+    h2_router_add(fx.router, "POST", "/v1/upload", 0, h_count, NULL);
+    h2_router_add(fx.router, "GET", "/v1/public", H2_ROUTE_PUBLIC, h_count, NULL);
+    h2_server_set_auth(fx.srv, deny_uploads, NULL);
+    handler_calls = 0;
+    h2_client_call(fx.cli, "POST", "/v1/upload", NULL, 0, body, big, &status, &resp, 65536, &e);
+    CHECK_INT(status, 401);
+    CHECK_INT(handler_calls, 0);
+    buf_reset(&resp);
+    CHECK_INT(h2_client_call(fx.cli, "POST", "/v1/upload", &(struct h2_header){ "x-user", "me" }, 1,
+                             "x", 1, &status, &resp, 65536, &e),
+              0);
+    CHECK_INT(status, 200);
+    CHECK_INT(handler_calls, 1);
+    buf_reset(&resp);
+    CHECK_INT(
+        h2_client_call(fx.cli, "GET", "/v1/public", NULL, 0, NULL, 0, &status, &resp, 65536, &e),
+        0);
+    CHECK_INT(status, 200);
+    CHECK_INT(handler_calls, 2);
+    free(body);
+    buf_fini(&resp);
+    fx_fini(&fx);
+    return TAP_PASS;
+}
+
 static int
 test_frames_codec(void)
 {
@@ -733,4 +793,4 @@ test_query_decode(void)
 TAP_MAIN(TAP_TEST(test_unary_routes), TAP_TEST(test_body_limit), TAP_TEST(test_ndjson_slow_reader),
          TAP_TEST(test_bidi_frames), TAP_TEST(test_max_streams_and_shutdown),
          TAP_TEST(test_peer_gone), TAP_TEST(test_over_tls), TAP_TEST(test_idle_timeout),
-         TAP_TEST(test_frames_codec), TAP_TEST(test_query_decode))
+         TAP_TEST(test_auth_hook), TAP_TEST(test_frames_codec), TAP_TEST(test_query_decode))
