@@ -264,8 +264,11 @@ store_open(const char *dir, const struct store_opts *o, struct store **out, stru
     {
         sqlite3_stmt *st = NULL;
 
-        if ((rc = sq_prepare(s, "PRAGMA journal_mode=WAL", &st, e)) < 0)
+        rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+        if (rc != SQLITE_OK) {
+            rc = sq_fail(s, e, rc, "reading the database");
             goto fail_ctx;
+        }
         rc = sqlite3_step(st);
         if (rc != SQLITE_ROW) {
             rc = sq_fail(s, e, rc, "enabling WAL");
