@@ -19,14 +19,14 @@
  * before dropping privileges. Nothing else is in that namespace: no route
  * leaves it.
  *
- * Proxy hook (issue 5 fills it in): sb_netns_proxy_hook() runs on that
- * thread, inside the agent namespace, after loopback is up and before the
- * agent exists. Sockets it creates belong to the agent namespace for their
- * whole life, wherever their fds go: it is the place to create the proxy's
- * listeners on 127.0.0.1:3128 and [::1]:3128 and store them in
- * `struct sb_netns.listen_fds`, so that a proxy process running in the outer
- * namespace can accept the agent's connections through them. Today it only
- * records that no listener exists.
+ * Proxy hook: sb_netns_proxy_hook() runs on that thread, inside the agent
+ * namespace, after loopback is up and before the agent exists. When
+ * `proxy` is set it creates the proxy's listeners on 127.0.0.1:3128 and
+ * [::1]:3128 (px_spawn_listen) into `listen_fds`: sockets created there
+ * belong to the agent namespace for their whole life, wherever their fds
+ * go, so the proxy process running in the outer namespace accepts the
+ * agent's connections through them. Without `proxy` there is no listener
+ * (a connection to 3128 is refused at once).
  */
 #include <pthread.h>
 #include <sched.h>
@@ -41,6 +41,7 @@ struct sb_netns {
     int fd;                                 /* the agent netns (O_CLOEXEC), -1 if none */
     int listen_fds[SB_NETNS_MAX_LISTENERS]; /* created by the hook inside the netns */
     int nlisten;
+    bool proxy; /* set before sb_netns_begin: create the proxy's listeners */
     /* private: the creating thread */
     pthread_t thread;
     bool running;

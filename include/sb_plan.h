@@ -32,6 +32,7 @@ struct policy_diags;
 #define SB_NPROC_MAX 1024   /* RLIMIT_NPROC of the agent */
 #define SB_KILL_GRACE_MS 1000
 
+#define SB_MAX_PROXY_ARGS 64
 #define SB_PLAN_BAD_INPUT (-1000)
 #define SB_PLAN_CANNOT (-1001)
 
@@ -47,6 +48,10 @@ struct sb_opts {
     bool explain;        /* --explain: print the plan, run nothing */
     const char *name;    /* --name (hostname), default "openshell" */
     char **argv;         /* the command (borrowed), NULL-terminated */
+    /* --proxy-arg: extra arguments for the sandbox's openshell-proxy (tests:
+     * --resolve HOST:ADDR, --upstream-ca FILE), borrowed */
+    const char *proxy_args[SB_MAX_PROXY_ARGS];
+    size_t nproxy_args;
 };
 
 /* Parse "--timeout" text: seconds, decimals allowed ("1.5"). Returns 0 or
@@ -64,6 +69,11 @@ struct sb_plan {
     uint64_t timeout_ms;
     char **argv; /* borrowed from the options */
     char **envp; /* owned */
+    /* Egress proxy: started when the policy file has network_policies. */
+    bool proxy;
+    const char *policy_path; /* --policy FILE as given (borrowed), or NULL */
+    const char *const *proxy_args;
+    size_t nproxy_args;
     uid_t uid;
     gid_t gid;
     char user[64]; /* the agent's name in ROOT/etc/passwd, or "" */

@@ -1004,9 +1004,12 @@ px_server_new(struct loop *loop, struct policy *policy, struct ca *ca, const str
             return NULL;
         }
     }
-    s->upstream = tls_client_ctx_new(o->upstream_ca, NULL, TLS_VERSION_ANY, e);
-    if (!s->upstream) {
-        err_wrap(e, "upstream TLS");
+    /* The trust store is parsed when the first upstream TLS session needs
+     * it (a few milliseconds for the system's): a sandbox whose agent
+     * never speaks TLS does not pay for it, and its start is not slowed. A
+     * missing file is still an error now. */
+    if (o->upstream_ca && access(o->upstream_ca, R_OK) < 0) {
+        err_errno(e, "upstream TLS: trust bundle %s", o->upstream_ca);
         px_server_free(s);
         return NULL;
     }
@@ -1028,6 +1031,17 @@ px_server_new(struct loop *loop, struct policy *policy, struct ca *ca, const str
     evdns_base_set_option(s->dns, "timeout:", "3");
     evdns_base_set_option(s->dns, "attempts:", "2");
     return s;
+}
+
+struct tls_client_ctx *
+px_upstream_ctx(struct px_server *s, struct err *e)
+{
+    if (!s->upstream) {
+        s->upstream = tls_client_ctx_new(s->o.upstream_ca, NULL, TLS_VERSION_ANY, e);
+        if (!s->upstream)
+            err_wrap(e, "upstream TLS");
+    }
+    return s->upstream;
 }
 
 void

@@ -765,6 +765,11 @@ px_sniff(struct px_conn *c)
     }
     /* Terminate: a leaf for the CONNECT host (not the client's SNI), and a
      * verified session to the upstream for the same name. */
+    if (!px_upstream_ctx(c->srv, &e)) {
+        px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
+        px_conn_kill(c);
+        return;
+    }
     c->leaf = ca_leaf_get(c->srv->ca, c->host, &e);
     if (!c->leaf) {
         px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
@@ -784,7 +789,7 @@ px_sniff(struct px_conn *c)
         return;
     }
     bufferevent_setcb(c->cli, px_cli_read, px_cli_write, px_cli_event, c);
-    c->up = tls_wrap_client(c->up, c->srv->upstream, c->host, &c->up_tls, &e);
+    c->up = tls_wrap_client(c->up, px_upstream_ctx(c->srv, &e), c->host, &c->up_tls, &e);
     if (!c->up) {
         px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
         px_conn_kill(c);

@@ -185,6 +185,8 @@ void px_log_decision(struct px_conn *c, const char *action, const char *stage, c
                      const char *path, const char *reason);
 void px_log_path(char *out, size_t size, const char *target);
 uint64_t px_now(struct px_conn *c);
+/* The upstream trust store, loaded on first use (NULL with E set). */
+struct tls_client_ctx *px_upstream_ctx(struct px_server *s, struct err *e);
 void px_resolve(struct px_conn *c);
 void px_timer(struct px_conn *c, unsigned secs);
 void px_touch(struct px_conn *c);

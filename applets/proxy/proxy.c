@@ -117,6 +117,7 @@ struct proxy_state {
     int ino_fd;
     struct event *ino_ev;
     struct loop_timer *debounce;
+    struct loop_timer *arm;
     char dir[4096];
     const char *base;
     /* caller identity */
@@ -306,6 +307,15 @@ proxy_watch(struct proxy_state *st)
     st->ino_ev =
         event_new(loop_base(st->loop), st->ino_fd, EV_READ | EV_PERSIST, proxy_on_inotify, st);
     event_add(st->ino_ev, NULL);
+}
+
+static void
+proxy_on_arm(void *arg)
+{
+    struct proxy_state *st = arg;
+
+    proxy_watch(st);
+    proxy_reload(st, "file changed");
 }
 
 /* The supervisor's control channel: the agent's pid; end of file means
@@ -526,7 +536,12 @@ proxy_main(int argc, char **argv)
     loop_on_signal(st.loop, SIGINT, proxy_on_stop, &st);
     loop_on_signal(st.loop, SIGHUP, proxy_on_reload, &st);
     st.ino_fd = -1;
-    proxy_watch(&st);
+    /* The watch is armed after 100 ms: releasing an inotify instance waits
+     * for an SRCU grace period (about 10 ms here), which a sandbox that only
+     * lives a few milliseconds would pay at exit. Arming checks the file
+     * once, so an edit made before then is not missed. */
+    st.arm = loop_timer_new(st.loop, proxy_on_arm, &st);
+    loop_timer_start(st.arm, 100, false);
     if (st.control_fd >= 0) {
         evutil_make_socket_nonblocking(st.control_fd);
         st.ctl_ev = event_new(loop_base(st.loop), st.control_fd, EV_READ | EV_PERSIST,
@@ -540,6 +555,7 @@ proxy_main(int argc, char **argv)
     if (st.ino_ev)
         event_free(st.ino_ev);
     loop_timer_free(st.debounce);
+    loop_timer_free(st.arm);
     if (st.ino_fd >= 0)
         close(st.ino_fd);
     buf_fini(&st.last);

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "px_spawn.h"
 #include "sb_landlock.h"
 #include "sb_mount.h"
 #include "sb_ns.h"
@@ -169,6 +170,39 @@ agent_exec(struct sb_plan *p, const struct sb_netns *ns, int ruleset, const char
     exec_cmd(p->argv, p->envp);
 }
 
+/* The egress proxy (outer network namespace, this pid namespace): started
+ * with the listeners the netns thread made, its CA certificate placed with
+ * the system's as the agent's trust bundle. Fails closed: no proxy, no
+ * agent. */
+static void
+start_proxy(const struct sb_plan *p, struct sb_netns *ns, struct px_spawn *px, int policy_dir,
+            const char *policy_base)
+{
+    extern char **environ;
+    struct px_spawn_opts o = { 0 };
+    struct buf pem = BUF_INIT;
+    struct err e;
+
+    err_clear(&e);
+    o.listen_fds = ns->listen_fds;
+    o.nlisten = ns->nlisten;
+    o.policy_dir_fd = policy_dir;
+    o.policy_base = policy_base;
+    o.extra = p->proxy_args;
+    o.nextra = p->nproxy_args;
+    o.envp = environ;
+    if (px_spawn_start(px, &o, &pem, &e) < 0)
+        setup_failed("egress proxy", e.msg);
+    close(policy_dir);
+    /* PID 1 needs the listeners no more: the proxy has its copies. */
+    for (int i = 0; i < ns->nlisten; i++)
+        close(ns->listen_fds[i]);
+    ns->nlisten = 0;
+    if (px_spawn_bundle(&pem, &e) < 0)
+        setup_failed("CA trust bundle", e.msg);
+    buf_fini(&pem);
+}
+
 /* A pty from the sandbox's own devpts: master for PID 1, slave name for the
  * agent; the window size copied from the user's terminal. */
 static int
@@ -225,6 +259,9 @@ sv_pid1(struct sb_plan *p)
     uint64_t deadline = 0, kill_at = 0;
     bool timed_out = false, in_open = true, out_open = true;
     pid_t agent;
+    struct px_spawn px = { 0, -1 };
+    int policy_dir = -1;
+    const char *policy_base = NULL;
 
     err_clear(&e);
     /* If the outer supervisor dies, so does the sandbox. */
@@ -235,7 +272,24 @@ sv_pid1(struct sb_plan *p)
     setsid();
     if (sethostname(p->name, strlen(p->name)) < 0)
         setup_failed("sethostname", strerror(errno));
+    /* The policy file's directory, opened before the view replaces the
+     * root: the proxy reads (and watches) the user's file through it. */
+    if (p->proxy) {
+        AUTOFREE char *dir = xstrdup(p->policy_path);
+        char *slash = strrchr(dir, '/');
+
+        if (slash == dir)
+            dir[1] = '\0';
+        else if (slash)
+            *slash = '\0';
+        policy_dir = open(slash ? dir : ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (policy_dir < 0)
+            setup_failed("policy directory", strerror(errno));
+        policy_base =
+            strrchr(p->policy_path, '/') ? strrchr(p->policy_path, '/') + 1 : p->policy_path;
+    }
     /* The network namespace is made on a thread while the view is built. */
+    ns.proxy = p->proxy;
     if (sb_netns_begin(&ns, &e) < 0)
         setup_failed("network namespace", e.msg);
     if (sb_mount_build(&ms, &e) < 0)
@@ -254,6 +308,8 @@ sv_pid1(struct sb_plan *p)
     }
     if (sb_netns_end(&ns, &e) < 0)
         setup_failed("network namespace", e.msg);
+    if (p->proxy)
+        start_proxy(p, &ns, &px, policy_dir, policy_base);
 
     if (p->ll_on) {
         rc = sb_landlock_prepare(p->ll_abi, p->ll_paths, p->ll_npaths, p->ll_hard, &report, &e);
@@ -310,6 +366,9 @@ sv_pid1(struct sb_plan *p)
         setup_failed("fork", strerror(errno));
     if (agent == 0)
         agent_exec(p, &ns, ruleset, p->tty ? pty_name : NULL);
+    /* Caller identity is anchored at the agent's main process. */
+    if (px.pid && px_spawn_announce(&px, agent) < 0)
+        log_warnx("cannot tell the proxy the agent's pid: its connections will be denied");
     if (ruleset >= 0)
         close(ruleset);
     sb_netns_fini(&ns);
@@ -382,6 +441,11 @@ sv_pid1(struct sb_plan *p)
                     break;
                 if (w == agent)
                     code = timed_out ? SB_EXIT_TIMEOUT : status_code(st);
+                else if (px.pid && w == px.pid) {
+                    log_warnx("the egress proxy exited (status %d): the agent has no network",
+                              status_code(st));
+                    px.pid = 0;
+                }
             }
         }
     }

@@ -37,6 +37,8 @@ const char sv_opts_help[] =
     "      --name NAME         sandbox name (its hostname; default openshell)\n"
     "      --explain           print what the sandbox enforces (Landlock ABI and rights,\n"
     "                          seccomp rules, identity, environment) and run nothing\n"
+    "      --proxy-arg ARG     pass ARG to the sandbox's egress proxy (repeatable; for\n"
+    "                          tests: --proxy-arg=--resolve=HOST:ADDR, see doc/proxy.md)\n"
     "  -h, --help              show this help\n"
     "  -V, --version           print the version\n" APPLET_COMMON_HELP "\n"
     "Exit status: the command's; 128+N when it was killed by signal N; 124 on\n"
@@ -51,7 +53,7 @@ static const char supervisor_usage[] =
     "\n"
     "Options:\n";
 
-enum { OPT_ROOTFS = 0x100, OPT_TTY, OPT_NAME, OPT_EXPLAIN };
+enum { OPT_ROOTFS = 0x100, OPT_TTY, OPT_NAME, OPT_EXPLAIN, OPT_PROXY_ARG };
 
 int
 sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o)
@@ -65,6 +67,7 @@ sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o)
         { "tty", no_argument, NULL, OPT_TTY },
         { "name", required_argument, NULL, OPT_NAME },
         { "explain", no_argument, NULL, OPT_EXPLAIN },
+        { "proxy-arg", required_argument, NULL, OPT_PROXY_ARG },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         APPLET_COMMON_OPTIONS,
@@ -94,6 +97,11 @@ sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o)
         case OPT_TTY: o->tty = true; break;
         case OPT_NAME: o->name = optarg; break;
         case OPT_EXPLAIN: o->explain = true; break;
+        case OPT_PROXY_ARG:
+            if (o->nproxy_args == SB_MAX_PROXY_ARGS)
+                applet_usage_error(prog, "too many --proxy-arg (at most %d)", SB_MAX_PROXY_ARGS);
+            o->proxy_args[o->nproxy_args++] = optarg;
+            break;
         case 'h': return 1;
         case 'V': return 2;
         default: applet_bad_option(prog, argv, optind, optopt);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "px_spawn.h"
 #include "xfuncs.h"
 
 pid_t
@@ -63,11 +64,16 @@ sb_ns_write_maps(pid_t pid, uid_t outer_uid, gid_t outer_gid, struct err *e)
 int
 sb_netns_proxy_hook(struct sb_netns *ns, struct err *e)
 {
-    (void)e;
-    /* Issue 5: create the listeners on 127.0.0.1:3128 and [::1]:3128 here
-     * (socket/bind/listen on this thread puts them in the agent netns) and
-     * store them in ns->listen_fds. */
+    int n;
+
     ns->nlisten = 0;
+    if (!ns->proxy)
+        return 0;
+    /* socket/bind/listen on this thread: the sockets are the agent netns's. */
+    n = px_spawn_listen(ns->listen_fds, SB_NETNS_MAX_LISTENERS, e);
+    if (n < 0)
+        return n;
+    ns->nlisten = n;
     return 0;
 }
 

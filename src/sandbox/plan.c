@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "policy.h"
+#include "px_spawn.h"
 #include "sb_proc.h"
 #include "sb_user.h"
 #include "xfuncs.h"
@@ -196,7 +197,28 @@ sb_plan_build(const struct sb_opts *o, char *const *host_env, struct sb_plan *p,
         return SB_PLAN_BAD_INPUT;
     if ((rc = resolve_identity(p, e)) < 0)
         return SB_PLAN_BAD_INPUT;
-    p->envp = sb_env_build(host_env, o->env, o->nenv, "/sandbox", p->user[0] ? p->user : NULL);
+    /* The egress proxy runs when there is something to allow; its variables
+     * come before --env so the user can still override them. */
+    p->policy_path = o->policy;
+    p->proxy = o->policy && policy_network_count(p->policy) > 0;
+    p->proxy_args = o->proxy_args;
+    p->nproxy_args = o->nproxy_args;
+    if (p->proxy) {
+        size_t nv = 0, n = 0;
+        const char **all;
+
+        while (px_spawn_env[nv])
+            nv++;
+        all = xcalloc(nv + o->nenv + 1, sizeof(*all));
+        for (size_t i = 0; i < nv; i++)
+            all[n++] = px_spawn_env[i];
+        for (size_t i = 0; i < o->nenv; i++)
+            all[n++] = o->env[i];
+        p->envp = sb_env_build(host_env, all, n, "/sandbox", p->user[0] ? p->user : NULL);
+        free(all);
+    } else {
+        p->envp = sb_env_build(host_env, o->env, o->nenv, "/sandbox", p->user[0] ? p->user : NULL);
+    }
 
     /* Landlock: the paths now, the ABI decides whether they apply. */
     {
