@@ -230,7 +230,7 @@ api_respond_err(struct h2_stream *st, int rc, const struct err *e)
 char *
 api_json_print(const cJSON *j)
 {
-    char *s = cJSON_PrintUnformatted(j);
+    char *s = cJSON_PrintBuffered(j, 16384, false);
 
     if (!s)
         BUG(); /* cJSON fails only on allocation */
