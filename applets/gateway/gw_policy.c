@@ -187,8 +187,12 @@ h_put_policy(struct h2_stream *st, struct h2_req *req, void *arg)
     cJSON_AddItemToObject(rev, "policy", cJSON_CreateString(req->body.data));
     cJSON_AddNullToObject(rev, "load_error");
     rev_text = api_json_print(rev);
-    if ((rc = store_put_revision(gw->store, sb, expect, REV_TYPE, rev_text, &version, &e)) < 0)
+    if ((rc = store_put_revision(gw->store, sb, expect, REV_TYPE, rev_text, &version, &e)) < 0) {
+        if (rc == -ESTALE)
+            err_set(&e, ESTALE, "sandbox %s: resource_version is %llu, not %llu", sb->name,
+                    (unsigned long long)sb->resource_version, (unsigned long long)expect);
         goto fail;
+    }
     if (version != (int64_t)revs.total + 1)
         log_warnx("sandbox %s: revision %lld written, %zu expected", sb->name, (long long)version,
                   revs.total + 1);
