@@ -906,8 +906,12 @@ conn_send(struct h2_conn *c)
 
     if (c->dead)
         return;
-    for (int round = 0; round < 4; round++) {
-        bool again = false;
+    /* Send, then run one pending drain callback (it may write more, or
+     * change the stream list), and repeat until none is pending. Each
+     * callback clears its flag and sending stops at the connection's
+     * output bound, so this ends. */
+    for (;;) {
+        bool called = false;
 
         if ((rc = nghttp2_session_send(c->sess)) != 0) {
             log_debug("h2: send: %s", nghttp2_strerror(rc));
@@ -915,16 +919,16 @@ conn_send(struct h2_conn *c)
             return;
         }
         for (st = c->streams; st; st = st->next) {
-            if (st->want_drain) {
-                st->want_drain = false;
-                if (st->cbs.on_drain) {
-                    st->cbs.on_drain(st, st->arg);
-                    again = true;
-                    break; /* the list may have changed: rescan */
-                }
+            if (!st->want_drain)
+                continue;
+            st->want_drain = false;
+            if (st->cbs.on_drain) {
+                st->cbs.on_drain(st, st->arg);
+                called = true;
+                break;
             }
         }
-        if (!again || c->dead)
+        if (!called || c->dead)
             break;
     }
     idle_update(c);

@@ -445,6 +445,32 @@ test_ndjson_slow_reader(void)
     return TAP_PASS;
 }
 
+/* Many streams draining at once: every one of them finishes. */
+static int
+test_many_draining_streams(void)
+{
+    struct fixture fx;
+    struct h2_limits lim = { .stream_out_high = 4096, .stream_window = 8192 };
+    struct reader r[20];
+    int last;
+
+    memset(r, 0, sizeof(r));
+    stream_lines = 3000;
+    CHECK_INT(fx_init(&fx, &lim), 0);
+    for (int i = 0; i < 20; i++)
+        CHECK(h2_client_request(fx.cli, "GET", "/v1/lines", NULL, 0, NULL, 0, false, &rd_cbs, &r[i],
+                                NULL) != NULL);
+    for (int i = 0; i < 20; i++) {
+        CHECK(run_until(&fx, &r[i].done));
+        CHECK_INT(r[i].code, 0);
+        CHECK_INT(count_lines(&r[i].data, &last), stream_lines);
+        CHECK_INT(last, stream_lines - 1);
+        buf_fini(&r[i].data);
+    }
+    fx_fini(&fx);
+    return TAP_PASS;
+}
+
 static int
 test_bidi_frames(void)
 {
@@ -791,6 +817,7 @@ test_query_decode(void)
 }
 
 TAP_MAIN(TAP_TEST(test_unary_routes), TAP_TEST(test_body_limit), TAP_TEST(test_ndjson_slow_reader),
-         TAP_TEST(test_bidi_frames), TAP_TEST(test_max_streams_and_shutdown),
-         TAP_TEST(test_peer_gone), TAP_TEST(test_over_tls), TAP_TEST(test_idle_timeout),
-         TAP_TEST(test_auth_hook), TAP_TEST(test_frames_codec), TAP_TEST(test_query_decode))
+         TAP_TEST(test_many_draining_streams), TAP_TEST(test_bidi_frames),
+         TAP_TEST(test_max_streams_and_shutdown), TAP_TEST(test_peer_gone), TAP_TEST(test_over_tls),
+         TAP_TEST(test_idle_timeout), TAP_TEST(test_auth_hook), TAP_TEST(test_frames_codec),
+         TAP_TEST(test_query_decode))
