@@ -587,6 +587,8 @@ gateway_main(int argc, char **argv)
     gw.sock_path = o.socket ? xstrdup(o.socket) : xasprintf("%s/%s", gw.state_dir, GW_SOCKET_NAME);
     if ((rc = store_open(gw.state_dir, NULL, &gw.store, &e)) < 0)
         die("state store: %s", e.msg);
+    if (gw_workspace_ensure_default(&gw, &e) < 0)
+        die("state store: default workspace: %s", e.msg);
 
     gw.loop = loop_new();
     gw.started_ms = loop_now_ms(gw.loop);
@@ -596,6 +598,7 @@ gateway_main(int argc, char **argv)
     h2_router_add(gw.router, "GET", "/v1/health", H2_ROUTE_PUBLIC, h_health, &gw);
     h2_router_add(gw.router, "GET", "/v1/gateway", 0, h_gateway, &gw);
     h2_router_add(gw.router, "GET", "/metrics", 0, h_metrics, &gw);
+    gw_workspace_routes(&gw);
     gw_sandbox_routes(&gw);
     gw_policy_routes(&gw);
     limits.idle_timeout_ms = (uint32_t)o.idle_timeout_s * 1000;

@@ -50,6 +50,15 @@ void gw_watch_notify(struct gw *gw, const char *id, const struct store_obj *o);
 void gw_policy_routes(struct gw *gw);
 /* Validate a policy given as JSON with the policy engine. 0 or -EINVAL. */
 int gw_policy_check_json(const struct cJSON *policy, struct err *e);
+/* Workspaces (gw_workspace.c): routes; 0 when WS exists, -ENOENT with a
+ * message when not; create "default" when missing. */
+void gw_workspace_routes(struct gw *gw);
+int gw_workspace_check(struct gw *gw, const char *ws, struct err *e);
+int gw_workspace_ensure_default(struct gw *gw, struct err *e);
+/* Labels: a string map under the rules of store_label_check. */
+int gw_labels_check(const struct cJSON *labels, struct err *e);
+/* A JSON content type, or a 415 answer and -1. */
+int gw_require_json(struct h2_stream *st);
 /* End every watch stream (shutdown). */
 void gw_watch_end_all(struct gw *gw, const char *why);
 

@@ -108,12 +108,13 @@ sandbox_lookup(struct gw *gw, struct h2_stream *st, struct h2_req *req)
     struct err e;
     int rc;
 
-    if (strcmp(req->params[0], "default") != 0)
-        rc = err_set(&e, ENOENT, "workspace %.80s not found", req->params[0]);
-    else if ((rc = store_get_by_name(gw->store, SB_TYPE, req->params[0], req->params[1], &o, &e)) ==
-             -ENOENT)
-        err_set(&e, ENOENT, "sandbox %.80s not found in workspace %.80s", req->params[1],
-                req->params[0]);
+    rc = gw_workspace_check(gw, req->params[0], &e);
+    if (rc == 0) {
+        rc = store_get_by_name(gw->store, SB_TYPE, req->params[0], req->params[1], &o, &e);
+        if (rc == -ENOENT)
+            err_set(&e, ENOENT, "sandbox %.80s not found in workspace %.80s", req->params[1],
+                    req->params[0]);
+    }
     if (rc < 0) {
         api_respond_err(st, rc, &e);
         return NULL;

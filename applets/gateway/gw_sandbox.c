@@ -62,8 +62,8 @@ check_name(const char *what, const char *name, struct err *e)
     return 0;
 }
 
-static int
-check_labels(const cJSON *labels, struct err *e)
+int
+gw_labels_check(const cJSON *labels, struct err *e)
 {
     int rc;
 
@@ -423,17 +423,8 @@ gw_watch_end_all(struct gw *gw, const char *why)
 
 /* ------------------------------------------------------------------ handlers */
 
-/* The workspace of a request path; only "default" exists in this slice. */
-static int
-check_workspace(const char *ws, struct err *e)
-{
-    if (strcmp(ws, "default") != 0)
-        return err_set(e, ENOENT, "workspace %.80s not found", ws);
-    return 0;
-}
-
-static int
-content_type_json(struct h2_stream *st)
+int
+gw_require_json(struct h2_stream *st)
 {
     const char *ct = h2_stream_header(st, "content-type");
     size_t n = strlen("application/json");
@@ -459,15 +450,15 @@ h_create(struct h2_stream *st, struct h2_req *req, void *arg)
     struct err e;
     int rc;
 
-    if (!gw_authorized(gw, st) || content_type_json(st) < 0)
+    if (!gw_authorized(gw, st) || gw_require_json(st) < 0)
         return;
-    if ((rc = check_workspace(req->params[0], &e)) < 0 ||
+    if ((rc = gw_workspace_check(gw, req->params[0], &e)) < 0 ||
         (rc = api_parse_object(req->body.data, req->body.len, &body, &e)) < 0 ||
         (rc = api_check_keys(body, keys, "", &e)) < 0 ||
         (rc = api_get_string(body, "name", "", false, &name, &e)) < 0 ||
         (rc == 0 && (rc = check_name("name", name, &e)) < 0) ||
         (rc = api_get_object(body, "labels", "", &labels, &e)) < 0 ||
-        (rc == 0 && (rc = check_labels(labels, &e)) < 0) ||
+        (rc == 0 && (rc = gw_labels_check(labels, &e)) < 0) ||
         (rc = api_get_object(body, "annotations", "", &ann, &e)) < 0 ||
         (rc == 0 && (rc = api_check_string_map(ann, "annotations", &e)) < 0) ||
         (rc = api_get_object(body, "spec", "", &spec_c, &e)) < 0)
@@ -613,7 +604,7 @@ h_list(struct h2_stream *st, struct h2_req *req, void *arg)
 
     if (!gw_authorized(gw, st))
         return;
-    if ((rc = check_workspace(req->params[0], &e)) < 0) {
+    if ((rc = gw_workspace_check(gw, req->params[0], &e)) < 0) {
         api_respond_err(st, rc, &e);
         return;
     }
@@ -638,7 +629,7 @@ lookup(struct gw *gw, struct h2_stream *st, struct h2_req *req)
     struct err e;
     int rc;
 
-    if ((rc = check_workspace(req->params[0], &e)) < 0 ||
+    if ((rc = gw_workspace_check(gw, req->params[0], &e)) < 0 ||
         (rc = store_get_by_name(gw->store, SB_TYPE, req->params[0], req->params[1], &o, &e)) < 0) {
         if (rc == -ENOENT)
             err_set(&e, ENOENT, "sandbox %.80s not found in workspace %.80s", req->params[1],
@@ -673,7 +664,7 @@ h_patch(struct h2_stream *st, struct h2_req *req, void *arg)
     struct err e;
     int rc;
 
-    if (!gw_authorized(gw, st) || content_type_json(st) < 0)
+    if (!gw_authorized(gw, st) || gw_require_json(st) < 0)
         return;
     if ((rc = api_parse_if_match(h2_stream_header(st, "if-match"), &expect, &e)) < 0) {
         api_respond_err(st, rc, &e);
@@ -684,7 +675,7 @@ h_patch(struct h2_stream *st, struct h2_req *req, void *arg)
     if ((rc = api_parse_object(req->body.data, req->body.len, &body, &e)) < 0 ||
         (rc = api_check_keys(body, keys, "", &e)) < 0 ||
         (rc = api_get_object(body, "labels", "", &labels, &e)) < 0 ||
-        (rc == 0 && (rc = check_labels(labels, &e)) < 0) ||
+        (rc == 0 && (rc = gw_labels_check(labels, &e)) < 0) ||
         (rc = api_get_object(body, "annotations", "", &ann, &e)) < 0 ||
         (rc == 0 && (rc = api_check_string_map(ann, "annotations", &e)) < 0))
         goto fail;

@@ -404,6 +404,39 @@ def main():
     tap(r[0] == 200 and '"i":"39"' in r[2], "a new watcher sees the latest state", r[0])
     curl("DELETE", SB + "/slow")
 
+    # --- workspaces
+    r = curl("GET", "/v1/workspaces")
+    names = [i["metadata"]["name"] for i in (jbody(r) or {}).get("items", [])]
+    tap(r[0] == 200 and names == ["default"], "the default workspace exists", r)
+    r = curl("POST", "/v1/workspaces", '{"name":"team-a","labels":{"org":"x"}}')
+    tap(r[0] == 201 and jbody(r)["metadata"]["name"] == "team-a" and r[1].get("etag") == '"1"',
+        "POST workspace: 201", r)
+    expect_error("duplicate workspace: 409", curl("POST", "/v1/workspaces", '{"name":"team-a"}'),
+                 409, "already_exists")
+    expect_error("bad workspace name: 400", curl("POST", "/v1/workspaces", '{"name":"Team_A"}'),
+                 400, "invalid_argument")
+    expect_error("workspace without a name: 400", curl("POST", "/v1/workspaces", '{}'), 400,
+                 "invalid_argument", "required")
+    WS = "/v1/workspaces/team-a/sandboxes"
+    r = curl("POST", WS, '{"name":"beta"}')
+    tap(r[0] == 201 and jbody(r)["metadata"]["workspace"] == "team-a",
+        "a sandbox name is per workspace (beta in team-a too)", r)
+    r = curl("GET", WS)
+    tap(r[0] == 200 and [i["metadata"]["name"] for i in jbody(r)["items"]] == ["beta"],
+        "list per workspace", r)
+    expect_error("delete a workspace that holds sandboxes: 412",
+                 curl("DELETE", "/v1/workspaces/team-a"), 412, "failed_precondition",
+                 "1 sandbox")
+    expect_error("delete the default workspace: 412", curl("DELETE", "/v1/workspaces/default"),
+                 412, "failed_precondition")
+    tap(curl("DELETE", WS + "/beta")[0] == 200, "delete its sandbox")
+    r = curl("DELETE", "/v1/workspaces/team-a")
+    tap(r[0] == 200 and jbody(r) == {"deleted": True}, "then the workspace", r)
+    expect_error("GET a deleted workspace: 404", curl("GET", "/v1/workspaces/team-a"), 404,
+                 "not_found")
+    expect_error("create in a deleted workspace: 404", curl("POST", WS, '{"name":"x"}'), 404,
+                 "not_found", "workspace team-a")
+
     # --- metrics
     import re
     r = curl("GET", "/metrics")
