@@ -43,6 +43,9 @@ void log_set_format(enum log_format fmt);
 /* Redirect output to FD (default 2). Used by tests and by daemons. */
 void log_set_fd(int fd);
 enum log_level log_get_level(void);
+/* Whether lines are written as JSON now (auto: when the output is not a
+ * terminal). Helpers started by an applet use it to log alike. */
+bool log_is_json(void);
 bool log_enabled(enum log_level level);
 /* Parse "debug|info|warn|error" / "text|json|auto". Return 0 or -EINVAL. */
 int log_parse_level(const char *s, enum log_level *out);

@@ -109,7 +109,7 @@ log_applet(void)
     return log_name;
 }
 
-static bool
+bool
 log_is_json(void)
 {
     if (log_format == LOG_FMT_AUTO)

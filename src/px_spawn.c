@@ -158,7 +158,7 @@ px_spawn_child(const struct px_spawn_opts *o, int ca_wr, int ctl_rd)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
 
-    argv = xcalloc(2 * (size_t)n + 12 + o->nextra, sizeof(char *));
+    argv = xcalloc(2 * (size_t)n + 14 + o->nextra, sizeof(char *));
     argv[na++] = "openshell-proxy";
     for (int i = 0; i < n; i++) {
         argv[na++] = "--listen-fd";
@@ -172,6 +172,9 @@ px_spawn_child(const struct px_spawn_opts *o, int ca_wr, int ctl_rd)
     buf_printf(&pol, "/proc/self/fd/%d/%s", slot + n + 2, o->policy_base);
     argv[na++] = "--policy";
     argv[na++] = buf_steal(&pol);
+    /* The supervisor's log format (its level travels in the environment). */
+    argv[na++] = "--log-format";
+    argv[na++] = log_is_json() ? "json" : "text";
     for (size_t i = 0; i < o->nextra; i++)
         argv[na++] = (char *)o->extra[i];
     argv[na] = NULL;

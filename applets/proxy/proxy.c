@@ -184,6 +184,26 @@ proxy_on_stop(int signo, void *arg)
     loop_stop(st->loop);
 }
 
+/* With caller identity on, a binary named through a symlink
+ * (/usr/bin/python3) also admits its target (/usr/bin/python3.11): the
+ * kernel reports resolved paths. The proxy shares the agent's mount
+ * namespace, so "/" is the agent's root. Takes over P's reference. */
+static struct policy *
+proxy_expand(struct policy *p, bool identity)
+{
+    struct policy *q = NULL;
+    struct err e;
+
+    if (!identity)
+        return p;
+    if (policy_expand_symlinks(p, "/", &q, &e) < 0) {
+        log_warnx("resolving symlinked binary paths: %s (paths are matched as written)", e.msg);
+        return p;
+    }
+    policy_unref(p);
+    return q;
+}
+
 /* Load the policy file again. An unchanged file changes nothing; an invalid
  * one keeps the last good policy or, with --on-invalid-policy deny-all,
  * installs one that denies every connection. Either way the log says why. */
@@ -224,6 +244,7 @@ proxy_reload(struct proxy_state *st, const char *why)
     }
     for (size_t i = 0; i < d.n; i++)
         log_warnx("%s", d.v[i].text);
+    p = proxy_expand(p, st->ident != NULL);
     px_server_set_policy(st->srv, p);
     policy_unref(p);
     buf_reset(&st->last);
@@ -515,6 +536,7 @@ proxy_main(int argc, char **argv)
     buf_init(&st.last);
     if (read_file(o.policy, POLICY_MAX_BYTES + 1, &st.last, &e) < 0)
         buf_reset(&st.last);
+    pol = proxy_expand(pol, st.ident != NULL);
     st.srv = px_server_new(st.loop, pol, ca, &o.px, &e);
     if (!st.srv)
         die("%s", e.msg);
