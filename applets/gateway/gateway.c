@@ -601,6 +601,7 @@ gateway_main(int argc, char **argv)
     gw_workspace_routes(&gw);
     gw_sandbox_routes(&gw);
     gw_policy_routes(&gw);
+    gw_settings_routes(&gw);
     limits.idle_timeout_ms = (uint32_t)o.idle_timeout_s * 1000;
     gw.srv = h2_server_new(loop_base(gw.loop), gw.router, &limits);
     h2_server_set_conn_close_cb(gw.srv, conn_closed, &gw);

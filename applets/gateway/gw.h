@@ -59,6 +59,8 @@ int gw_workspace_ensure_default(struct gw *gw, struct err *e);
 int gw_labels_check(const struct cJSON *labels, struct err *e);
 /* A JSON content type, or a 415 answer and -1. */
 int gw_require_json(struct h2_stream *st);
+/* Global and per-sandbox settings (gw_settings.c). */
+void gw_settings_routes(struct gw *gw);
 /* End every watch stream (shutdown). */
 void gw_watch_end_all(struct gw *gw, const char *why);
 

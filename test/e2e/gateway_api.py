@@ -404,6 +404,45 @@ def main():
     tap(r[0] == 200 and '"i":"39"' in r[2], "a new watcher sees the latest state", r[0])
     curl("DELETE", SB + "/slow")
 
+    # --- settings
+    G = "/v1/gateway/settings"
+    r = curl("GET", G)
+    tap(r[0] == 200 and jbody(r) == {"settings": {}, "revision": 0}, "no global settings", r)
+    r = curl("PUT", G + "/ocsf_json_enabled", '{"value":true}')
+    tap(r[0] == 200 and jbody(r) == {"revision": 1}, "PUT a global setting", r)
+    for name, path, body, msg in (
+            ("unknown key", G + "/colour", '{"value":true}', "unknown"),
+            ("reserved key policy", G + "/policy", '{"value":true}', "reserved"),
+            ("wrong type", G + "/ocsf_json_enabled", '{"value":"yes"}', "true or false"),
+            ("bad choice", G + "/proposal_approval_mode", '{"value":"often"}', "manual, auto"),
+            ("missing value", G + "/ocsf_json_enabled", '{}', "value: required"),
+            ("unknown field", G + "/ocsf_json_enabled", '{"value":true,"x":1}', "x: unknown")):
+        expect_error("setting: 400 for %s" % name, curl("PUT", path, body), 400,
+                     "invalid_argument", msg)
+    S = SB + "/gamma/settings"
+    r = curl("PUT", S + "/policy_validation_failure_mode", '{"value":"retain_last_valid"}',
+             headers={"if-match": '"3"'})
+    tap(r[0] == 200 and r[1].get("etag") == '"4"', "PUT a sandbox setting with If-Match", r)
+    expect_error("sandbox setting with a stale If-Match: 409",
+                 curl("PUT", S + "/ocsf_json_enabled", '{"value":false}',
+                      headers={"if-match": '"3"'}), 409, "aborted")
+    curl("PUT", S + "/ocsf_json_enabled", '{"value":false}')
+    r = curl("GET", S)
+    j = jbody(r) or {}
+    tap(r[0] == 200 and j.get("settings") == {
+        "ocsf_json_enabled": {"value": True, "scope": "global"},
+        "policy_validation_failure_mode": {"value": "retain_last_valid", "scope": "sandbox"}},
+        "effective settings: the global value wins over the sandbox's", r)
+    r = curl("DELETE", G + "/ocsf_json_enabled")
+    tap(r[0] == 200 and jbody(r) == {"revision": 2}, "DELETE a global setting", r)
+    r = curl("GET", S)
+    tap((jbody(r) or {}).get("settings", {}).get("ocsf_json_enabled") ==
+        {"value": False, "scope": "sandbox"}, "then the sandbox's own value applies", r)
+    r = curl("GET", SB + "/gamma")
+    tap(r[0] == 200 and r[1].get("etag") == '"5"' and
+        jbody(r)["status"]["policy"]["latest_version"] == 2,
+        "settings writes keep the rest of the sandbox", r)
+
     # --- workspaces
     r = curl("GET", "/v1/workspaces")
     names = [i["metadata"]["name"] for i in (jbody(r) or {}).get("items", [])]
@@ -515,7 +554,7 @@ def main():
         tap(r[0] == 200 and names[:2] == ["beta", "gamma"] and len(names) == 4,
             "after restart the records are there", r)
         r = curl("GET", SB + "/gamma")
-        tap(r[0] == 200 and r[1].get("etag") == '"3"', "ETag survives the restart", r)
+        tap(r[0] == 200 and r[1].get("etag") == '"5"', "ETag survives the restart", r)
         r = curl("GET", SB + "/gamma/policy/revisions")
         tap(r[0] == 200 and (jbody(r) or {}).get("total") == 2, "revisions survive the restart",
             r)
