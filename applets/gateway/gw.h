@@ -61,6 +61,9 @@ int gw_labels_check(const struct cJSON *labels, struct err *e);
 int gw_require_json(struct h2_stream *st);
 /* Global and per-sandbox settings (gw_settings.c). */
 void gw_settings_routes(struct gw *gw);
+/* The global settings object (created on first use); owner of the global
+ * policy revisions. *OUT is the caller's. */
+int gw_settings_global(struct gw *gw, struct store_obj **out, struct err *e);
 /* End every watch stream (shutdown). */
 void gw_watch_end_all(struct gw *gw, const char *why);
 

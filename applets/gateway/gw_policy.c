@@ -122,6 +122,40 @@ sandbox_lookup(struct gw *gw, struct h2_stream *st, struct h2_req *req)
     return o;
 }
 
+static bool
+is_global(const struct h2_req *req)
+{
+    return strncmp(req->path, "/v1/gateway/", 12) == 0;
+}
+
+/* The owner of the revisions: the sandbox of the path, or for
+ * /v1/gateway/policy the gateway's global settings object. */
+static struct store_obj *
+owner_lookup(struct gw *gw, struct h2_stream *st, struct h2_req *req)
+{
+    struct store_obj *o = NULL;
+    struct err e;
+    int rc;
+
+    if (!is_global(req))
+        return sandbox_lookup(gw, st, req);
+    if ((rc = gw_settings_global(gw, &o, &e)) < 0) {
+        api_respond_err(st, rc, &e);
+        return NULL;
+    }
+    return o;
+}
+
+/* "sandbox NAME" or "the gateway" for messages. */
+static void
+owner_what(const struct store_obj *o, char *out, size_t n)
+{
+    if (strcmp(o->type, SB_TYPE) == 0)
+        snprintf(out, n, "sandbox %s", o->name);
+    else
+        snprintf(out, n, "the gateway (global policy)");
+}
+
 static void
 h_put_policy(struct h2_stream *st, struct h2_req *req, void *arg)
 {
@@ -159,7 +193,7 @@ h_put_policy(struct h2_stream *st, struct h2_req *req, void *arg)
     }
     if ((rc = policy_check(req->body.data, req->body.len, &e)) < 0)
         goto fail;
-    if (!(sb = sandbox_lookup(gw, st, req)))
+    if (!(sb = owner_lookup(gw, st, req)))
         goto out;
     sha256_hex(req->body.data, req->body.len, hash);
     /* The next number: revisions are only ever added (deleted with their
@@ -170,7 +204,7 @@ h_put_policy(struct h2_stream *st, struct h2_req *req, void *arg)
         goto fail;
     payload = cJSON_Parse(sb->payload);
     if (!payload) {
-        rc = err_set(&e, EIO, "sandbox %s: stored payload is not JSON", sb->name);
+        rc = err_set(&e, EIO, "%s: stored payload is not JSON", sb->name);
         goto fail;
     }
     status = cJSON_GetObjectItemCaseSensitive(payload, "status");
@@ -189,22 +223,27 @@ h_put_policy(struct h2_stream *st, struct h2_req *req, void *arg)
     cJSON_AddNullToObject(rev, "load_error");
     rev_text = api_json_print(rev);
     if ((rc = store_put_revision(gw->store, sb, expect, REV_TYPE, rev_text, &version, &e)) < 0) {
-        if (rc == -ESTALE)
-            err_set(&e, ESTALE, "sandbox %s: resource_version is %llu, not %llu", sb->name,
+        if (rc == -ESTALE) {
+            char what[128];
+
+            owner_what(sb, what, sizeof(what));
+            err_set(&e, ESTALE, "%s: resource_version is %llu, not %llu", what,
                     (unsigned long long)sb->resource_version, (unsigned long long)expect);
+        }
         goto fail;
     }
     if (version != (int64_t)revs.total + 1)
         log_warnx("sandbox %s: revision %lld written, %zu expected", sb->name, (long long)version,
                   revs.total + 1);
-    log_kv(LOG_LVL_INFO, "policy revision", "sandbox", sb->name, "workspace", sb->workspace, "hash",
+    log_kv(LOG_LVL_INFO, "policy revision", "owner", sb->name, "workspace", sb->workspace, "hash",
            hash, NULL);
     resp = cJSON_CreateObject();
     cJSON_AddNumberToObject(resp, "version", (double)version);
     cJSON_AddStringToObject(resp, "policy_hash", hash);
     cJSON_AddStringToObject(resp, "status", "pending");
     api_respond_json(st, 200, resp, sb->resource_version);
-    gw_watch_notify(gw, sb->id, sb);
+    if (strcmp(sb->type, SB_TYPE) == 0)
+        gw_watch_notify(gw, sb->id, sb);
     goto out;
 fail:
     api_respond_err(st, rc, &e);
@@ -257,7 +296,7 @@ h_list_revisions(struct h2_stream *st, struct h2_req *req, void *arg)
     cJSON *j, *items;
     int rc;
 
-    if (!gw_authorized(gw, st) || !(sb = sandbox_lookup(gw, st, req)))
+    if (!gw_authorized(gw, st) || !(sb = owner_lookup(gw, st, req)))
         return;
     q.scope = sb->id;
     if ((rc = store_list(gw->store, &q, &l, &e)) < 0) {
@@ -281,6 +320,7 @@ h_list_revisions(struct h2_stream *st, struct h2_req *req, void *arg)
 static void
 get_revision(struct gw *gw, struct h2_stream *st, struct h2_req *req, const char *vtext)
 {
+    char what[128];
     struct store_obj *sb;
     struct store_query q = { .type = REV_TYPE, .limit = STORE_LIST_MAX };
     struct store_list l;
@@ -299,7 +339,7 @@ get_revision(struct gw *gw, struct h2_stream *st, struct h2_req *req, const char
             return;
         }
     }
-    if (!(sb = sandbox_lookup(gw, st, req)))
+    if (!(sb = owner_lookup(gw, st, req)))
         return;
     q.scope = sb->id;
     if ((rc = store_list(gw->store, &q, &l, &e)) < 0) {
@@ -315,14 +355,16 @@ get_revision(struct gw *gw, struct h2_stream *st, struct h2_req *req, const char
         cJSON_Delete(j);
         goto out;
     }
+    owner_what(sb, what, sizeof(what));
     if (want)
-        h2_stream_error(st, 404, "not_found", "sandbox %s has no policy revision %lld", sb->name,
-                        want);
-    else
+        h2_stream_error(st, 404, "not_found", "%s has no policy revision %lld", what, want);
+    else if (strcmp(sb->type, SB_TYPE) == 0)
         h2_stream_error(st, 404, "not_found",
-                        "sandbox %s has no policy revision yet (it runs spec.policy, or the "
-                        "default policy)",
-                        sb->name);
+                        "%s has no policy revision yet (it runs spec.policy, or the default "
+                        "policy)",
+                        what);
+    else
+        h2_stream_error(st, 404, "not_found", "%s has no policy revision yet", what);
 out:
     store_list_fini(&l);
     store_obj_free(sb);
@@ -332,7 +374,7 @@ static void
 h_get_revision(struct h2_stream *st, struct h2_req *req, void *arg)
 {
     if (gw_authorized(arg, st))
-        get_revision(arg, st, req, req->params[2]);
+        get_revision(arg, st, req, req->params[is_global(req) ? 0 : 2]);
 }
 
 static void
@@ -363,4 +405,9 @@ gw_policy_routes(struct gw *gw)
                   gw);
     h2_router_add(r, "GET", "/v1/workspaces/{}/sandboxes/{}/policy/revisions/{}", 0, h_get_revision,
                   gw);
+    /* The global policy: its revisions hang off the global settings object. */
+    h2_router_add(r, "PUT", "/v1/gateway/policy", 0, h_put_policy, gw);
+    h2_router_add(r, "GET", "/v1/gateway/policy", 0, h_get_policy, gw);
+    h2_router_add(r, "GET", "/v1/gateway/policy/revisions", 0, h_list_revisions, gw);
+    h2_router_add(r, "GET", "/v1/gateway/policy/revisions/{}", 0, h_get_revision, gw);
 }

@@ -86,8 +86,8 @@ setting_check(const char *key, const cJSON *value, struct err *e)
 }
 
 /* The global settings object, created on first use. */
-static int
-global_get(struct gw *gw, struct store_obj **out, struct err *e)
+int
+gw_settings_global(struct gw *gw, struct store_obj **out, struct err *e)
 {
     struct store_obj o = { 0 };
     char id[37];
@@ -190,7 +190,7 @@ h_global_get(struct h2_stream *st, struct h2_req *req, void *arg)
     (void)req;
     if (!gw_authorized(gw, st))
         return;
-    if ((rc = global_get(gw, &o, &e)) < 0) {
+    if ((rc = gw_settings_global(gw, &o, &e)) < 0) {
         api_respond_err(st, rc, &e);
         return;
     }
@@ -222,7 +222,8 @@ h_global_put(struct h2_stream *st, struct h2_req *req, void *arg)
         return;
     if ((rc = api_parse_if_match(h2_stream_header(st, "if-match"), &expect, &e)) < 0 ||
         (!del && (rc = put_value(req, &body, &value, &e)) < 0) ||
-        (rc = setting_check(req->params[0], value, &e)) < 0 || (rc = global_get(gw, &o, &e)) < 0) {
+        (rc = setting_check(req->params[0], value, &e)) < 0 ||
+        (rc = gw_settings_global(gw, &o, &e)) < 0) {
         api_respond_err(st, rc, &e);
     } else {
         write_setting(gw, st, o, req->params[0], value, expect, false);
@@ -262,7 +263,7 @@ h_sandbox_get(struct h2_stream *st, struct h2_req *req, void *arg)
 
     if (!gw_authorized(gw, st) || !(sb = sandbox_of(gw, st, req)))
         return;
-    if ((rc = global_get(gw, &g, &e)) < 0) {
+    if ((rc = gw_settings_global(gw, &g, &e)) < 0) {
         api_respond_err(st, rc, &e);
         store_obj_free(sb);
         return;

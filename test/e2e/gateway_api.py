@@ -404,6 +404,25 @@ def main():
     tap(r[0] == 200 and '"i":"39"' in r[2], "a new watcher sees the latest state", r[0])
     curl("DELETE", SB + "/slow")
 
+    # --- the global policy
+    GP = "/v1/gateway/policy"
+    expect_error("no global policy yet: 404", curl("GET", GP), 404, "not_found", "global")
+    r = curl("PUT", GP, pol, ctype="application/yaml")
+    tap(r[0] == 200 and (jbody(r) or {}).get("version") == 1, "PUT the global policy", r)
+    etag = r[1].get("etag", "")
+    expect_error("global policy with a stale If-Match: 409",
+                 curl("PUT", GP, pol, ctype="application/yaml", headers={"if-match": '"1"'}),
+                 409, "aborted", "global")
+    r = curl("PUT", GP, pol, ctype="application/yaml", headers={"if-match": etag})
+    tap(r[0] == 200 and (jbody(r) or {}).get("version") == 2, "PUT it again with its ETag", r)
+    r = curl("GET", GP + "/revisions")
+    tap([(i["version"], i["status"]) for i in (jbody(r) or {}).get("items", [])] ==
+        [(2, "pending"), (1, "superseded")], "global revisions", r)
+    r = curl("GET", GP + "/revisions/1")
+    tap(r[0] == 200 and (jbody(r) or {}).get("policy") == pol, "global revision 1", r)
+    r = curl("GET", SB + "/gamma/policy/revisions")
+    tap((jbody(r) or {}).get("total") == 2, "sandbox revisions are separate from global ones", r)
+
     # --- settings
     G = "/v1/gateway/settings"
     r = curl("GET", G)
