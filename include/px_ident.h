@@ -22,6 +22,10 @@
  *      fingerprint reuses the hash; a changed one re-hashes, and a hash
  *      different from the first one is denied for the rest of the sandbox's
  *      life ("binary integrity violation", reference attack case 20).
+ *      Images up to PX_IDENT_INLINE_HASH bytes are hashed at once; larger
+ *      ones (node: 95 MiB, a third of a second) on a worker thread, and the
+ *      lookup answers -EINPROGRESS until px_ident_poll() has taken the
+ *      result (the notify fd becomes readable): the loop never stalls.
  *
  * Owners that disagree on binary or ancestors deny ("ambiguous shared socket
  * ownership": a socket handed to another program). No owner, no anchor, or
@@ -35,7 +39,8 @@
  * SHA-256 of a binary's whole image the first time it is seen (or after it
  * changed on disk). In a sandbox's pid namespace only the agent's processes
  * are visible, so a lookup takes tens of microseconds once the binaries are
- * pinned; the first use of a binary costs its hash (about 2 ms per MiB).
+ * pinned; the first use of a binary costs its hash (about 3.5 ms per MiB
+ * with mbedTLS here; on the loop only for images up to 2 MiB).
  *
  * Lifetime: one `struct px_ident` per sandbox (px_ident_new/_free) holds the
  * pins. A `struct px_ident_caller` is filled by px_ident_lookup() and owns its
@@ -49,10 +54,11 @@
 
 #include "err.h"
 
-#define PX_IDENT_MAX_ANCESTORS 64 /* the policy looks at no more */
-#define PX_IDENT_MAX_OWNERS 16    /* processes holding one socket, at most */
-#define PX_IDENT_MAX_PIDS 8192    /* /proc entries looked at per lookup */
-#define PX_IDENT_MAX_FDS 262144   /* descriptors looked at per lookup */
+#define PX_IDENT_MAX_ANCESTORS 64              /* the policy looks at no more */
+#define PX_IDENT_MAX_OWNERS 16                 /* processes holding one socket, at most */
+#define PX_IDENT_MAX_PIDS 8192                 /* /proc entries looked at per lookup */
+#define PX_IDENT_MAX_FDS 262144                /* descriptors looked at per lookup */
+#define PX_IDENT_INLINE_HASH (2 * 1024 * 1024) /* larger images are hashed on the worker */
 
 struct px_ident;
 
@@ -83,13 +89,20 @@ int px_ident_read_control(struct px_ident *id, int fd, int timeout_ms);
 
 /* Identify the process behind the connection whose peer (the agent's end)
  * is PEER and whose proxy end is LOCAL. Returns 0 with OUT filled (release
- * with px_ident_caller_fini), or -EACCES with E holding the deny reason
+ * with px_ident_caller_fini), -EINPROGRESS when a binary is being hashed
+ * (ask again once px_ident_poll() returned true), or -EACCES with E holding
+ * the deny reason
  * ("entrypoint process not yet spawned", "no process holds the
  * connection", "ambiguous shared socket ownership: ...", "binary integrity
  * violation: ..."). */
 int px_ident_lookup(struct px_ident *id, const struct sockaddr *peer, const struct sockaddr *local,
                     struct px_ident_caller *out, struct err *e);
 void px_ident_caller_fini(struct px_ident_caller *c);
+
+/* Readable when a hash finished: then call px_ident_poll(), which takes
+ * the results (true when there were some). Loop thread only. */
+int px_ident_notify_fd(const struct px_ident *id);
+bool px_ident_poll(struct px_ident *id);
 
 /* Binaries pinned so far. */
 size_t px_ident_pinned(const struct px_ident *id);

@@ -42,6 +42,7 @@ static void px_process_input(struct px_conn *c);
 static void px_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg);
 static void px_backoff_cb(evutil_socket_t fd, short what, void *arg);
+static void px_ident_cb(evutil_socket_t fd, short what, void *arg);
 static void px_accept_error(struct evconnlistener *lev, void *arg);
 static int px_add_listener(struct px_server *s, struct evconnlistener *lev, struct err *e);
 static int px_parse_listen(const char *addr, struct sockaddr_storage *ss, int *sl);
@@ -77,8 +78,8 @@ px_wake(struct px_conn *c)
 static const char *
 px_state_name(enum px_state s)
 {
-    static const char *const names[] = { "head",      "resolve", "connecting", "sniff",
-                                         "handshake", "request", "relay",      "closing" };
+    static const char *const names[] = { "head",    "resolve", "connecting", "sniff",   "handshake",
+                                         "request", "relay",   "closing",    "identity" };
 
     return names[s];
 }
@@ -1028,9 +1029,33 @@ px_server_new(struct loop *loop, struct policy *policy, struct ca *ca, const str
             return NULL;
         }
     }
+    if (o->ident && !o->identity_off) {
+        s->ident_ev =
+            event_new(s->base, px_ident_notify_fd(o->ident), EV_READ | EV_PERSIST, px_ident_cb, s);
+        event_add(s->ident_ev, NULL);
+    }
     evdns_base_set_option(s->dns, "timeout:", "3");
     evdns_base_set_option(s->dns, "attempts:", "2");
     return s;
+}
+
+/* A binary's hash finished: connections waiting for it are decided now. */
+static void
+px_ident_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_server *s = arg;
+
+    (void)fd;
+    (void)what;
+    if (!px_ident_poll(s->o.ident))
+        return;
+    for (struct px_conn *c = s->conns; c; c = c->next) {
+        if (c->dead || c->state != PX_IDENT)
+            continue;
+        evtimer_del(c->timer);
+        c->state = PX_HEAD;
+        px_dispatch_request(c);
+    }
 }
 
 struct tls_client_ctx *
@@ -1072,6 +1097,8 @@ px_server_free(struct px_server *s)
         event_free(l->backoff);
         free(l);
     }
+    if (s->ident_ev)
+        event_free(s->ident_ev);
     if (s->dns)
         evdns_base_free(s->dns, 1);
     tls_client_ctx_free(s->upstream);

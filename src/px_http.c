@@ -175,6 +175,16 @@ px_identify(struct px_conn *c, const char *verb)
         c->have_caller = true;
         return true;
     }
+    if (rc == -EINPROGRESS) {
+        /* A binary is being hashed off the loop: this request waits (its
+         * input stays buffered) and is dispatched again when it is done. */
+        log_debug("conn %llu: %s", (unsigned long long)c->id, e.msg);
+        c->state = PX_IDENT;
+        if (!c->tunnel)
+            c->nreq--;
+        px_timer(c, c->srv->o.connect_timeout_s);
+        return false;
+    }
     if (c->tunnel)
         buf_fmt_fixed(detail, sizeof(detail), "CONNECT %s:%u not permitted by policy", c->host,
                       c->port);
@@ -725,6 +735,14 @@ px_read_head(struct px_conn *c)
         px_tunnel_request(c);
         return;
     }
+    px_dispatch_request(c);
+}
+
+/* A request head at the door (CONNECT or absolute-form), parsed in c->req;
+ * run again when it waited for the caller's identity. */
+void
+px_dispatch_request(struct px_conn *c)
+{
     if (c->req->form == HTTP1_FORM_AUTHORITY)
         px_connect_request(c);
     else

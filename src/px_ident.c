@@ -10,9 +10,11 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,15 +29,38 @@
 
 #define PX_IDENT_TABLE_MAX (16u * 1024 * 1024) /* a tcp table larger than this is refused */
 
-/* One pinned binary: the first hash seen for PATH, and the fingerprint of
- * the image it was last verified on. */
-struct px_pin {
-    char *path;
-    uint8_t sha[32];
+/* What identifies one image of a file without reading it. */
+struct px_fp {
     dev_t dev;
     ino_t ino;
     off_t size;
     struct timespec mtime, ctime;
+};
+
+/* One binary path: the first hash seen for it (pinned), the fingerprint of
+ * the image it was last verified on, and the last image that failed (its
+ * hash differed, or it could not be read), so that one is refused without
+ * hashing it again. */
+struct px_pin {
+    char *path;
+    bool pinned;
+    uint8_t sha[32];
+    struct px_fp fp;
+    bool has_bad;
+    struct px_fp bad_fp;
+    uint8_t bad_sha[32];
+    int bad_err; /* 0: hash mismatch; else the -errno of the read */
+};
+
+/* A hash for the worker thread: FD (an open /proc/PID/exe) is hashed, the
+ * result comes back through the done list. */
+struct px_job {
+    struct px_job *next;
+    char *path;
+    int fd;
+    struct px_fp fp;
+    uint8_t sha[32];
+    int rc;
 };
 
 struct px_ident {
@@ -46,6 +71,16 @@ struct px_ident {
     size_t npins, cap;
     char ctl[64]; /* partial control line */
     size_t nctl;
+    /* hashing worker: TODO and DONE are shared under MU; BUSY (paths in
+     * flight) belongs to the loop thread */
+    pthread_t thr;
+    bool thr_started, stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct px_job *todo, *done;
+    char **busy;
+    size_t nbusy;
+    int notify_fd;
 };
 
 struct px_ident *
@@ -55,7 +90,23 @@ px_ident_new(const char *proc)
 
     id->proc = xstrdup(proc ? proc : "/proc");
     id->self = getpid();
+    pthread_mutex_init(&id->mu, NULL);
+    pthread_cond_init(&id->cv, NULL);
+    id->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (id->notify_fd < 0)
+        die_errno("eventfd");
     return id;
+}
+
+static void
+px_job_free(struct px_job *j)
+{
+    if (!j)
+        return;
+    if (j->fd >= 0)
+        close(j->fd);
+    free(j->path);
+    free(j);
 }
 
 void
@@ -63,6 +114,24 @@ px_ident_free(struct px_ident *id)
 {
     if (!id)
         return;
+    if (id->thr_started) {
+        pthread_mutex_lock(&id->mu);
+        id->stop = true;
+        pthread_cond_signal(&id->cv);
+        pthread_mutex_unlock(&id->mu);
+        pthread_join(id->thr, NULL);
+    }
+    for (struct px_job *l[2] = { id->todo, id->done }, *j, **pp = l; pp < l + 2; pp++)
+        while ((j = *pp)) {
+            *pp = j->next;
+            px_job_free(j);
+        }
+    for (size_t i = 0; i < id->nbusy; i++)
+        free(id->busy[i]);
+    free(id->busy);
+    close(id->notify_fd);
+    pthread_mutex_destroy(&id->mu);
+    pthread_cond_destroy(&id->cv);
     for (size_t i = 0; i < id->npins; i++)
         free(id->pins[i].path);
     free(id->pins);
@@ -85,7 +154,11 @@ px_ident_anchor(const struct px_ident *id)
 size_t
 px_ident_pinned(const struct px_ident *id)
 {
-    return id->npins;
+    size_t n = 0;
+
+    for (size_t i = 0; i < id->npins; i++)
+        n += id->pins[i].pinned;
+    return n;
 }
 
 /* Take complete "agent PID" lines out of the control buffer. */
@@ -460,20 +533,167 @@ px_ts_eq(const struct timespec *a, const struct timespec *b)
     return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
 }
 
-/* Trust on first use for PATH, the image of PID. Returns 0, or -EACCES with
- * E set. */
+static bool
+px_fp_eq(const struct px_fp *a, const struct px_fp *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           px_ts_eq(&a->mtime, &b->mtime) && px_ts_eq(&a->ctime, &b->ctime);
+}
+
+static struct px_pin *
+px_pin_find(struct px_ident *id, const char *path, bool create)
+{
+    struct px_pin *pin;
+
+    for (size_t i = 0; i < id->npins; i++)
+        if (strcmp(id->pins[i].path, path) == 0)
+            return &id->pins[i];
+    if (!create)
+        return NULL;
+    if (id->npins == id->cap) {
+        id->cap = id->cap ? id->cap * 2 : 16;
+        id->pins = xrealloc(id->pins, id->cap * sizeof(*id->pins));
+    }
+    pin = &id->pins[id->npins++];
+    memset(pin, 0, sizeof(*pin));
+    pin->path = xstrdup(path);
+    return pin;
+}
+
+/* A hash result for PATH's image FP: pin it (first sight), confirm it, or
+ * remember the image as bad. */
+static void
+px_pin_result(struct px_ident *id, const char *path, const struct px_fp *fp, const uint8_t sha[32],
+              int rc)
+{
+    struct px_pin *pin = px_pin_find(id, path, true);
+    char hex[65];
+
+    if (rc < 0) {
+        pin->has_bad = true;
+        pin->bad_fp = *fp;
+        pin->bad_err = rc;
+        return;
+    }
+    if (!pin->pinned) {
+        pin->pinned = true;
+        memcpy(pin->sha, sha, 32);
+        pin->fp = *fp;
+        px_hex_str(sha, 32, hex);
+        log_debug("pinned binary %s sha256 %s", path, hex);
+    } else if (memcmp(pin->sha, sha, 32) == 0) {
+        pin->fp = *fp; /* same content (copied, touched, reinstalled) */
+    } else {
+        /* The pinned hash and its image stay: every later use re-checks. */
+        pin->has_bad = true;
+        pin->bad_fp = *fp;
+        pin->bad_err = 0;
+        memcpy(pin->bad_sha, sha, 32);
+    }
+}
+
+static void *
+px_worker(void *arg)
+{
+    struct px_ident *id = arg;
+    uint64_t one = 1;
+
+    pthread_mutex_lock(&id->mu);
+    for (;;) {
+        struct px_job *j;
+
+        while (!id->todo && !id->stop)
+            pthread_cond_wait(&id->cv, &id->mu);
+        if (id->stop)
+            break;
+        j = id->todo;
+        id->todo = j->next;
+        pthread_mutex_unlock(&id->mu);
+        j->rc = px_sha256_fd(j->fd, j->sha);
+        close(j->fd);
+        j->fd = -1;
+        pthread_mutex_lock(&id->mu);
+        j->next = id->done;
+        id->done = j;
+        (void)!write(id->notify_fd, &one, sizeof(one));
+    }
+    pthread_mutex_unlock(&id->mu);
+    return NULL;
+}
+
+int
+px_ident_notify_fd(const struct px_ident *id)
+{
+    return id->notify_fd;
+}
+
+bool
+px_ident_poll(struct px_ident *id)
+{
+    struct px_job *done, *j;
+    uint64_t v;
+
+    (void)!read(id->notify_fd, &v, sizeof(v));
+    pthread_mutex_lock(&id->mu);
+    done = id->done;
+    id->done = NULL;
+    pthread_mutex_unlock(&id->mu);
+    if (!done)
+        return false;
+    while ((j = done)) {
+        done = j->next;
+        px_pin_result(id, j->path, &j->fp, j->sha, j->rc);
+        for (size_t i = 0; i < id->nbusy; i++)
+            if (strcmp(id->busy[i], j->path) == 0) {
+                free(id->busy[i]);
+                id->busy[i] = id->busy[--id->nbusy];
+                break;
+            }
+        px_job_free(j);
+    }
+    return true;
+}
+
+/* Hash FD (PATH's image FP) on the worker; FD passes to it. */
+static int
+px_queue(struct px_ident *id, const char *path, int fd, const struct px_fp *fp)
+{
+    struct px_job *j = xcalloc(1, sizeof(*j));
+    int rc;
+
+    j->path = xstrdup(path);
+    j->fd = fd;
+    j->fp = *fp;
+    if (!id->thr_started) {
+        if ((rc = pthread_create(&id->thr, NULL, px_worker, id)) != 0) {
+            px_job_free(j);
+            return -rc;
+        }
+        id->thr_started = true;
+    }
+    id->busy = xrealloc(id->busy, (id->nbusy + 1) * sizeof(*id->busy));
+    id->busy[id->nbusy++] = xstrdup(path);
+    pthread_mutex_lock(&id->mu);
+    j->next = id->todo;
+    id->todo = j;
+    pthread_cond_signal(&id->cv);
+    pthread_mutex_unlock(&id->mu);
+    return 0;
+}
+
+/* Trust on first use for PATH, the image of PID. Returns 0, -EINPROGRESS
+ * (a hash is running on the worker: ask again after px_ident_poll), or
+ * -EACCES with E set. */
 static int
 px_verify(struct px_ident *id, pid_t pid, const char *path, struct err *e)
 {
     char exe[PATH_MAX], was[65], now[65];
-    struct px_pin *pin = NULL;
+    struct px_pin *pin = px_pin_find(id, path, false);
+    struct px_fp fp;
     uint8_t sha[32];
     struct stat st;
     int fd, rc;
 
-    for (size_t i = 0; i < id->npins; i++)
-        if (strcmp(id->pins[i].path, path) == 0)
-            pin = &id->pins[i];
     buf_fmt_fixed(exe, sizeof(exe), "%s/%d/exe", id->proc, (int)pid);
     /* The live image, even if PATH now names another file. */
     fd = open(exe, O_RDONLY | O_CLOEXEC);
@@ -484,42 +704,44 @@ px_verify(struct px_ident *id, pid_t pid, const char *path, struct err *e)
         return err_set(e, EACCES, "cannot verify binary '%s' (pid %d): %s", path, (int)pid,
                        strerror(rc));
     }
-    if (pin && pin->dev == st.st_dev && pin->ino == st.st_ino && pin->size == st.st_size &&
-        px_ts_eq(&pin->mtime, &st.st_mtim) && px_ts_eq(&pin->ctime, &st.st_ctim)) {
+    memset(&fp, 0, sizeof(fp));
+    fp.dev = st.st_dev;
+    fp.ino = st.st_ino;
+    fp.size = st.st_size;
+    fp.mtime = st.st_mtim;
+    fp.ctime = st.st_ctim;
+    if (pin && pin->pinned && px_fp_eq(&pin->fp, &fp)) {
         close(fd);
         return 0;
     }
-    rc = px_sha256_fd(fd, sha);
-    close(fd);
-    if (rc < 0)
-        return err_set(e, EACCES, "cannot hash binary '%s' (pid %d): %s", path, (int)pid,
-                       strerror(-rc));
-    if (!pin) {
-        if (id->npins == id->cap) {
-            id->cap = id->cap ? id->cap * 2 : 16;
-            id->pins = xrealloc(id->pins, id->cap * sizeof(*id->pins));
+    if (!pin || !pin->has_bad || !px_fp_eq(&pin->bad_fp, &fp)) {
+        for (size_t i = 0; i < id->nbusy; i++)
+            if (strcmp(id->busy[i], path) == 0) {
+                close(fd);
+                return err_set(e, EINPROGRESS, "hashing '%s'", path);
+            }
+        /* Large images are hashed off the loop (about 3.5 ms per MiB). */
+        if (st.st_size > PX_IDENT_INLINE_HASH) {
+            if ((rc = px_queue(id, path, fd, &fp)) < 0)
+                return err_set(e, EACCES, "cannot hash binary '%s': %s", path, strerror(-rc));
+            return err_set(e, EINPROGRESS, "hashing '%s'", path);
         }
-        pin = &id->pins[id->npins++];
-        memset(pin, 0, sizeof(*pin));
-        pin->path = xstrdup(path);
-        memcpy(pin->sha, sha, 32);
-        px_hex_str(sha, 32, now);
-        log_debug("pinned binary %s sha256 %s", path, now);
-    } else if (memcmp(pin->sha, sha, 32) != 0) {
-        px_hex_str(pin->sha, 32, was);
-        px_hex_str(sha, 32, now);
-        /* The fingerprint stays the old one: every later use re-checks. */
-        return err_set(e, EACCES,
-                       "Binary integrity violation: '%s' changed since its first use in this "
-                       "sandbox (sha256 %.16s..., now %.16s...)",
-                       path, was, now);
+        rc = px_sha256_fd(fd, sha);
+        px_pin_result(id, path, &fp, sha, rc);
+        pin = px_pin_find(id, path, false);
     }
-    pin->dev = st.st_dev;
-    pin->ino = st.st_ino;
-    pin->size = st.st_size;
-    pin->mtime = st.st_mtim;
-    pin->ctime = st.st_ctim;
-    return 0;
+    close(fd);
+    if (pin->pinned && px_fp_eq(&pin->fp, &fp))
+        return 0;
+    if (pin->bad_err)
+        return err_set(e, EACCES, "cannot hash binary '%s' (pid %d): %s", path, (int)pid,
+                       strerror(-pin->bad_err));
+    px_hex_str(pin->sha, 32, was);
+    px_hex_str(pin->bad_sha, 32, now);
+    return err_set(e, EACCES,
+                   "Binary integrity violation: '%s' changed since its first use in this "
+                   "sandbox (sha256 %.16s..., now %.16s...)",
+                   path, was, now);
 }
 
 void

@@ -53,6 +53,7 @@ enum px_state {
     PX_REQ,
     PX_RAW,
     PX_CLOSING,
+    PX_IDENT, /* waiting for a binary's hash (px_ident worker) */
 };
 
 struct px_map {
@@ -100,6 +101,7 @@ struct px_server {
     size_t nmap;
     struct px_listener *listeners;
     struct px_conn *conns;
+    struct event *ident_ev; /* the identity worker's notifications */
     unsigned nconns;
     unsigned nspliced, max_spliced; /* pipes cost 4 descriptors a tunnel */
     uint64_t next_id;
@@ -201,6 +203,7 @@ void px_handshake_step(struct px_conn *c);
 void px_pump_request_body(struct px_conn *c);
 void px_pump_response(struct px_conn *c);
 void px_read_head(struct px_conn *c);
+void px_dispatch_request(struct px_conn *c);
 void px_reply_json(struct px_conn *c, int status, const char *phrase, const char *error,
                    const char *detail, const char *reason);
 void px_request_init(struct px_conn *c, struct policy_request *pr, enum policy_transport t);

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -274,6 +275,25 @@ test_fake_proc(void)
     return TAP_PASS;
 }
 
+/* px_ident_lookup, waiting out hashes on the worker (big test binaries). */
+static int
+lookup_wait(struct px_ident *id, const struct sockaddr *peer, const struct sockaddr *local,
+            struct px_ident_caller *c, struct err *e)
+{
+    int rc;
+
+    for (int i = 0; i < 200; i++) {
+        struct pollfd pf = { px_ident_notify_fd(id), POLLIN, 0 };
+
+        rc = px_ident_lookup(id, peer, local, c, e);
+        if (rc != -EINPROGRESS)
+            return rc;
+        if (poll(&pf, 1, 50) == 1)
+            px_ident_poll(id);
+    }
+    return rc;
+}
+
 /* A child connects to our listener and waits; with INHERIT it also
  * starts /bin/sleep holding the same socket. Returns the child's pid. */
 static pid_t
@@ -346,7 +366,7 @@ test_real_proc(void)
         id = px_ident_new("/proc");
         px_ident_set_anchor(id, getpid());
         err_clear(&e);
-        rc = px_ident_lookup(id, (struct sockaddr *)&peer, (struct sockaddr *)&local, &c, &e);
+        rc = lookup_wait(id, (struct sockaddr *)&peer, (struct sockaddr *)&local, &c, &e);
         if (round == 0) {
             CHECK_INT(rc, 0);
             CHECK_INT(c.pid, kid);
@@ -364,6 +384,80 @@ test_real_proc(void)
         waitpid(kid, &st, 0);
     }
     close(lfd);
+    return TAP_PASS;
+}
+
+/* Images over PX_IDENT_INLINE_HASH are hashed on the worker: the lookup
+ * answers -EINPROGRESS, the notify fd wakes, then it decides (and a big
+ * binary changed later is caught the same way). */
+static int
+test_async_hash(void)
+{
+    char root[] = "/tmp/test_px_ident_big.XXXXXX", p[512], big[512], tcp[512];
+    struct buf tab = BUF_INIT, content = BUF_INIT;
+    struct sockaddr_in peer, local;
+    struct px_ident_caller c;
+    struct px_ident *id;
+    struct pollfd pf;
+    struct err e;
+    int rc, rounds;
+
+    if (!mkdtemp(root))
+        return TAP_FAIL;
+    buf_fmt_fixed(big, sizeof(big), "%s/node", root);
+    for (size_t i = 0; i < PX_IDENT_INLINE_HASH / 16 + 10; i++)
+        buf_puts(&content, "0123456789abcdef");
+    put(big, buf_cstr(&content));
+    buf_fmt_fixed(p, sizeof(p), "%s/proc", root);
+    mk(root, "proc");
+    fake_proc(p, 50, 1, big, 888);
+    mk(p, "50/net");
+    buf_puts(&tab, "  sl  local_address rem_address   st\n");
+    tcp_line(&tab, 0, "127.0.0.1", 41000, "127.0.0.1", 3128, 1, 888);
+    buf_fmt_fixed(tcp, sizeof(tcp), "%s/50/net/tcp", p);
+    put(tcp, buf_cstr(&tab));
+    sin4(&peer, "127.0.0.1", 41000);
+    sin4(&local, "127.0.0.1", 3128);
+    id = px_ident_new(p);
+    px_ident_set_anchor(id, 50);
+    for (int phase = 0; phase < 2; phase++) {
+        rc = px_ident_lookup(id, (struct sockaddr *)&peer, (struct sockaddr *)&local, &c, &e);
+        CHECK_INT(rc, -EINPROGRESS);
+        /* Asking again while it runs does not queue it twice. */
+        rc = px_ident_lookup(id, (struct sockaddr *)&peer, (struct sockaddr *)&local, &c, &e);
+        CHECK_INT(rc, -EINPROGRESS);
+        for (rounds = 0; rounds < 100; rounds++) {
+            pf.fd = px_ident_notify_fd(id);
+            pf.events = POLLIN;
+            if (poll(&pf, 1, 100) == 1 && px_ident_poll(id))
+                break;
+        }
+        CHECK(rounds < 100);
+        rc = px_ident_lookup(id, (struct sockaddr *)&peer, (struct sockaddr *)&local, &c, &e);
+        if (phase == 0) {
+            CHECK_INT(rc, 0);
+            CHECK_STR(c.binary, big);
+            px_ident_caller_fini(&c);
+            /* Now the same big binary, changed. */
+            buf_puts(&content, "x");
+            put(big, buf_cstr(&content));
+        } else {
+            CHECK_INT(rc, -EACCES);
+            CHECK_CONTAINS(e.msg, "Binary integrity violation");
+            /* Remembered: no second hash for the same bad image. */
+            rc = px_ident_lookup(id, (struct sockaddr *)&peer, (struct sockaddr *)&local, &c, &e);
+            CHECK_INT(rc, -EACCES);
+        }
+    }
+    px_ident_free(id);
+    buf_fini(&tab);
+    buf_fini(&content);
+    {
+        char cmd[600];
+
+        buf_fmt_fixed(cmd, sizeof(cmd), "rm -rf '%s'", root);
+        (void)!system(cmd);
+    }
     return TAP_PASS;
 }
 
@@ -388,4 +482,5 @@ test_control(void)
 }
 
 TAP_MAIN(TAP_TEST(test_parse_lines), TAP_TEST(test_find_inode), TAP_TEST(test_ppid),
-         TAP_TEST(test_fake_proc), TAP_TEST(test_real_proc), TAP_TEST(test_control))
+         TAP_TEST(test_fake_proc), TAP_TEST(test_real_proc), TAP_TEST(test_async_hash),
+         TAP_TEST(test_control))
