@@ -11,7 +11,7 @@
 # agent trusts through the injected variables) and plain-HTTP forwarding;
 # allowed and denied hosts, ports and binaries; ancestor authorisation
 # (bash -> curl with only bash listed, and the reverse); argv spoofing
-# (exec -a); a binary swapped at the same path after its first use; SSRF
+# (exec -a); a socket shared with another program; a binary swapped at the same path after its first use; SSRF
 # (loopback, metadata, a wildcard name resolving to a private address);
 # GET allowed and POST denied on one host with the exact deny body; git
 # clone over HTTPS (smart HTTP, protocol v2); python urllib; node (through
@@ -341,6 +341,27 @@ def t_argv_spoof():
           (r.stdout, r.stderr[-800:]))
 
 
+SHARED = r"""
+import os, socket, time
+s = socket.create_connection(("127.0.0.1", 3128))
+os.set_inheritable(s.fileno(), True)
+kid = os.fork()
+if kid == 0:
+    os.execv("/usr/bin/sleep", ["sleep", "5"])
+time.sleep(0.3)
+s.sendall(b"CONNECT api.test:8443 HTTP/1.1\r\nHost: api.test:8443\r\n\r\n")
+print(s.recv(4096).decode().split("\r\n")[0])
+os.kill(kid, 9)
+"""
+
+
+def t_shared_socket():
+    r = sandbox("/usr/bin/python3", "-c", SHARED)
+    point(r.stdout.startswith("HTTP/1.1 403") and "ambiguous shared socket ownership" in r.stderr,
+          "a socket held by two programs (python3 and an inheriting sleep): 403 ambiguous",
+          (r.stdout, r.stderr[-800:]))
+
+
 def t_swapped_binary():
     script = ("mkdir -p /sandbox/tools && cp /usr/bin/curl /sandbox/tools/a && "
               "/sandbox/tools/a -sS -o /dev/null -w '%{http_code}\\n' http://swap.test:8080/s1; "
@@ -581,7 +602,8 @@ def main():
         teardown()
         skip_all("cannot set up the network namespace: %s" % e)
     try:
-        for t in (t_curl, t_denials, t_binaries, t_ancestors, t_argv_spoof, t_swapped_binary,
+        for t in (t_curl, t_denials, t_binaries, t_ancestors, t_argv_spoof, t_shared_socket,
+                  t_swapped_binary,
                   t_ssrf, t_l7, t_git, t_node, t_live_policy, t_direct, t_lifetime):
             try:
                 t()
