@@ -217,6 +217,9 @@ void h2_stream_set_cbs(struct h2_stream *st, const struct h2_stream_cbs *cbs, vo
 struct h2_conn *h2_stream_conn(const struct h2_stream *st);
 const struct h2_peer *h2_stream_peer(const struct h2_stream *st);
 int32_t h2_stream_id(const struct h2_stream *st);
+/* Server: the request's path without its query (NULL before routing).
+ * Borrowed. */
+const char *h2_stream_path(const struct h2_stream *st);
 /* A request header (server) or response header (client), or NULL. NAME is
  * lower case. Borrowed. */
 const char *h2_stream_header(const struct h2_stream *st, const char *name);

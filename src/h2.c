@@ -323,6 +323,12 @@ h2_stream_id(const struct h2_stream *st)
 }
 
 const char *
+h2_stream_path(const struct h2_stream *st)
+{
+    return st->req.path;
+}
+
+const char *
 h2_stream_header(const struct h2_stream *st, const char *name)
 {
     for (size_t i = 0; i < st->nh; i++)

@@ -110,6 +110,17 @@ gw_authorized(struct gw *gw, struct h2_stream *st)
 static bool
 auth_hook(struct h2_stream *st, void *arg)
 {
+    const char *path = h2_stream_path(st);
+    struct store_obj *sb = NULL;
+    int rc;
+
+    /* Supervisor endpoints take sandbox tokens and nothing else; every
+     * other endpoint takes local users and never a sandbox token. */
+    if (path && strncmp(path, "/v1/supervisor/", 15) == 0) {
+        rc = gw_sandbox_principal(arg, st, &sb);
+        store_obj_free(sb);
+        return rc == 0;
+    }
     return gw_authorized(arg, st);
 }
 
@@ -602,6 +613,7 @@ gateway_main(int argc, char **argv)
     gw_sandbox_routes(&gw);
     gw_policy_routes(&gw);
     gw_settings_routes(&gw);
+    gw_supervisor_routes(&gw);
     limits.idle_timeout_ms = (uint32_t)o.idle_timeout_s * 1000;
     gw.srv = h2_server_new(loop_base(gw.loop), gw.router, &limits);
     h2_server_set_conn_close_cb(gw.srv, conn_closed, &gw);

@@ -64,6 +64,15 @@ void gw_settings_routes(struct gw *gw);
 /* The global settings object (created on first use); owner of the global
  * policy revisions. *OUT is the caller's. */
 int gw_settings_global(struct gw *gw, struct store_obj **out, struct err *e);
+/* {"settings":{k:{"value","scope"}},"revision","global_revision"} for
+ * sandbox SB (the caller deletes it), or NULL with *RC and E. */
+struct cJSON *gw_settings_effective(struct gw *gw, const struct store_obj *sb, struct err *e,
+                                    int *rc);
+/* Sandbox tokens and /v1/supervisor/... (gw_supervisor.c). */
+void gw_supervisor_routes(struct gw *gw);
+/* The sandbox whose token the request bears (*OUT, the caller's), or a
+ * 401 answer and -EPERM (another negative errno after an error answer). */
+int gw_sandbox_principal(struct gw *gw, struct h2_stream *st, struct store_obj **out);
 /* End every watch stream (shutdown). */
 void gw_watch_end_all(struct gw *gw, const char *why);
 

@@ -251,23 +251,14 @@ sandbox_of(struct gw *gw, struct h2_stream *st, struct h2_req *req)
     return o;
 }
 
-/* Effective settings of a sandbox: {key: {"value", "scope"}}. */
-static void
-h_sandbox_get(struct h2_stream *st, struct h2_req *req, void *arg)
+cJSON *
+gw_settings_effective(struct gw *gw, const struct store_obj *sb, struct err *e, int *rc)
 {
-    struct gw *gw = arg;
-    struct store_obj *sb, *g = NULL;
+    struct store_obj *g = NULL;
     cJSON *sp, *gp, *j, *out, *ss, *gs, *rev;
-    struct err e;
-    int rc;
 
-    if (!gw_authorized(gw, st) || !(sb = sandbox_of(gw, st, req)))
-        return;
-    if ((rc = gw_settings_global(gw, &g, &e)) < 0) {
-        api_respond_err(st, rc, &e);
-        store_obj_free(sb);
-        return;
-    }
+    if ((*rc = gw_settings_global(gw, &g, e)) < 0)
+        return NULL;
     sp = cJSON_Parse(sb->payload);
     gp = cJSON_Parse(g->payload);
     ss = sp ? cJSON_GetObjectItemCaseSensitive(sp, "settings") : NULL;
@@ -290,12 +281,30 @@ h_sandbox_get(struct h2_stream *st, struct h2_req *req, void *arg)
     cJSON_AddNumberToObject(j, "revision", cJSON_IsNumber(rev) ? rev->valuedouble : 0);
     rev = gp ? cJSON_GetObjectItemCaseSensitive(gp, "settings_revision") : NULL;
     cJSON_AddNumberToObject(j, "global_revision", cJSON_IsNumber(rev) ? rev->valuedouble : 0);
-    api_respond_json(st, 200, j, sb->resource_version);
-    cJSON_Delete(j);
     cJSON_Delete(sp);
     cJSON_Delete(gp);
-    store_obj_free(sb);
     store_obj_free(g);
+    return j;
+}
+
+/* Effective settings of a sandbox: {key: {"value", "scope"}}. */
+static void
+h_sandbox_get(struct h2_stream *st, struct h2_req *req, void *arg)
+{
+    struct gw *gw = arg;
+    struct store_obj *sb;
+    struct err e;
+    cJSON *j;
+    int rc;
+
+    if (!gw_authorized(gw, st) || !(sb = sandbox_of(gw, st, req)))
+        return;
+    if (!(j = gw_settings_effective(gw, sb, &e, &rc)))
+        api_respond_err(st, rc, &e);
+    else
+        api_respond_json(st, 200, j, sb->resource_version);
+    cJSON_Delete(j);
+    store_obj_free(sb);
 }
 
 static void

@@ -423,6 +423,51 @@ def main():
     r = curl("GET", SB + "/gamma/policy/revisions")
     tap((jbody(r) or {}).get("total") == 2, "sandbox revisions are separate from global ones", r)
 
+    # --- sandbox tokens and the supervisor endpoints
+    r = curl("POST", SB + "/gamma/token")
+    tok = (jbody(r) or {}).get("token", "")
+    tap(r[0] == 201 and tok.startswith("osb_") and len(tok) == 47 and
+        jbody(r).get("sandbox_id"), "mint a sandbox token", r)
+    bearer = {"authorization": "Bearer " + tok}
+    expect_error("supervisor config without a token: 401", curl("GET", "/v1/supervisor/config"),
+                 401, "unauthenticated", "Bearer")
+    expect_error("supervisor config with a bad token: 401",
+                 curl("GET", "/v1/supervisor/config",
+                      headers={"authorization": "Bearer osb_" + "A" * 43}), 401,
+                 "unauthenticated", "revoked")
+    r = curl("GET", "/v1/supervisor/config", headers=bearer)
+    j = jbody(r) or {}
+    tap(r[0] == 200 and j.get("sandbox_name") == "gamma" and
+        j.get("policy", {}).get("source") == "global" and j["policy"].get("version") == 2 and
+        j["policy"].get("policy") == pol, "supervisor config: the global policy wins", r)
+    expect_error("policy-status with a bad status: 400",
+                 curl("POST", "/v1/supervisor/policy-status",
+                      '{"version":2,"status":"maybe","source":"global"}', headers=bearer), 400,
+                 "invalid_argument", "loaded or failed")
+    expect_error("policy-status for an unknown revision: 404",
+                 curl("POST", "/v1/supervisor/policy-status",
+                      '{"version":99,"status":"loaded"}', headers=bearer), 404, "not_found")
+    r = curl("POST", "/v1/supervisor/policy-status", '{"version":2,"status":"loaded",'
+             '"source":"global"}', headers=bearer)
+    tap(r[0] == 200, "policy-status loaded", r)
+    r = curl("GET", "/v1/gateway/policy/revisions")
+    tap([i["status"] for i in (jbody(r) or {}).get("items", [])] == ["loaded", "superseded"],
+        "the reported revision is loaded", r)
+    r = curl("POST", SB + "/gamma/token")
+    tok2 = (jbody(r) or {}).get("token", "")
+    expect_error("minting again revokes the old token",
+                 curl("GET", "/v1/supervisor/config", headers=bearer), 401, "unauthenticated")
+    r = curl("GET", "/v1/supervisor/config", headers={"authorization": "Bearer " + tok2})
+    tap(r[0] == 200, "the new token works", r)
+    r = curl("DELETE", SB + "/gamma/token")
+    tap(r[0] == 200 and jbody(r) == {"revoked": True}, "revoke", r)
+    expect_error("a revoked token: 401", curl("GET", "/v1/supervisor/config",
+                                              headers={"authorization": "Bearer " + tok2}),
+                 401, "unauthenticated")
+    curl("POST", SB, '{"name":"tokbox"}')
+    r = curl("POST", SB + "/tokbox/token")
+    tok3 = (jbody(r) or {}).get("token", "")
+
     # --- settings
     G = "/v1/gateway/settings"
     r = curl("GET", G)
@@ -461,6 +506,18 @@ def main():
     tap(r[0] == 200 and r[1].get("etag") == '"5"' and
         jbody(r)["status"]["policy"]["latest_version"] == 2,
         "settings writes keep the rest of the sandbox", r)
+
+    curl("PUT", "/v1/gateway/settings/proposal_approval_mode", '{"value":"auto"}')
+    r = curl("GET", "/v1/supervisor/config", headers={"authorization": "Bearer " + tok3})
+    j = jbody(r) or {}
+    tap(r[0] == 200 and j.get("sandbox_name") == "tokbox" and
+        j.get("settings", {}).get("proposal_approval_mode") == {"value": "auto",
+                                                                "scope": "global"},
+        "supervisor config carries the effective settings", r)
+    tap(curl("DELETE", SB + "/tokbox")[0] == 200, "delete its sandbox")
+    expect_error("its token died with it", curl("GET", "/v1/supervisor/config",
+                                                headers={"authorization": "Bearer " + tok3}),
+                 401, "unauthenticated")
 
     # --- workspaces
     r = curl("GET", "/v1/workspaces")

@@ -74,6 +74,12 @@ testing_rc "an untrusted server is refused by curl (self-made CA)" "curl -sS --h
 testing "no identity: API is 401 unauthenticated" "curl -sS --http2 --cacert $M/ca.crt -w ' %{http_code}' https://127.0.0.1:$PORT/v1/sandboxes | tr -d '\\n' | sed 's/.*\"code\":\"\\([a-z_]*\\)\".* \\([0-9]*\\)\$/\\1 \\2/'" \
     "unauthenticated 401"
 testing "client certificates are not trusted yet either (fail closed)" "curl -sS --http2 --cacert $M/ca.crt --cert $M/tls.crt --key $M/tls.key -o /dev/null -w '%{http_code}' https://127.0.0.1:$PORT/v1/gateway" "401"
+U=http://x/v1/workspaces/default/sandboxes
+curl -sS --unix-socket "$S" --http2-prior-knowledge -H content-type:application/json -d '{"name":"sv"}' $U >/dev/null
+TOK=$(curl -sS --unix-socket "$S" --http2-prior-knowledge -X POST $U/sv/token | sed 's/.*"token":"\([^"]*\)".*/\1/')
+export TOK
+testing "a sandbox token authenticates a supervisor over TLS" "curl -sS --http2 --cacert $M/ca.crt -H \"authorization: Bearer \$TOK\" https://127.0.0.1:$PORT/v1/supervisor/config | grep -o '\"sandbox_name\":\"sv\"'" '"sandbox_name":"sv"'
+testing "a sandbox token reaches no user endpoint" "curl -sS --http2 --cacert $M/ca.crt -H \"authorization: Bearer \$TOK\" -o /dev/null -w '%{http_code}' https://127.0.0.1:$PORT/v1/workspaces/default/sandboxes/sv" "401"
 testing "the unix socket still serves the owner" "curl -sS --unix-socket $S --http2-prior-knowledge -o /dev/null -w '%{http_code}' http://x/v1/gateway" "200"
 SUM=$(sha256sum "$P/ca.crt" "$P/server/tls.key")
 stop
