@@ -162,8 +162,10 @@ int store_put_revision(struct store *s, struct store_obj *owner, uint64_t expect
                        struct err *e);
 
 /* Set the status of revision VERSION under SCOPE ("loaded" also marks older
- * "loaded"/"pending" revisions "superseded"), one transaction. -ENOENT. */
+ * "loaded"/"pending" revisions "superseded"), and when LOAD_ERROR is not
+ * NULL its payload's "load_error", one transaction. -ENOENT. */
 int store_set_revision_status(struct store *s, const char *child_type, const char *scope,
-                              int64_t version, const char *status, struct err *e);
+                              int64_t version, const char *status, const char *load_error,
+                              struct err *e);
 
 #endif

@@ -920,7 +920,8 @@ fail:
 
 int
 store_set_revision_status(struct store *s, const char *child_type, const char *scope,
-                          int64_t version, const char *status, struct err *e)
+                          int64_t version, const char *status, const char *load_error,
+                          struct err *e)
 {
     sqlite3_stmt *st = NULL;
     int64_t now = store_now_ms();
@@ -930,7 +931,9 @@ store_set_revision_status(struct store *s, const char *child_type, const char *s
         return rc;
     if ((rc = sq_prepare(s,
                          "UPDATE objects SET status=?4, resource_version=resource_version+1,"
-                         " updated_at_ms=?5 WHERE object_type=?1 AND scope=?2 AND version=?3",
+                         " updated_at_ms=?5, payload=CASE WHEN ?6 IS NULL THEN payload ELSE"
+                         " json_set(payload, '$.load_error', ?6) END"
+                         " WHERE object_type=?1 AND scope=?2 AND version=?3",
                          &st, e)) < 0)
         goto fail;
     bind_text(st, 1, child_type);
@@ -938,6 +941,7 @@ store_set_revision_status(struct store *s, const char *child_type, const char *s
     sqlite3_bind_int64(st, 3, version);
     bind_text(st, 4, status);
     sqlite3_bind_int64(st, 5, now);
+    bind_text(st, 6, load_error);
     if ((rc = step_done(s, st, "setting revision status", e)) < 0)
         goto fail;
     if (sqlite3_changes(s->db) == 0) {

@@ -324,7 +324,7 @@ h_policy_status(struct h2_stream *st, struct h2_req *req, void *arg)
         goto fail;
     /* The sandbox id comes from the token, never from the request. */
     if ((rc = store_set_revision_status(gw->store, "sandbox_policy", g ? g->id : sb->id,
-                                        (int64_t)ver->valueint, status, &e)) < 0)
+                                        (int64_t)ver->valueint, status, lerr, &e)) < 0)
         goto fail;
     log_kv(LOG_LVL_INFO, "policy status", "sandbox", sb->name, "source", source, "status", status,
            "load_error", lerr, NULL);

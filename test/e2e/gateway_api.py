@@ -453,6 +453,12 @@ def main():
     r = curl("GET", "/v1/gateway/policy/revisions")
     tap([i["status"] for i in (jbody(r) or {}).get("items", [])] == ["loaded", "superseded"],
         "the reported revision is loaded", r)
+    r = curl("POST", "/v1/supervisor/policy-status", '{"version":2,"status":"failed",'
+             '"load_error":"rule x: boom"}', headers=bearer)
+    r2 = curl("GET", SB + "/gamma/policy/revisions/2")
+    j = jbody(r2) or {}
+    tap(r[0] == 200 and j.get("status") == "failed" and j.get("load_error") == "rule x: boom",
+        "policy-status failed records the load error", (r, r2))
     r = curl("POST", SB + "/gamma/token")
     tok2 = (jbody(r) or {}).get("token", "")
     expect_error("minting again revokes the old token",

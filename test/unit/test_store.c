@@ -277,8 +277,15 @@ test_revisions(void)
     CHECK_STR(l.items[2]->status, "pending");
     CHECK_INT(l.items[2]->version, 3);
     store_list_fini(&l);
-    CHECK_INT(store_set_revision_status(s, "sandbox_policy", sb->id, 3, "loaded", &e), 0);
-    CHECK_INT(store_set_revision_status(s, "sandbox_policy", sb->id, 9, "loaded", &e), -ENOENT);
+    CHECK_INT(store_set_revision_status(s, "sandbox_policy", sb->id, 2, "failed", "bad rule", &e),
+              0);
+    CHECK_INT(store_set_revision_status(s, "sandbox_policy", sb->id, 3, "loaded", NULL, &e), 0);
+    CHECK_INT(store_set_revision_status(s, "sandbox_policy", sb->id, 9, "loaded", NULL, &e),
+              -ENOENT);
+    CHECK_INT(store_list(s, &q, &l, &e), 0);
+    CHECK_STR(l.items[1]->payload, "{\"x\":1,\"load_error\":\"bad rule\"}");
+    CHECK_STR(l.items[2]->status, "loaded");
+    store_list_fini(&l);
     /* Deleting the owner takes its revisions along, atomically. */
     CHECK_INT(store_delete(s, "sandbox", sb->id, 0, &e), 0);
     CHECK_INT(store_list(s, &q, &l, &e), 0);
