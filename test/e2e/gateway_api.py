@@ -576,6 +576,51 @@ def main():
         vals.get("openshell_gateway_http_requests_total", 0) > 100,
         "GET /metrics: Prometheus text with request, response and store figures", r[2][:1500])
 
+    # --- a raw client ignoring SETTINGS_MAX_CONCURRENT_STREAMS: 150 streams at once
+    import socket
+    import struct
+
+    def frame(ftype, flags, sid, payload=b""):
+        return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + \
+            struct.pack(">I", sid) + payload
+
+    def lit(idx, value):
+        return bytes([idx, len(value)]) + value
+    hdrs = b"\x82\x86" + lit(4, b"/healthz") + lit(1, b"localhost")
+    sk = socket.socket(socket.AF_UNIX)
+    sk.connect(SOCK)
+    out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0)
+    for i in range(150):
+        out += frame(1, 0x5, 1 + 2 * i, hdrs)
+    sk.sendall(out)
+    sk.settimeout(3)
+    data = b""
+    try:
+        while True:
+            d = sk.recv(65536)
+            if not d:
+                break
+            data += d
+    except socket.timeout:
+        pass
+    sk.close()
+    ok_streams, refused, goaway, off = set(), 0, 0, 0
+    while off + 9 <= len(data):
+        ln = struct.unpack(">I", b"\0" + data[off:off + 3])[0]
+        ft, sid = data[off + 3], struct.unpack(">I", data[off + 5:off + 9])[0] & 0x7fffffff
+        body = data[off + 9:off + 9 + ln]
+        if ft == 1:
+            ok_streams.add(sid)
+        elif ft == 3 and struct.unpack(">I", body)[0] == 7:
+            refused += 1
+        elif ft == 7:
+            goaway += 1
+        off += 9 + ln
+    tap(len(ok_streams) >= 1 and len(ok_streams) < 150 and (refused + goaway) > 0 and
+        curl("GET", "/healthz")[0] == 200,
+        "150 streams at once: %d answered, %d refused (REFUSED_STREAM), %d GOAWAY; the gateway "
+        "carries on" % (len(ok_streams), refused, goaway))
+
     # --- an idle connection (connects, says nothing) is closed
     import socket
     sk = socket.socket(socket.AF_UNIX)
