@@ -60,7 +60,8 @@ dpkg-source:dpkg-dev python3:python3 file:file xz:xz-utils bzip2:bzip2 make:make
 curl:curl"
 # What the test suite runs besides the binary: real clients and checkers.
 TEST_TOOLS="curl:curl python3:python3 clang-format:clang-format unshare:util-linux
-git:git ip:iproute2 openssl:openssl setpriv:util-linux node:nodejs bash:bash su:util-linux"
+git:git ip:iproute2 openssl:openssl setpriv:util-linux node:nodejs bash:bash su:util-linux
+h2load:nghttp2-client"
 
 cmd_tools() {
     set="$TOOLS"
