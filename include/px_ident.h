@@ -7,7 +7,9 @@
  * accepted connection's peer address is the agent socket's local address in
  * that namespace. From it:
  *
- *   1. the socket inode: /proc/ANCHOR/net/tcp, then tcp6 (a line in state
+ *   1. the socket inode: an exact sock_diag query when a netlink socket of
+ *      that namespace was given (px_ident_set_diag_fd), else
+ *      /proc/ANCHOR/net/tcp, then tcp6 (a line in state
  *      ESTABLISHED (or FIN_WAIT) whose local address is the peer and whose
  *      remote address is the proxy's end; IPv4-mapped IPv6 normalised),
  *      read through ANCHOR, a pid known to be in that namespace (the
@@ -77,6 +79,17 @@ struct px_ident *px_ident_new(const char *proc);
 void px_ident_free(struct px_ident *id);
 
 void px_ident_set_anchor(struct px_ident *id, pid_t anchor);
+
+/* Step 1 through sock_diag instead of /proc/net/tcp: the kernel's
+ * /proc/net/tcp walks every TCP socket of the machine (all namespaces share
+ * the hash), which costs milliseconds on a busy host, where an exact
+ * sock_diag query is one hash lookup. The netlink socket must have been
+ * created in the listeners' network namespace (the supervisor makes it on
+ * the netns thread). px_ident_diag_open() makes one here (fd or -errno);
+ * px_ident_set_diag_fd() hands one over (ownership passes). When a query
+ * fails, the lookup reads /proc as before. */
+int px_ident_diag_open(void);
+void px_ident_set_diag_fd(struct px_ident *id, int fd);
 pid_t px_ident_anchor(const struct px_ident *id);
 
 /* Control channel: FD carries lines "agent PID\n" (the supervisor writes
@@ -125,6 +138,10 @@ int px_ident_parse_tcp_line(const char *line, struct px_ident_tcp *out);
  * the table TEXT (tcp or tcp6 contents), 0 if none. */
 unsigned long px_ident_find_inode(const char *text, const struct sockaddr *peer,
                                   const struct sockaddr *local);
+
+/* The inode of the socket PEER -> LOCAL by an exact sock_diag query on FD:
+ * the inode, 0 when there is no such established socket, or -errno. */
+long px_ident_diag_inode(int fd, const struct sockaddr *peer, const struct sockaddr *local);
 
 /* PPid from /proc/PID/status contents. Returns 0 or -EINVAL. */
 int px_ident_parse_ppid(const char *status, pid_t *ppid);

@@ -25,7 +25,9 @@
  * [::1]:3128 (px_spawn_listen) into `listen_fds`: sockets created there
  * belong to the agent namespace for their whole life, wherever their fds
  * go, so the proxy process running in the outer namespace accepts the
- * agent's connections through them. Without `proxy` there is no listener
+ * agent's connections through them, plus a sock_diag netlink socket
+ * (`diag_fd`) through which the proxy finds the agent's sockets (caller
+ * identity). Without `proxy` there is no listener
  * (a connection to 3128 is refused at once).
  */
 #include <pthread.h>
@@ -41,7 +43,8 @@ struct sb_netns {
     int fd;                                 /* the agent netns (O_CLOEXEC), -1 if none */
     int listen_fds[SB_NETNS_MAX_LISTENERS]; /* created by the hook inside the netns */
     int nlisten;
-    bool proxy; /* set before sb_netns_begin: create the proxy's listeners */
+    bool proxy;  /* set before sb_netns_begin: create the proxy's listeners */
+    int diag_fd; /* with them, a NETLINK_SOCK_DIAG socket of the netns (or -1) */
     /* private: the creating thread */
     pthread_t thread;
     bool running;

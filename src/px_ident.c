@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -81,6 +84,7 @@ struct px_ident {
     char **busy;
     size_t nbusy;
     int notify_fd;
+    int diag_fd; /* NETLINK_SOCK_DIAG in the agent's netns, or -1 */
 };
 
 struct px_ident *
@@ -92,6 +96,7 @@ px_ident_new(const char *proc)
     id->self = getpid();
     pthread_mutex_init(&id->mu, NULL);
     pthread_cond_init(&id->cv, NULL);
+    id->diag_fd = -1;
     id->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (id->notify_fd < 0)
         die_errno("eventfd");
@@ -130,6 +135,8 @@ px_ident_free(struct px_ident *id)
         free(id->busy[i]);
     free(id->busy);
     close(id->notify_fd);
+    if (id->diag_fd >= 0)
+        close(id->diag_fd);
     pthread_mutex_destroy(&id->mu);
     pthread_cond_destroy(&id->cv);
     for (size_t i = 0; i < id->npins; i++)
@@ -137,6 +144,103 @@ px_ident_free(struct px_ident *id)
     free(id->pins);
     free(id->proc);
     free(id);
+}
+
+int
+px_ident_diag_open(void)
+{
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+
+    return fd < 0 ? -errno : fd;
+}
+
+void
+px_ident_set_diag_fd(struct px_ident *id, int fd)
+{
+    if (id->diag_fd >= 0)
+        close(id->diag_fd);
+    id->diag_fd = fd;
+}
+
+/* The inode of the TCP socket PEER -> LOCAL through sock_diag: one hash
+ * lookup in the kernel (inet_diag_find_one_icsk), where /proc/net/tcp walks
+ * every socket of every namespace. Returns the inode, 0 when the kernel
+ * says there is no such socket, -errno when the query itself failed (the
+ * caller then reads /proc). */
+long
+px_ident_diag_inode(int fd, const struct sockaddr *peer, const struct sockaddr *local)
+{
+    struct {
+        struct nlmsghdr nh;
+        struct inet_diag_req_v2 r;
+    } req;
+    union {
+        struct nlmsghdr nh;
+        char b[1024];
+    } resp;
+    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+    ssize_t n;
+
+    if (peer->sa_family != local->sa_family)
+        return -EAFNOSUPPORT;
+    memset(&req, 0, sizeof(req));
+    req.nh.nlmsg_len = sizeof(req);
+    req.nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    req.nh.nlmsg_flags = NLM_F_REQUEST;
+    req.nh.nlmsg_seq = 1;
+    req.r.sdiag_family = (uint8_t)peer->sa_family;
+    req.r.sdiag_protocol = IPPROTO_TCP;
+    req.r.idiag_states = ~0u;
+    req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+    req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+    /* The agent's socket: source = its address (our peer), destination =
+     * the proxy's end. */
+    if (peer->sa_family == AF_INET) {
+        const struct sockaddr_in *p = (const struct sockaddr_in *)peer;
+        const struct sockaddr_in *l = (const struct sockaddr_in *)local;
+
+        req.r.id.idiag_sport = p->sin_port;
+        req.r.id.idiag_dport = l->sin_port;
+        memcpy(req.r.id.idiag_src, &p->sin_addr, 4);
+        memcpy(req.r.id.idiag_dst, &l->sin_addr, 4);
+    } else if (peer->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *p = (const struct sockaddr_in6 *)peer;
+        const struct sockaddr_in6 *l = (const struct sockaddr_in6 *)local;
+
+        req.r.id.idiag_sport = p->sin6_port;
+        req.r.id.idiag_dport = l->sin6_port;
+        memcpy(req.r.id.idiag_src, &p->sin6_addr, 16);
+        memcpy(req.r.id.idiag_dst, &l->sin6_addr, 16);
+    } else {
+        return -EAFNOSUPPORT;
+    }
+    if (sendto(fd, &req, sizeof(req), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
+        return -errno;
+    /* The kernel answers within sendto(): nothing to wait for. */
+    n = recv(fd, &resp, sizeof(resp), MSG_DONTWAIT);
+    if (n < 0)
+        return -errno;
+    if ((size_t)n < sizeof(struct nlmsghdr) || resp.nh.nlmsg_len > (size_t)n)
+        return -EPROTO;
+    if (resp.nh.nlmsg_type == NLMSG_ERROR) {
+        const struct nlmsgerr *ne = NLMSG_DATA(&resp.nh);
+
+        if (resp.nh.nlmsg_len < NLMSG_LENGTH(sizeof(*ne)))
+            return -EPROTO;
+        /* ENOENT: no such socket, or no inet_diag in this kernel: let the
+         * caller look in /proc to tell the two apart. */
+        return ne->error ? ne->error : -EPROTO;
+    }
+    if (resp.nh.nlmsg_type == SOCK_DIAG_BY_FAMILY &&
+        resp.nh.nlmsg_len >= NLMSG_LENGTH(sizeof(struct inet_diag_msg))) {
+        const struct inet_diag_msg *m = NLMSG_DATA(&resp.nh);
+
+        /* ESTABLISHED, or a client that already half-closed. */
+        if (m->idiag_state == 1 || m->idiag_state == 4 || m->idiag_state == 5)
+            return m->idiag_inode;
+        return 0;
+    }
+    return -EPROTO;
 }
 
 void
@@ -814,8 +918,14 @@ px_ident_lookup(struct px_ident *id, const struct sockaddr *peer, const struct s
     memset(out, 0, sizeof(*out));
     if (!id->anchor)
         return err_set(e, EACCES, "entrypoint process not yet spawned");
+    if (id->diag_fd >= 0) {
+        long v = px_ident_diag_inode(id->diag_fd, peer, local);
+
+        if (v > 0)
+            inode = (unsigned long)v;
+    }
     /* Through the anchor: its netns's tables (where our listener lives). */
-    if (px_proc_read(id, id->anchor, "net/tcp", PX_IDENT_TABLE_MAX, &tab) == 0)
+    if (!inode && px_proc_read(id, id->anchor, "net/tcp", PX_IDENT_TABLE_MAX, &tab) == 0)
         inode = px_ident_find_inode(buf_cstr(&tab), peer, local);
     if (!inode && px_proc_read(id, id->anchor, "net/tcp6", PX_IDENT_TABLE_MAX, &tab) == 0)
         inode = px_ident_find_inode(buf_cstr(&tab), peer, local);

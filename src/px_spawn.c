@@ -129,7 +129,7 @@ px_spawn_child(const struct px_spawn_opts *o, int ca_wr, int ctl_rd)
 {
     /* Slots: 3.. listeners, then the CA pipe, the control pipe, the
      * policy directory. Move the sources out of the way first. */
-    int n = o->nlisten, src[8], slot = 3, first_free;
+    int n = o->nlisten, src[8], slot = 3, first_free, nfd;
     char **argv;
     size_t na = 0;
     char num[16];
@@ -143,13 +143,15 @@ px_spawn_child(const struct px_spawn_opts *o, int ca_wr, int ctl_rd)
     src[n] = ca_wr;
     src[n + 1] = ctl_rd;
     src[n + 2] = o->policy_dir_fd;
-    for (int i = 0; i < n + 3; i++)
+    src[n + 3] = o->diag_fd;
+    nfd = o->diag_fd >= 0 ? n + 4 : n + 3;
+    for (int i = 0; i < nfd; i++)
         if ((src[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 64)) < 0)
             _exit(125);
-    for (int i = 0; i < n + 3; i++)
+    for (int i = 0; i < nfd; i++)
         if (dup2(src[i], slot + i) < 0) /* dup2 clears FD_CLOEXEC */
             _exit(125);
-    first_free = slot + n + 3;
+    first_free = slot + nfd;
     if (syscall(SYS_close_range, (unsigned)first_free, ~0u, 0) < 0)
         for (int fd = first_free; fd < 1024; fd++)
             close(fd);
@@ -158,7 +160,7 @@ px_spawn_child(const struct px_spawn_opts *o, int ca_wr, int ctl_rd)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
 
-    argv = xcalloc(2 * (size_t)n + 14 + o->nextra, sizeof(char *));
+    argv = xcalloc(2 * (size_t)n + 16 + o->nextra, sizeof(char *));
     argv[na++] = "openshell-proxy";
     for (int i = 0; i < n; i++) {
         argv[na++] = "--listen-fd";
@@ -172,6 +174,10 @@ px_spawn_child(const struct px_spawn_opts *o, int ca_wr, int ctl_rd)
     buf_printf(&pol, "/proc/self/fd/%d/%s", slot + n + 2, o->policy_base);
     argv[na++] = "--policy";
     argv[na++] = buf_steal(&pol);
+    if (o->diag_fd >= 0) {
+        argv[na++] = "--diag-fd";
+        argv[na++] = xasprintf("%d", slot + n + 3);
+    }
     /* The supervisor's log format (its level travels in the environment). */
     argv[na++] = "--log-format";
     argv[na++] = log_is_json() ? "json" : "text";

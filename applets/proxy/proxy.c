@@ -49,6 +49,8 @@ static const char proxy_usage[] =
     "                            the network namespace of the listeners (see doc/proxy.md)\n"
     "      --control-fd N        caller identity on: the supervisor writes \"agent PID\\n\"\n"
     "                            lines to fd N; its end of file stops the proxy\n"
+    "      --diag-fd N           a NETLINK_SOCK_DIAG socket of the listeners' network\n"
+    "                            namespace (finds callers' sockets faster than /proc)\n"
     "  -l, --listen ADDR:PORT    listen there (repeatable; port 0 picks one)\n"
     "      --listen-fd N         serve listening socket N (repeatable)\n"
     "      --upstream-ca FILE    trust bundle for upstream TLS (default: the system's,\n"
@@ -84,6 +86,7 @@ enum {
     OPT_ON_INVALID,
     OPT_AGENT_PID,
     OPT_CONTROL_FD,
+    OPT_DIAG_FD,
 };
 
 #define PROXY_MAX_LIST 16
@@ -103,6 +106,7 @@ struct proxy_opts {
     bool deny_all_on_invalid;
     long agent_pid;
     int control_fd;
+    int diag_fd;
     struct px_opts px;
 };
 
@@ -390,6 +394,7 @@ proxy_parse(int argc, char **argv, struct proxy_opts *o)
         { "on-invalid-policy", required_argument, NULL, OPT_ON_INVALID },
         { "agent-pid", required_argument, NULL, OPT_AGENT_PID },
         { "control-fd", required_argument, NULL, OPT_CONTROL_FD },
+        { "diag-fd", required_argument, NULL, OPT_DIAG_FD },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         APPLET_COMMON_OPTIONS,
@@ -400,6 +405,7 @@ proxy_parse(int argc, char **argv, struct proxy_opts *o)
 
     o->ca_pem_fd = -1;
     o->control_fd = -1;
+    o->diag_fd = -1;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "p:l:hV", longopts, NULL)) != -1) {
         if (applet_common_option(prog, opt, optarg))
@@ -455,6 +461,7 @@ proxy_parse(int argc, char **argv, struct proxy_opts *o)
             o->agent_pid = (long)proxy_uint(prog, "--agent-pid", optarg, 1u << 22);
             break;
         case OPT_CONTROL_FD: o->control_fd = proxy_fd_arg(prog, "--control-fd", optarg); break;
+        case OPT_DIAG_FD: o->diag_fd = proxy_fd_arg(prog, "--diag-fd", optarg); break;
         case 'h': fputs(proxy_usage, stdout); exit(0);
         case 'V': exit(applet_print_version(prog));
         default: applet_bad_option(prog, argv, optind, optopt);
@@ -500,6 +507,17 @@ proxy_main(int argc, char **argv)
         st.ident = px_ident_new("/proc");
         if (o.agent_pid)
             px_ident_set_anchor(st.ident, (pid_t)o.agent_pid);
+        /* Sockets are found with sock_diag in the listeners' namespace: the
+         * supervisor's socket from there, or (standalone) our own. */
+        if (o.diag_fd >= 0) {
+            fcntl(o.diag_fd, F_SETFD, FD_CLOEXEC);
+            px_ident_set_diag_fd(st.ident, o.diag_fd);
+        } else if (o.agent_pid) {
+            int fd = px_ident_diag_open();
+
+            if (fd >= 0)
+                px_ident_set_diag_fd(st.ident, fd);
+        }
         o.px.ident = st.ident;
         o.px.ident_wait = proxy_ident_wait;
         o.px.ident_wait_arg = &st;

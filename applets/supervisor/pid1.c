@@ -187,6 +187,7 @@ start_proxy(const struct sb_plan *p, struct sb_netns *ns, struct px_spawn *px, i
     o.listen_fds = ns->listen_fds;
     o.nlisten = ns->nlisten;
     o.policy_dir_fd = policy_dir;
+    o.diag_fd = ns->diag_fd;
     o.policy_base = policy_base;
     o.extra = p->proxy_args;
     o.nextra = p->nproxy_args;
@@ -198,6 +199,9 @@ start_proxy(const struct sb_plan *p, struct sb_netns *ns, struct px_spawn *px, i
     for (int i = 0; i < ns->nlisten; i++)
         close(ns->listen_fds[i]);
     ns->nlisten = 0;
+    if (ns->diag_fd >= 0)
+        close(ns->diag_fd);
+    ns->diag_fd = -1;
     if (px_spawn_bundle(&pem, &e) < 0)
         setup_failed("CA trust bundle", e.msg);
     buf_fini(&pem);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "px_ident.h"
 #include "px_spawn.h"
 #include "xfuncs.h"
 
@@ -74,6 +75,8 @@ sb_netns_proxy_hook(struct sb_netns *ns, struct err *e)
     if (n < 0)
         return n;
     ns->nlisten = n;
+    /* Optional: without it the proxy reads /proc/net/tcp instead. */
+    ns->diag_fd = px_ident_diag_open();
     return 0;
 }
 
@@ -124,6 +127,7 @@ sb_netns_begin(struct sb_netns *ns, struct err *e)
 
     ns->fd = -1;
     ns->nlisten = 0;
+    ns->diag_fd = -1;
     ns->rc = 0;
     ns->running = false;
     err_clear(&ns->err);
@@ -174,6 +178,9 @@ sb_netns_fini(struct sb_netns *ns)
     for (int i = 0; i < ns->nlisten; i++)
         close(ns->listen_fds[i]);
     ns->nlisten = 0;
+    if (ns->diag_fd >= 0)
+        close(ns->diag_fd);
+    ns->diag_fd = -1;
 }
 
 int

@@ -365,6 +365,30 @@ test_real_proc(void)
         getsockname(cfd, (struct sockaddr *)&local, &ll);
         id = px_ident_new("/proc");
         px_ident_set_anchor(id, getpid());
+        if (round == 0) {
+            /* sock_diag finds the same socket /proc/net/tcp lists. */
+            struct buf tab = BUF_INIT;
+            unsigned long want = 0;
+            int dfd = px_ident_diag_open();
+
+            if (read_file("/proc/self/net/tcp", 64 << 20, &tab, NULL) == 0)
+                want = px_ident_find_inode(buf_cstr(&tab), (struct sockaddr *)&peer,
+                                           (struct sockaddr *)&local);
+            buf_fini(&tab);
+            CHECK(want != 0);
+            if (dfd >= 0) {
+                CHECK(px_ident_diag_inode(dfd, (struct sockaddr *)&peer,
+                                          (struct sockaddr *)&local) == (long)want);
+                /* Another port: no such socket. */
+                ((struct sockaddr_in *)&peer)->sin_port ^= htons(1);
+                CHECK(px_ident_diag_inode(dfd, (struct sockaddr *)&peer,
+                                          (struct sockaddr *)&local) <= 0);
+                ((struct sockaddr_in *)&peer)->sin_port ^= htons(1);
+                px_ident_set_diag_fd(id, dfd);
+            } else {
+                tap_diag("no sock_diag here (%s): /proc path only", strerror(-dfd));
+            }
+        }
         err_clear(&e);
         rc = lookup_wait(id, (struct sockaddr *)&peer, (struct sockaddr *)&local, &c, &e);
         if (round == 0) {
