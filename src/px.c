@@ -1077,8 +1077,8 @@ px_server_set_policy(struct px_server *s, struct policy *p)
     s->policy = policy_ref(p);
     /* Connections decided under the old generation end (reference 7.10). */
     for (struct px_conn *c = s->conns; c; c = c->next)
-        if (c->pol && c->pol != p)
-            px_conn_kill(c);
+        if (c->pol && c->pol != p && c->state != PX_IDENT)
+            px_conn_kill(c); /* (one waiting for its identity is decided later, anew) */
     policy_unref(old);
 }
 

@@ -37,6 +37,9 @@ const char sv_opts_help[] =
     "      --name NAME         sandbox name (its hostname; default openshell)\n"
     "      --explain           print what the sandbox enforces (Landlock ABI and rights,\n"
     "                          seccomp rules, identity, environment) and run nothing\n"
+    "      --on-invalid-policy keep|deny-all\n"
+    "                          when an edit of the policy FILE is invalid, keep the last\n"
+    "                          good network policy (default) or deny every connection\n"
     "      --proxy-arg ARG     pass ARG to the sandbox's egress proxy (repeatable; for\n"
     "                          tests: --proxy-arg=--resolve=HOST:ADDR, see doc/proxy.md)\n"
     "  -h, --help              show this help\n"
@@ -53,7 +56,7 @@ static const char supervisor_usage[] =
     "\n"
     "Options:\n";
 
-enum { OPT_ROOTFS = 0x100, OPT_TTY, OPT_NAME, OPT_EXPLAIN, OPT_PROXY_ARG };
+enum { OPT_ROOTFS = 0x100, OPT_TTY, OPT_NAME, OPT_EXPLAIN, OPT_PROXY_ARG, OPT_ON_INVALID };
 
 int
 sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o)
@@ -68,6 +71,7 @@ sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o)
         { "name", required_argument, NULL, OPT_NAME },
         { "explain", no_argument, NULL, OPT_EXPLAIN },
         { "proxy-arg", required_argument, NULL, OPT_PROXY_ARG },
+        { "on-invalid-policy", required_argument, NULL, OPT_ON_INVALID },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         APPLET_COMMON_OPTIONS,
@@ -97,6 +101,16 @@ sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o)
         case OPT_TTY: o->tty = true; break;
         case OPT_NAME: o->name = optarg; break;
         case OPT_EXPLAIN: o->explain = true; break;
+        case OPT_ON_INVALID:
+            if (strcmp(optarg, "keep") != 0 && strcmp(optarg, "deny-all") != 0)
+                applet_usage_error(prog, "--on-invalid-policy: expected keep or deny-all, got '%s'",
+                                   optarg);
+            if (o->nproxy_args == SB_MAX_PROXY_ARGS)
+                applet_usage_error(prog, "too many proxy options");
+            o->proxy_args[o->nproxy_args++] = strcmp(optarg, "keep") == 0
+                                                  ? "--on-invalid-policy=keep"
+                                                  : "--on-invalid-policy=deny-all";
+            break;
         case OPT_PROXY_ARG:
             if (o->nproxy_args == SB_MAX_PROXY_ARGS)
                 applet_usage_error(prog, "too many --proxy-arg (at most %d)", SB_MAX_PROXY_ARGS);

@@ -16,7 +16,8 @@
 # GET allowed and POST denied on one host with the exact deny body; git
 # clone over HTTPS (smart HTTP, protocol v2); python urllib; node (through
 # an explicit CONNECT, and fetch without proxy support failing at once); a
-# policy edit picked up within a second, closing a kept-alive tunnel;
+# policy edit picked up within a second, closing a kept-alive tunnel; an
+# invalid edit (kept, or deny-all); the [::1] listener;
 # direct connects failing at once (ENETUNREACH); the proxy ending with the
 # sandbox.
 import json
@@ -533,6 +534,68 @@ def t_live_policy():
           "opened under the old policy is closed, a new one is denied", (out, err[-1500:]))
 
 
+INVALID = r"""
+import os, subprocess, time
+def get():
+    return subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                           "http://api.test:8080/inv"], capture_output=True, text=True).stdout
+print("before", get(), flush=True)
+open("/sandbox/edit-now", "w").close()
+while not os.path.exists("/sandbox/edited"):
+    time.sleep(0.02)
+print("after", get())
+"""
+
+
+def edit_midway(script, new_text, extra):
+    """Run SCRIPT in a sandbox; when it signals, write NEW_TEXT over the policy
+    (in place), wait a second, signal back. Returns (stdout, stderr)."""
+    for f in ("edit-now", "edited"):
+        try:
+            os.unlink(E.wd + "/" + f)
+        except FileNotFoundError:
+            pass
+    p = subprocess.Popen(
+        [BIN, "run", "--policy", E.policy, "--workdir", E.wd, "--timeout", "25",
+         "--proxy-arg=--resolve=api.test:" + E.up, "--log-format", "text"] + extra +
+        ["--", "/usr/bin/python3", "-c", script],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(500):
+            if os.path.exists(E.wd + "/edit-now"):
+                break
+            time.sleep(0.02)
+        with open(E.policy, "w") as f:
+            f.write(new_text)
+        time.sleep(1.0)
+        open(E.wd + "/edited", "w").close()
+        return p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        write_policy(keep=True)
+
+
+def t_invalid_edit():
+    bad = "version: 1\nnetwork_policies:\n  plain: [\n"
+    out, err = edit_midway(INVALID, bad, [])
+    point(out.split() == ["before", "200", "after", "200"]
+          and "keeping the last good policy" in err,
+          "an invalid edit keeps the last good policy and says why", (out, err[-800:]))
+    out, err = edit_midway(INVALID, bad, ["--on-invalid-policy", "deny-all"])
+    point(out.split() == ["before", "200", "after", "403"]
+          and "denying every connection" in err,
+          "openshell run --on-invalid-policy deny-all: an invalid edit denies everything",
+          (out, err[-800:]))
+
+
+def t_ipv6_listener():
+    st, body, r = curl_in("http://api.test:8080/v6", "-x", "http://[::1]:3128")
+    point(st == "200" and "binary=/usr/bin/curl" in r.stderr,
+          "the [::1]:3128 listener: identity and forwarding over IPv6", (st, body, r.stderr[-600:]))
+
+
 DIRECT = r"""
 import socket, sys, time, errno
 t0 = time.monotonic()
@@ -604,7 +667,8 @@ def main():
     try:
         for t in (t_curl, t_denials, t_binaries, t_ancestors, t_argv_spoof, t_shared_socket,
                   t_swapped_binary,
-                  t_ssrf, t_l7, t_git, t_node, t_live_policy, t_direct, t_lifetime):
+                  t_ssrf, t_l7, t_git, t_node, t_live_policy, t_invalid_edit, t_ipv6_listener,
+                  t_direct, t_lifetime):
             try:
                 t()
             except Exception as e:  # noqa: BLE001
