@@ -292,6 +292,13 @@ sb_plan_explain(const struct sb_plan *p, struct buf *out)
     if (p->userns)
         buf_printf(out, "            user namespace maps uid %u and gid %u to themselves\n",
                    (unsigned)p->outer_uid, (unsigned)p->outer_gid);
+    if (p->proxy)
+        buf_printf(out,
+                   "egress:     openshell-proxy on 127.0.0.1:3128 and [::1]:3128 (%zu network "
+                   "policies from %s, edits applied live; caller identity from /proc)\n",
+                   policy_network_count(p->policy), p->policy_path);
+    else
+        buf_puts(out, "egress:     none (no network_policies): every connection fails\n");
     buf_printf(out, "identity:   uid %u%s%s%s gid %u, no supplementary groups%s\n",
                (unsigned)p->uid, p->user[0] ? " (" : "", p->user, p->user[0] ? ")" : "",
                (unsigned)p->gid, p->userns ? " (as mapped by the kernel)" : "");

@@ -630,6 +630,14 @@ def proxies_of_this_test():
     return n
 
 
+def t_explain():
+    r = run([BIN, "run", "--policy", E.policy, "--workdir", E.wd, "--explain"])
+    r2 = run([BIN, "run", "--workdir", E.wd, "--explain"])
+    point("egress:     openshell-proxy on 127.0.0.1:3128 and [::1]:3128 (8 network policies"
+          in r.stdout and "egress:     none (no network_policies)" in r2.stdout,
+          "--explain says whether the egress proxy runs", r.stdout[:600] + r2.stdout[:300])
+
+
 def t_lifetime():
     r = sandbox("/usr/bin/bash", "-c", "sleep 0.3")
     time.sleep(0.2)
@@ -668,7 +676,7 @@ def main():
         for t in (t_curl, t_denials, t_binaries, t_ancestors, t_argv_spoof, t_shared_socket,
                   t_swapped_binary,
                   t_ssrf, t_l7, t_git, t_node, t_live_policy, t_invalid_edit, t_ipv6_listener,
-                  t_direct, t_lifetime):
+                  t_direct, t_explain, t_lifetime):
             try:
                 t()
             except Exception as e:  # noqa: BLE001
