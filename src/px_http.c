@@ -192,7 +192,9 @@ px_identify(struct px_conn *c, const char *verb)
         buf_fmt_fixed(detail, sizeof(detail), "%s %s:%u%s not permitted by policy", verb, c->host,
                       c->port, c->path);
     px_log_decision(c, "deny", "identity", verb, c->tunnel ? NULL : c->path, e.msg);
-    px_reply_json(c, 403, "Forbidden", "policy_denied", detail, e.msg);
+    /* The forward path's deny body has no reason, as the reference's (the
+     * log has it). */
+    px_reply_json(c, 403, "Forbidden", "policy_denied", detail, c->tunnel ? e.msg : NULL);
     return false;
 }
 

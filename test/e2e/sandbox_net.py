@@ -351,14 +351,29 @@ if kid == 0:
     os.execv("/usr/bin/sleep", ["sleep", "5"])
 time.sleep(0.3)
 s.sendall(b"CONNECT api.test:8443 HTTP/1.1\r\nHost: api.test:8443\r\n\r\n")
-print(s.recv(4096).decode().split("\r\n")[0])
+resp = b""
+while True:
+    d = s.recv(4096)
+    if not d:
+        break
+    resp += d
+print(resp.decode().split("\r\n")[0])
+print(resp.decode().partition("\r\n\r\n")[2])
 os.kill(kid, 9)
 """
 
 
 def t_shared_socket():
     r = sandbox("/usr/bin/python3", "-c", SHARED)
-    point(r.stdout.startswith("HTTP/1.1 403") and "ambiguous shared socket ownership" in r.stderr,
+    lines = r.stdout.splitlines()
+    try:
+        body = json.loads(lines[1])
+    except (IndexError, ValueError):
+        body = {}
+    point(r.stdout.startswith("HTTP/1.1 403") and "ambiguous shared socket ownership" in r.stderr
+          and body.get("error") == "policy_denied"
+          and body.get("detail") == "CONNECT api.test:8443 not permitted by policy"
+          and "ambiguous shared socket ownership" in body.get("reason", ""),
           "a socket held by two programs (python3 and an inheriting sleep): 403 ambiguous",
           (r.stdout, r.stderr[-800:]))
 
