@@ -645,6 +645,25 @@ def proxies_of_this_test():
     return n
 
 
+def t_unprivileged():
+    if not shutil.which("setpriv"):
+        skip_point("unprivileged sandbox through the proxy", "setpriv not installed")
+        return
+    args = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", BIN, "run",
+            "--policy", E.policy, "--workdir", E.wd, "--timeout", "20",
+            "--proxy-arg=--resolve=api.test:" + E.up,
+            "--proxy-arg=--upstream-ca=" + E.tmp + "/ca.pem", "--log-format", "text", "--",
+            "/usr/bin/bash", "-c",
+            "curl -sS -w '\\n%{http_code}\\n' https://api.test:8443/userns; "
+            "/usr/bin/python3 -c \"$0\" http://api.test:8080/userns-py", PY_GET]
+    r = run(args, timeout=30)
+    out = r.stdout.splitlines()
+    point(len(out) >= 3 and out[1] == "200" and out[2] == "403"
+          and "binary=/usr/bin/curl" in r.stderr and "binary=/usr/bin/python3.11" in r.stderr,
+          "unprivileged (user namespace): TLS through the proxy, identity enforced",
+          (r.stdout, r.stderr[-800:]))
+
+
 def t_explain():
     r = run([BIN, "run", "--policy", E.policy, "--workdir", E.wd, "--explain"])
     r2 = run([BIN, "run", "--workdir", E.wd, "--explain"])
@@ -691,7 +710,7 @@ def main():
         for t in (t_curl, t_denials, t_binaries, t_ancestors, t_argv_spoof, t_shared_socket,
                   t_swapped_binary,
                   t_ssrf, t_l7, t_git, t_node, t_live_policy, t_invalid_edit, t_ipv6_listener,
-                  t_direct, t_explain, t_lifetime):
+                  t_direct, t_unprivileged, t_explain, t_lifetime):
             try:
                 t()
             except Exception as e:  # noqa: BLE001
