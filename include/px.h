@@ -60,6 +60,7 @@ struct px_opts {
     unsigned response_timeout_s; /* upstream response head (default 60) */
     unsigned idle_timeout_s;     /* idle tunnels and kept-alive connections (default 300) */
     unsigned max_conns;          /* concurrent client connections (default 8192) */
+    const char *sandbox;         /* sandbox name for the decision log, or NULL */
 };
 
 /* A server on LOOP deciding with POLICY (a reference is taken) and minting

@@ -46,6 +46,7 @@ struct px_spawn_opts {
     int nlisten;
     int policy_dir_fd;        /* O_PATH directory of the policy file */
     int diag_fd;              /* sock_diag socket of the agent's netns, or -1 */
+    const char *sandbox;      /* the sandbox's name (decision log), or NULL */
     const char *policy_base;  /* its name in that directory */
     const char *const *extra; /* more proxy arguments (tests: --resolve ...), or NULL */
     size_t nextra;

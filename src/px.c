@@ -105,8 +105,9 @@ px_log_decision(struct px_conn *c, const char *action, const char *stage, const 
         for (size_t i = 0; i < c->caller.nancestors; i++)
             buf_printf(&anc, "%s%s", i ? "," : "", c->caller.ancestors[i]);
     }
-    log_kv(strcmp(action, "deny") == 0 ? LOG_LVL_WARN : LOG_LVL_INFO, "decision", "conn", id,
-           "action", action, "stage", stage, "peer", c->peer, "pid", pid[0] ? pid : NULL, "binary",
+    log_kv(strcmp(action, "deny") == 0 ? LOG_LVL_WARN : LOG_LVL_INFO, "decision", "sandbox",
+           c->srv->o.sandbox, "conn", id, "action", action, "stage", stage, "peer", c->peer, "pid",
+           pid[0] ? pid : NULL, "binary",
            c->have_caller           ? c->caller.binary
            : c->srv->o.identity_off ? "-"
                                     : NULL,

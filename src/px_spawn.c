@@ -160,7 +160,7 @@ px_spawn_child(const struct px_spawn_opts *o, int ca_wr, int ctl_rd)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
 
-    argv = xcalloc(2 * (size_t)n + 16 + o->nextra, sizeof(char *));
+    argv = xcalloc(2 * (size_t)n + 18 + o->nextra, sizeof(char *));
     argv[na++] = "openshell-proxy";
     for (int i = 0; i < n; i++) {
         argv[na++] = "--listen-fd";
@@ -174,6 +174,10 @@ px_spawn_child(const struct px_spawn_opts *o, int ca_wr, int ctl_rd)
     buf_printf(&pol, "/proc/self/fd/%d/%s", slot + n + 2, o->policy_base);
     argv[na++] = "--policy";
     argv[na++] = buf_steal(&pol);
+    if (o->sandbox) {
+        argv[na++] = "--sandbox";
+        argv[na++] = (char *)o->sandbox;
+    }
     if (o->diag_fd >= 0) {
         argv[na++] = "--diag-fd";
         argv[na++] = xasprintf("%d", slot + n + 3);

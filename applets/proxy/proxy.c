@@ -51,6 +51,7 @@ static const char proxy_usage[] =
     "                            lines to fd N; its end of file stops the proxy\n"
     "      --diag-fd N           a NETLINK_SOCK_DIAG socket of the listeners' network\n"
     "                            namespace (finds callers' sockets faster than /proc)\n"
+    "      --sandbox NAME        name the sandbox in every decision record\n"
     "  -l, --listen ADDR:PORT    listen there (repeatable; port 0 picks one)\n"
     "      --listen-fd N         serve listening socket N (repeatable)\n"
     "      --upstream-ca FILE    trust bundle for upstream TLS (default: the system's,\n"
@@ -87,6 +88,7 @@ enum {
     OPT_AGENT_PID,
     OPT_CONTROL_FD,
     OPT_DIAG_FD,
+    OPT_SANDBOX,
 };
 
 #define PROXY_MAX_LIST 16
@@ -395,6 +397,7 @@ proxy_parse(int argc, char **argv, struct proxy_opts *o)
         { "agent-pid", required_argument, NULL, OPT_AGENT_PID },
         { "control-fd", required_argument, NULL, OPT_CONTROL_FD },
         { "diag-fd", required_argument, NULL, OPT_DIAG_FD },
+        { "sandbox", required_argument, NULL, OPT_SANDBOX },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         APPLET_COMMON_OPTIONS,
@@ -462,6 +465,7 @@ proxy_parse(int argc, char **argv, struct proxy_opts *o)
             break;
         case OPT_CONTROL_FD: o->control_fd = proxy_fd_arg(prog, "--control-fd", optarg); break;
         case OPT_DIAG_FD: o->diag_fd = proxy_fd_arg(prog, "--diag-fd", optarg); break;
+        case OPT_SANDBOX: o->px.sandbox = optarg; break;
         case 'h': fputs(proxy_usage, stdout); exit(0);
         case 'V': exit(applet_print_version(prog));
         default: applet_bad_option(prog, argv, optind, optopt);

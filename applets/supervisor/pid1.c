@@ -188,6 +188,7 @@ start_proxy(const struct sb_plan *p, struct sb_netns *ns, struct px_spawn *px, i
     o.nlisten = ns->nlisten;
     o.policy_dir_fd = policy_dir;
     o.diag_fd = ns->diag_fd;
+    o.sandbox = p->name;
     o.policy_base = policy_base;
     o.extra = p->proxy_args;
     o.nextra = p->nproxy_args;

@@ -284,8 +284,9 @@ def t_curl():
     st, body, r = curl_in("http://api.test:8080/hello-plain")
     ok = st == "200" and '"target": "/hello-plain"' in body and "openshell-sandbox" in body
     point(ok, "curl plain HTTP through the forward proxy", (st, body, r.stderr[-1500:]))
-    point("action=allow" in r.stderr and "binary=/usr/bin/curl" in r.stderr,
-          "the decision log names the calling binary", r.stderr[-1500:])
+    point("action=allow" in r.stderr and "binary=/usr/bin/curl" in r.stderr
+          and "decision sandbox=openshell " in r.stderr,
+          "the decision log names the sandbox and the calling binary", r.stderr[-1500:])
 
 
 def t_denials():
