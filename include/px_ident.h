@@ -58,6 +58,7 @@
 
 #define PX_IDENT_MAX_ANCESTORS 64              /* the policy looks at no more */
 #define PX_IDENT_MAX_OWNERS 16                 /* processes holding one socket, at most */
+#define PX_IDENT_MAX_CMDLINE 16                /* argv paths kept for logs */
 #define PX_IDENT_MAX_PIDS 8192                 /* /proc entries looked at per lookup */
 #define PX_IDENT_MAX_FDS 262144                /* descriptors looked at per lookup */
 #define PX_IDENT_INLINE_HASH (2 * 1024 * 1024) /* larger images are hashed on the worker */
@@ -70,6 +71,11 @@ struct px_ident_caller {
     char *binary; /* kernel path of its executable */
     char *ancestors[PX_IDENT_MAX_ANCESTORS];
     size_t nancestors; /* nearest parent first, ending with the anchor */
+    /* Absolute paths in the argv of the caller and its ancestors (a script's
+     * path, `exec -a` names): for logs and deny reasons only, never for a
+     * decision. At most PX_IDENT_MAX_CMDLINE. */
+    char *cmdline[PX_IDENT_MAX_CMDLINE];
+    size_t ncmdline;
 };
 
 /* A new identity source reading PROC ("/proc"; tests give a fake tree). The

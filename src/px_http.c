@@ -145,6 +145,8 @@ px_request_init(struct px_conn *c, struct policy_request *pr, enum policy_transp
         pr->binary = c->caller.binary;
         pr->ancestors = (const char *const *)c->caller.ancestors;
         pr->nancestors = c->caller.nancestors;
+        pr->cmdline_paths = (const char *const *)c->caller.cmdline;
+        pr->ncmdline_paths = c->caller.ncmdline;
     }
 }
 

@@ -856,7 +856,33 @@ px_ident_caller_fini(struct px_ident_caller *c)
     free(c->binary);
     for (size_t i = 0; i < c->nancestors; i++)
         free(c->ancestors[i]);
+    for (size_t i = 0; i < c->ncmdline; i++)
+        free(c->cmdline[i]);
     memset(c, 0, sizeof(*c));
+}
+
+/* Absolute-path arguments of PID into OUT->cmdline (logged, never used to
+ * decide). Best effort: an unreadable cmdline adds nothing. */
+static void
+px_cmdline_paths(const struct px_ident *id, pid_t pid, struct px_ident_caller *out, struct buf *tmp)
+{
+    size_t off = 0;
+
+    if (px_proc_read(id, pid, "cmdline", 64 * 1024, tmp) < 0)
+        return;
+    while (off < tmp->len && out->ncmdline < PX_IDENT_MAX_CMDLINE) {
+        const char *a = tmp->data + off;
+        size_t n = strnlen(a, tmp->len - off);
+        bool dup = false;
+
+        if (n > 1 && n < 1024 && a[0] == '/') {
+            for (size_t i = 0; i < out->ncmdline && !dup; i++)
+                dup = strcmp(out->cmdline[i], a) == 0;
+            if (!dup)
+                out->cmdline[out->ncmdline++] = xstrndup(a, n);
+        }
+        off += n + 1;
+    }
 }
 
 /* Binary and ancestors of PID into OUT, each verified. */
@@ -874,6 +900,7 @@ px_describe(struct px_ident *id, pid_t pid, struct px_ident_caller *out, struct 
         return err_set(e, EACCES, "cannot read the executable of pid %d", (int)pid);
     if ((rc = px_verify(id, pid, out->binary, e)) < 0)
         return rc;
+    px_cmdline_paths(id, pid, out, tmp);
     while (cur != id->anchor && out->nancestors < PX_IDENT_MAX_ANCESTORS) {
         char *exe;
 
@@ -890,6 +917,7 @@ px_describe(struct px_ident *id, pid_t pid, struct px_ident_caller *out, struct 
         out->ancestors[out->nancestors++] = exe;
         if ((rc = px_verify(id, ppid, exe, e)) < 0)
             return rc;
+        px_cmdline_paths(id, ppid, out, tmp);
         cur = ppid;
     }
     return 0;

@@ -338,8 +338,9 @@ def t_argv_spoof():
                 "exec -a /usr/bin/curl /usr/bin/python3 -c \"$0\" http://api.test:8080/spoof",
                 PY_GET)
     point(r.stdout.startswith("403") and "binary=/usr/bin/python3.11" in r.stderr
-          and not upstream_saw("/spoof"),
-          "argv spoofing (exec -a /usr/bin/curl python3): identity is /proc/PID/exe, 403",
+          and "cmdline: [/usr/bin/curl]" in r.stderr and not upstream_saw("/spoof"),
+          "argv spoofing (exec -a /usr/bin/curl python3): identity is /proc/PID/exe, 403; "
+          "the argv path is only logged",
           (r.stdout, r.stderr[-800:]))
 
 
