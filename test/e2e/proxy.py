@@ -13,7 +13,6 @@
 # stall, refuse, or present a certificate for another name.
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -24,6 +23,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+
+import e2elib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.environ.get("OPENSHELL_BIN", "")
@@ -58,52 +59,11 @@ E = Env()
 
 def setup():
     E.tmp = tempfile.mkdtemp(prefix="openshell-proxy-e2e.")
-    tag = "%05d" % (os.getpid() % 100000)
-    E.ns = "ospx" + tag
-    E.veth_a = "vpx%sa" % tag
-    E.veth_b = "vpx%sb" % tag
-    used = run(["ip", "-o", "addr"]).stdout + run(["ip", "route"]).stdout
-    for _ in range(50):
-        a, b = random.randint(100, 250), random.randint(0, 250)
-        net = "10.%d.%d." % (a, b)
-        if net not in used:
-            break
-    E.host_ip, E.up = net + "1", net + "2"
-    cmds = [
-        ["ip", "netns", "add", E.ns],
-        ["ip", "link", "add", E.veth_a, "type", "veth", "peer", "name", E.veth_b],
-        ["ip", "link", "set", E.veth_b, "netns", E.ns],
-        ["ip", "addr", "add", E.host_ip + "/30", "dev", E.veth_a],
-        ["ip", "link", "set", E.veth_a, "up"],
-        ["ip", "netns", "exec", E.ns, "ip", "addr", "add", E.up + "/30", "dev", E.veth_b],
-        ["ip", "netns", "exec", E.ns, "ip", "link", "set", E.veth_b, "up"],
-        ["ip", "netns", "exec", E.ns, "ip", "link", "set", "lo", "up"],
-    ]
-    for c in cmds:
-        r = run(c)
-        if r.returncode:
-            raise RuntimeError("%s: %s" % (" ".join(c), r.stderr))
+    E.net = e2elib.Netns("px").create()
+    E.ns, E.up = E.net.ns, E.net.up
     # Test CA and the upstream's certificate (api.test and the IP).
     t = E.tmp
-    ossl = [
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", t + "/ca.key", "-out", t + "/ca.pem", "-days", "2", "-subj",
-         "/CN=openshell test CA"],
-        ["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-         "-keyout", t + "/srv.key", "-out", t + "/srv.csr", "-subj", "/CN=api.test"],
-    ]
-    for c in ossl:
-        r = run(c)
-        if r.returncode:
-            raise RuntimeError("openssl: " + r.stderr)
-    with open(t + "/ext.cnf", "w") as f:
-        f.write("subjectAltName=DNS:api.test,IP:%s\nbasicConstraints=CA:FALSE\n"
-                "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n" % E.up)
-    r = run(["openssl", "x509", "-req", "-in", t + "/srv.csr", "-CA", t + "/ca.pem", "-CAkey",
-             t + "/ca.key", "-CAcreateserial", "-out", t + "/srv.pem", "-days", "2",
-             "-extfile", t + "/ext.cnf"])
-    if r.returncode:
-        raise RuntimeError("openssl x509: " + r.stderr)
+    e2elib.make_test_ca(t, "openshell test CA", ["api.test"], [E.up])
     E.uplog = t + "/upstream.log"
     open(E.uplog, "w").close()
     E.servers = subprocess.Popen(
@@ -167,17 +127,9 @@ network_policies:
 
 
 def teardown():
-    for p in (getattr(E, "proxy", None), getattr(E, "servers", None)):
-        if p and p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-    if hasattr(E, "ns"):
-        run(["ip", "netns", "del", E.ns])
-        run(["ip", "link", "del", E.veth_a])
+    e2elib.stop(getattr(E, "proxy", None), getattr(E, "servers", None))
+    if hasattr(E, "net"):
+        E.net.delete()
     if hasattr(E, "tmp"):
         shutil.rmtree(E.tmp, ignore_errors=True)
 

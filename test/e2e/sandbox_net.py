@@ -22,13 +22,13 @@
 # sandbox.
 import json
 import os
-import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
+
+import e2elib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.environ.get("OPENSHELL_BIN", "")
@@ -145,51 +145,10 @@ def setup():
     E.wd = E.tmp + "/wd"
     os.mkdir(E.wd)
     os.chmod(E.wd, 0o777)
-    tag = "%05d" % (os.getpid() % 100000)
-    E.ns = "ossn" + tag
-    E.veth_a = "vsn%sa" % tag
-    E.veth_b = "vsn%sb" % tag
-    used = run(["ip", "-o", "addr"]).stdout + run(["ip", "route"]).stdout
-    for _ in range(50):
-        net = "10.%d.%d." % (random.randint(100, 250), random.randint(0, 250))
-        if net not in used:
-            break
-    E.host_ip, E.up = net + "1", net + "2"
-    cmds = [
-        ["ip", "netns", "add", E.ns],
-        ["ip", "link", "add", E.veth_a, "type", "veth", "peer", "name", E.veth_b],
-        ["ip", "link", "set", E.veth_b, "netns", E.ns],
-        ["ip", "addr", "add", E.host_ip + "/30", "dev", E.veth_a],
-        ["ip", "link", "set", E.veth_a, "up"],
-        ["ip", "netns", "exec", E.ns, "ip", "addr", "add", E.up + "/30", "dev", E.veth_b],
-        ["ip", "netns", "exec", E.ns, "ip", "link", "set", E.veth_b, "up"],
-        ["ip", "netns", "exec", E.ns, "ip", "link", "set", "lo", "up"],
-    ]
-    for c in cmds:
-        r = run(c)
-        if r.returncode:
-            raise RuntimeError("%s: %s" % (" ".join(c), r.stderr))
+    E.net = e2elib.Netns("sn").create()
+    E.ns, E.up = E.net.ns, E.net.up
     t = E.tmp
-    for c in (
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", t + "/ca.key", "-out", t + "/ca.pem", "-days", "2", "-subj",
-         "/CN=openshell sandbox test CA"],
-        ["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-         "-keyout", t + "/srv.key", "-out", t + "/srv.csr", "-subj", "/CN=api.test"],
-    ):
-        r = run(c)
-        if r.returncode:
-            raise RuntimeError("openssl: " + r.stderr)
-    with open(t + "/ext.cnf", "w") as f:
-        f.write("subjectAltName=DNS:api.test\nbasicConstraints=CA:FALSE\n"
-                "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
-    r = run(["openssl", "x509", "-req", "-in", t + "/srv.csr", "-CA", t + "/ca.pem", "-CAkey",
-             t + "/ca.key", "-CAcreateserial", "-out", t + "/srv.pem", "-days", "2",
-             "-extfile", t + "/ext.cnf"])
-    if r.returncode:
-        raise RuntimeError("openssl x509: " + r.stderr)
-    for p in ("ca.key", "srv.key"):
-        os.chmod(t + "/" + p, 0o600)
+    e2elib.make_test_ca(t, "openshell sandbox test CA", ["api.test"])
     # A git repository to clone.
     src = t + "/src"
     gitenv = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
@@ -221,17 +180,9 @@ def setup():
 
 
 def teardown():
-    for p in (getattr(E, "servers", None), getattr(E, "git", None)):
-        if p and p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-    if hasattr(E, "ns"):
-        run(["ip", "netns", "del", E.ns])
-        run(["ip", "link", "del", E.veth_a])
+    e2elib.stop(getattr(E, "servers", None), getattr(E, "git", None))
+    if hasattr(E, "net"):
+        E.net.delete()
     if hasattr(E, "tmp"):
         shutil.rmtree(E.tmp, ignore_errors=True)
 
