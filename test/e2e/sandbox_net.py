@@ -14,7 +14,8 @@
 # (exec -a); a socket shared with another program; a binary swapped at the same path after its first use; SSRF
 # (loopback, metadata, a wildcard name resolving to a private address);
 # GET allowed and POST denied on one host with the exact deny body; git
-# clone over HTTPS (smart HTTP, protocol v2); python urllib; node (through
+# clone over HTTPS (smart HTTP, protocol v2); python urllib; node fetch with
+# undici's EnvHttpProxyAgent (from npm); node (through
 # an explicit CONNECT, and fetch without proxy support failing at once); a
 # policy edit picked up within a second, closing a kept-alive tunnel; an
 # invalid edit (kept, or deny-all); the [::1] listener;
@@ -445,6 +446,43 @@ def t_node():
               % (ver, " ".join(parts[1:2])), (r.stdout, r.stderr[-600:]))
 
 
+# node's own fetch (undici inside node 18/20) reads no proxy variables; the
+# usual way agents get it through a proxy is undici's EnvHttpProxyAgent from
+# npm, which honours HTTPS_PROXY/NO_PROXY. Installed by the test from the npm
+# registry into the sandbox's workdir.
+NODE_UNDICI = r"""
+const {fetch, EnvHttpProxyAgent, setGlobalDispatcher} = require('/sandbox/node_modules/undici');
+setGlobalDispatcher(new EnvHttpProxyAgent());
+(async () => {
+  for (const method of ['GET', 'POST']) {
+    try {
+      const r = await fetch('https://api.test:8443/node-undici-' + method, {method, body: method === 'POST' ? 'x' : undefined});
+      console.log(method, r.status, (await r.text()).replace(/\s+/g, ' '));
+    } catch (e) { console.log(method, 'error', (e.cause && e.cause.code) || e.message); }
+  }
+})();
+"""
+
+
+def t_node_fetch_undici():
+    name = "node fetch (undici EnvHttpProxyAgent) through the proxy"
+    if not shutil.which("node") or not shutil.which("npm"):
+        skip_point(name, "node or npm not installed")
+        return
+    r = run(["npm", "install", "--no-audit", "--no-fund", "--no-save", "--prefix", E.wd,
+             "undici@6"], timeout=180)
+    if r.returncode or not os.path.exists(E.wd + "/node_modules/undici/package.json"):
+        skip_point(name, "npm could not install undici: " + (r.stderr.strip().splitlines() or ["?"])[-1])
+        return
+    r = sandbox("/usr/bin/node", "-e", NODE_UNDICI)
+    lines = dict((l.split(" ", 1) + [""])[:2] for l in r.stdout.splitlines() if l)
+    point(lines.get("GET", "").startswith("200") and upstream_saw("/node-undici-GET"),
+          name + ": GET allowed, TLS terminated and trusted", (r.stdout, r.stderr[-800:]))
+    point(lines.get("POST", "").startswith("403") and "policy_denied" in lines.get("POST", "")
+          and not upstream_saw("/node-undici-POST"),
+          name + ": POST denied by the L7 rule with the deny body", (r.stdout, r.stderr[-800:]))
+    shutil.rmtree(E.wd + "/node_modules", ignore_errors=True)
+
 KEEPALIVE = r"""
 import http.client, os, time
 c = http.client.HTTPConnection("127.0.0.1", 3128, timeout=10)
@@ -662,7 +700,7 @@ def main():
     try:
         for t in (t_curl, t_denials, t_binaries, t_ancestors, t_argv_spoof, t_shared_socket,
                   t_swapped_binary,
-                  t_ssrf, t_l7, t_git, t_node, t_live_policy, t_invalid_edit, t_ipv6_listener,
+                  t_ssrf, t_l7, t_git, t_node, t_node_fetch_undici, t_live_policy, t_invalid_edit, t_ipv6_listener,
                   t_direct, t_unprivileged, t_explain, t_lifetime):
             try:
                 t()
