@@ -100,6 +100,8 @@ px_log_decision(struct px_conn *c, const char *action, const char *stage, const 
 
     px_port_str(port, c->port);
     buf_fmt_fixed(id, sizeof(id), "%llu", (unsigned long long)c->id);
+    if (strcmp(action, "deny") != 0 && c->policy_name[0])
+        buf_copy_fixed(c->acct_policy, sizeof(c->acct_policy), c->policy_name);
     if (c->have_caller) {
         buf_fmt_fixed(pid, sizeof(pid), "%d", (int)c->caller.pid);
         for (size_t i = 0; i < c->caller.nancestors; i++)
@@ -159,8 +161,13 @@ px_conn_free(struct px_conn *c)
     buf_fmt_fixed(down, sizeof(down), "%llu", (unsigned long long)c->bytes_down);
     buf_fmt_fixed(nreq, sizeof(nreq), "%u", c->nreq);
     buf_fmt_fixed(ms, sizeof(ms), "%llu", (unsigned long long)(px_now(c) - c->start_ms));
-    log_kv(LOG_LVL_DEBUG, "close", "conn", id, "host", c->host[0] ? c->host : NULL, "bytes_up", up,
-           "bytes_down", down, "duration_ms", ms, "requests", nreq, NULL);
+    /* The accounting half of the decision records: a connection on which
+     * anything was allowed ends with its bytes and duration, joined to its
+     * "decision" lines by sandbox and conn. Others only at debug level. */
+    log_kv(c->acct_policy[0] ? LOG_LVL_INFO : LOG_LVL_DEBUG, "close", "sandbox", c->srv->o.sandbox,
+           "conn", id, "binary", c->have_caller ? c->caller.binary : NULL, "host",
+           c->host[0] ? c->host : NULL, "policy", c->acct_policy[0] ? c->acct_policy : NULL,
+           "bytes_up", up, "bytes_down", down, "duration_ms", ms, "requests", nreq, NULL);
     if (c->dns_req)
         evdns_getaddrinfo_cancel(c->dns_req);
     px_splice_free(c);

@@ -146,6 +146,7 @@ struct px_conn {
     bool tls_skip;   /* tls: skip */
     bool terminated; /* TLS terminated inside the tunnel */
     char policy_name[128];
+    char acct_policy[128]; /* the last block that allowed something here: the close record */
     char host[256];
     unsigned port;
 

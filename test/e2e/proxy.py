@@ -13,6 +13,7 @@
 # stall, refuse, or present a certificate for another name.
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -839,6 +840,24 @@ def t_log_hygiene():
     point(not leaks and decisions > 40,
           "decision log: one record per decision, no query strings, credentials or bodies",
           (leaks, decisions))
+    # Allowed connections end with an accounting record (bytes, duration)
+    # joined to their decision by conn id.
+    allowed = set()
+    closes = {}
+    for line in log.splitlines():
+        m = re.search(r" conn=(\d+) ", line + " ")
+        if not m:
+            continue
+        if " decision " in line and " action=allow " in line:
+            allowed.add(m.group(1))
+        elif " close " in line and " policy=" in line:
+            closes[m.group(1)] = line
+    bad = [l for l in closes.values()
+           if not re.search(r" bytes_up=\d+ bytes_down=\d+ duration_ms=\d+ ", l + " ")]
+    missing = allowed - set(closes)
+    point(allowed and closes and not bad and len(missing) <= len(allowed) // 10,
+          "decision log: allowed connections end with bytes and duration (%d allowed, %d closed)"
+          % (len(allowed), len(closes)), (bad[:3], sorted(missing)[:10]))
 
 
 def main():
