@@ -26,13 +26,10 @@ static void
 fresh_cfg(void)
 {
     char tmpl[] = "/tmp/test_cli_config.XXXXXX";
-    char *d = mkdtemp(tmpl);
-    static bool registered;
+    char *d;
 
-    if (!registered) {
-        atexit(cleanup);
-        registered = true;
-    }
+    cleanup(); /* the previous test's (tests may run in child processes) */
+    d = mkdtemp(tmpl);
     snprintf(cfg, sizeof(cfg), "%s/openshell", d ? d : "/nonexistent");
 }
 
@@ -198,6 +195,7 @@ test_table(void)
     cli_table_free(t);
     cli_format_time_ms(0, ts, sizeof(ts));
     CHECK_STR(ts, "1970-01-01 00:00:00");
+    cleanup();
     setenv("NO_COLOR", "1", 1);
     CHECK(!cli_color_wanted(1));
     return TAP_PASS;
