@@ -41,7 +41,7 @@ table_push(struct cli_table *t, const char *const *cells)
         t->colors = xrealloc(t->colors, t->cap * sizeof(char *));
     }
     for (size_t i = 0; i < t->ncols; i++) {
-        const char *c = cells[i] && *cells[i] ? cells[i] : "-";
+        const char *c = cells[i] && *cells[i] ? cells[i] : t->nrows ? "-" : "";
         t->cells[t->nrows * t->ncols + i] = xstrdup(c);
         t->colors[t->nrows * t->ncols + i] = NULL;
     }

@@ -21,13 +21,14 @@ struct cli_cmd {
 
 static const struct cli_cmd cli_cmds[] = {
     { "applet", applet_cmd, "run another applet of this binary (see 'openshell applet --help')" },
-    { "gateway", NULL, "start, stop and select gateways" },
+    { "completion", cli_completion, "print a shell completion script (bash, zsh, fish)" },
+    { "gateway", cli_gateway, "start, stop, add and select gateways" },
     { "inference", NULL, "configure inference.local model routes" },
     { "policy", cli_policy, "validate, check and manage sandbox policies" },
     { "provider", NULL, "manage provider credentials" },
     { "run", cli_run, "run a command in a sandbox without a gateway" },
-    { "sandbox", NULL, "create, list, connect to and delete sandboxes" },
-    { "status", NULL, "show gateway and sandbox status" },
+    { "sandbox", cli_sandbox, "create, list, get and delete sandboxes" },
+    { "status", cli_status, "show the selected gateway's status" },
     { "version", cli_version,
       "print the version, linked libraries (--deps), notices (--licenses)" },
 };

@@ -8,5 +8,9 @@
 int cli_version(int argc, char **argv);
 int cli_run(int argc, char **argv);
 int cli_policy(int argc, char **argv);
+int cli_gateway(int argc, char **argv);
+int cli_sandbox(int argc, char **argv);
+int cli_status(int argc, char **argv);
+int cli_completion(int argc, char **argv);
 
 #endif

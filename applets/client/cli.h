@@ -1,0 +1,108 @@
+#ifndef OPENSHELL_CLI_H
+#define OPENSHELL_CLI_H
+/*
+ * Private to the client applet: what the gateway-facing commands (gateway,
+ * sandbox, status) share. A `struct cli_ctx` holds the global options
+ * (-g/--gateway, --workspace, -o/--output), the config directory, the
+ * selected gateway and, once cli_connect() succeeded, one HTTP/2
+ * connection to it. Errors reach the user as one line plus a hint line
+ * (cli_fail), and the command returns CLI_EXIT_*.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#include "buf.h"
+#include "cli_config.h"
+
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAIL 1        /* the operation failed (not found, clash, bad policy...) */
+#define CLI_EXIT_USAGE 2       /* bad command line */
+#define CLI_EXIT_UNREACHABLE 3 /* no gateway, or it cannot be reached */
+
+enum cli_output { CLI_OUT_TABLE = 0, CLI_OUT_JSON };
+
+struct loop;
+struct h2_conn;
+
+struct cli_ctx {
+    const char *prog;         /* "openshell sandbox list" */
+    const char *gateway_flag; /* -g */
+    const char *workspace;    /* --workspace / OPENSHELL_WORKSPACE / "default" */
+    enum cli_output output;
+    bool color;            /* stderr/stdout colour (TTY, no NO_COLOR) */
+    char *cfg;             /* config dir (heap) */
+    struct cli_gateway gw; /* valid after cli_select() */
+    enum cli_gw_source src;
+    struct loop *loop;
+    struct h2_conn *conn;
+};
+
+/* Global options every command takes (after the command). */
+#define CLI_OPT_GATEWAY 'g'
+#define CLI_OPT_OUTPUT 'o'
+#define CLI_OPT_WORKSPACE 0x2001
+/* clang-format off */
+#define CLI_COMMON_LONGOPTS \
+    {"gateway", required_argument, NULL, CLI_OPT_GATEWAY}, \
+    {"output", required_argument, NULL, CLI_OPT_OUTPUT}, \
+    {"workspace", required_argument, NULL, CLI_OPT_WORKSPACE}, \
+    {"help", no_argument, NULL, 'h'}
+/* clang-format on */
+#define CLI_COMMON_SHORTOPTS "g:o:h"
+#define CLI_COMMON_HELP                                                                            \
+    "  -g, --gateway NAME      use this registered gateway (OPENSHELL_GATEWAY)\n"                  \
+    "      --workspace NAME    workspace (OPENSHELL_WORKSPACE; default 'default')\n"               \
+    "  -o, --output FORMAT     table (default) or json\n"                                          \
+    "  -h, --help              show this help\n"
+
+/* Fill C's defaults (env, colour, config dir). */
+void cli_ctx_init(struct cli_ctx *c, const char *prog);
+void cli_ctx_fini(struct cli_ctx *c);
+/* Handle a common option; true when OPT was one. Exits 2 on a bad value. */
+bool cli_common_opt(struct cli_ctx *c, int opt, const char *arg);
+
+/* Print "PROG: error: MSG" and, when HINT is set, "hint: HINT" to stderr.
+ * Returns CODE. */
+int cli_fail(const struct cli_ctx *c, int code, const char *hint, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* "✓ MSG" (green on a terminal) / "! MSG" (yellow) to stderr. */
+void cli_ok(const struct cli_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cli_warn(const struct cli_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Print J (pretty, newline) on stdout. */
+void cli_print_json(const cJSON *j);
+
+/* Pick the gateway (flag > OPENSHELL_GATEWAY > active). With AUTOSTART and
+ * nothing selected anywhere, start the local gateway (saying so). 0, or a
+ * CLI_EXIT_* after printing the error. */
+int cli_select(struct cli_ctx *c, bool autostart);
+/* cli_select() then connect. 0 or CLI_EXIT_* after printing the error. */
+int cli_connect(struct cli_ctx *c, bool autostart);
+/* One request: METHOD PATH with BODY (JSON when CTYPE is NULL). *STATUS and
+ * *JSON (the parsed answer, or NULL; caller deletes). 0, or
+ * CLI_EXIT_UNREACHABLE after printing the error. */
+int cli_call(struct cli_ctx *c, const char *method, const char *path, const char *ctype,
+             const char *body, size_t len, int *status, cJSON **json);
+/* Report an API error answer (STATUS, its JSON body J) about WHAT; returns
+ * CLI_EXIT_FAIL (CLI_EXIT_UNREACHABLE for 401/503). */
+int cli_api_fail(const struct cli_ctx *c, int status, const cJSON *j, const char *hint);
+/* "/v1/workspaces/WS" + SUFFIX, percent-encoding WS (heap). */
+char *cli_ws_path(const struct cli_ctx *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Percent-encode S as one path segment or query value into OUT. */
+void cli_pct_encode(const char *s, struct buf *out);
+
+/* Is a local gateway listening on SOCK (GET /healthz answers 200)? */
+bool cli_socket_healthy(const char *sock);
+/* Start the local gateway NAME (idempotent); QUIET skips the "already
+ * running" line. LISTEN is --listen's value or NULL. 0 or CLI_EXIT_*. */
+int cli_gateway_start_local(struct cli_ctx *c, const char *name, const char *state_dir,
+                            const char *listen, bool quiet);
+/* Stop the local gateway G (started by cli_gateway_start_local). 0 or
+ * CLI_EXIT_*. */
+int cli_gateway_stop_local(struct cli_ctx *c, const struct cli_gateway *g);
+/* The pid of the gateway holding STATE_DIR's lock, or 0 when none runs. */
+long cli_gateway_pid(const char *state_dir);
+
+#endif

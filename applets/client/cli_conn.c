@@ -1,0 +1,540 @@
+/*
+ * cli_conn.c: what the gateway-facing commands share: global options, the
+ * one-line errors with hints, gateway selection, the connection, one call,
+ * and starting / stopping the local gateway daemon (applets/client/cli.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../applets.h"
+#include "cli.h"
+#include "cli_out.h"
+#include "h2.h"
+#include "loop.h"
+#include "xfuncs.h"
+
+#define CLI_RESP_MAX (64u * 1024 * 1024)
+#define CLI_START_TIMEOUT_MS 15000
+#define CLI_STOP_TIMEOUT_MS 10000
+
+void
+cli_ctx_init(struct cli_ctx *c, const char *prog)
+{
+    const char *ws = getenv("OPENSHELL_WORKSPACE");
+
+    memset(c, 0, sizeof(*c));
+    c->prog = prog;
+    c->workspace = ws && *ws ? ws : "default";
+    c->color = cli_color_wanted(2);
+    c->cfg = cli_config_dir();
+}
+
+void
+cli_ctx_fini(struct cli_ctx *c)
+{
+    if (c->conn)
+        h2_conn_free(c->conn);
+    if (c->loop)
+        loop_free(c->loop);
+    free(c->cfg);
+    c->conn = NULL;
+    c->loop = NULL;
+    c->cfg = NULL;
+}
+
+bool
+cli_common_opt(struct cli_ctx *c, int opt, const char *arg)
+{
+    switch (opt) {
+    case CLI_OPT_GATEWAY:
+        if (!cli_gw_name_ok(arg))
+            applet_usage_error(c->prog, "--gateway '%s': not a gateway name", arg);
+        c->gateway_flag = arg;
+        return true;
+    case CLI_OPT_OUTPUT:
+        if (!strcmp(arg, "table"))
+            c->output = CLI_OUT_TABLE;
+        else if (!strcmp(arg, "json"))
+            c->output = CLI_OUT_JSON;
+        else
+            applet_usage_error(c->prog, "--output '%s': expected table or json", arg);
+        return true;
+    case CLI_OPT_WORKSPACE:
+        if (!*arg)
+            applet_usage_error(c->prog, "--workspace: empty name");
+        c->workspace = arg;
+        return true;
+    }
+    return false;
+}
+
+int
+cli_fail(const struct cli_ctx *c, int code, const char *hint, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "%s: %serror%s: ", c->prog, c->color ? "\033[31m" : "",
+            c->color ? "\033[0m" : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    if (hint)
+        fprintf(stderr, "hint: %s\n", hint);
+    return code;
+}
+
+void
+cli_ok(const struct cli_ctx *c, const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs(c->color ? "\033[32m\u2713\033[0m " : "\u2713 ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+void
+cli_warn(const struct cli_ctx *c, const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs(c->color ? "\033[33m!\033[0m " : "! ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+void
+cli_print_json(const cJSON *j)
+{
+    char *s = cJSON_Print(j);
+
+    if (s) {
+        fputs(s, stdout);
+        fputc('\n', stdout);
+        free(s);
+    }
+}
+
+void
+cli_pct_encode(const char *s, struct buf *out)
+{
+    static const char hex[] = "0123456789ABCDEF";
+
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+            buf_putc(out, (char)*p);
+        } else {
+            buf_putc(out, '%');
+            buf_putc(out, hex[*p >> 4]);
+            buf_putc(out, hex[*p & 15]);
+        }
+    }
+}
+
+char *
+cli_ws_path(const struct cli_ctx *c, const char *fmt, ...)
+{
+    struct buf b = BUF_INIT;
+    va_list ap;
+
+    buf_puts(&b, "/v1/workspaces/");
+    cli_pct_encode(c->workspace, &b);
+    va_start(ap, fmt);
+    buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    return buf_steal(&b);
+}
+
+/* ------------------------------------------------------------------ local gateway */
+
+bool
+cli_socket_healthy(const char *sock)
+{
+    struct loop *l = loop_new();
+    struct h2_conn *conn = NULL;
+    struct buf resp = BUF_INIT;
+    int status = 0;
+    bool ok = false;
+
+    if (h2_client_connect_unix(loop_base(l), sock, NULL, &conn, NULL) == 0) {
+        ok = h2_client_call(conn, "GET", "/healthz", NULL, 0, NULL, 0, &status, &resp, 4096,
+                            NULL) == 0 &&
+             status == 200;
+        h2_conn_free(conn);
+    }
+    buf_fini(&resp);
+    loop_free(l);
+    return ok;
+}
+
+long
+cli_gateway_pid(const char *state_dir)
+{
+    char *path = xasprintf("%s/gateway.lock", state_dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    char buf[32];
+    long pid = 0;
+    ssize_t n;
+
+    free(path);
+    if (fd < 0)
+        return 0;
+    /* The gateway holds an exclusive flock for its life: if we get a
+     * shared one, nobody runs there. */
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+        close(fd);
+        return 0;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    pid = strtol(buf, NULL, 10);
+    return pid > 0 ? pid : -1;
+}
+
+static void
+sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/* The last few lines of the gateway's log, for a failed start. */
+static void
+print_log_tail(const char *log)
+{
+    struct buf b = BUF_INIT;
+    const char *s, *start;
+    int lines = 0;
+
+    if (read_file(log, 1024 * 1024, &b, NULL) == 0 && b.len) {
+        s = buf_cstr(&b);
+        start = s + b.len;
+        while (start > s && lines < 6)
+            if (*--start == '\n' && start + 1 != s + b.len)
+                lines++;
+        fprintf(stderr, "%s", start == s ? s : start + 1);
+    }
+    buf_fini(&b);
+}
+
+static int
+mkdir_p0700(const char *path)
+{
+    char *p = xstrdup(path);
+
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0700) < 0 && errno != EEXIST) {
+            free(p);
+            return -errno;
+        }
+        *s = '/';
+    }
+    free(p);
+    return mkdir(path, 0700) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+/* Register G and make it active; say where it lives. */
+static int
+register_local(struct cli_ctx *c, struct cli_gateway *g, bool say)
+{
+    struct err e;
+
+    if (cli_gw_save(c->cfg, g, &e) < 0 || cli_active_set(c->cfg, g->name, &e) < 0)
+        return cli_fail(c, CLI_EXIT_FAIL, NULL, "registering gateway '%s': %s", g->name, e.msg);
+    c->gw = *g;
+    if (say) {
+        fprintf(stderr, "  Name:     %s (active)\n", g->name);
+        fprintf(stderr, "  Socket:   %s\n", g->unix_socket);
+        if (strncmp(g->endpoint, "unix://", 7) != 0)
+            fprintf(stderr, "  Endpoint: %s\n", g->endpoint);
+        fprintf(stderr, "  State:    %s\n", g->state_dir);
+        fprintf(stderr, "  Log:      %s/gateway.log\n", g->state_dir);
+    }
+    return 0;
+}
+
+int
+cli_gateway_start_local(struct cli_ctx *c, const char *name, const char *state_dir,
+                        const char *listen, bool quiet)
+{
+    struct cli_gateway g, old;
+    char *sd = NULL, *sock = NULL, *log = NULL, *lst = NULL;
+    const char *port_env = getenv("OPENSHELL_SERVER_PORT");
+    int rc = CLI_EXIT_FAIL, fd;
+    pid_t pid;
+
+    if (!c->cfg)
+        return cli_fail(c, CLI_EXIT_FAIL, "set HOME or XDG_CONFIG_HOME",
+                        "no configuration directory");
+    memset(&g, 0, sizeof(g));
+    if (cli_gw_load(c->cfg, name, &old, NULL) == 0 && !old.state_dir[0])
+        return cli_fail(c, CLI_EXIT_FAIL, "pick another name with --name, or remove it first",
+                        "gateway '%s' is registered as a remote gateway (%s)", name, old.endpoint);
+    if (state_dir)
+        sd = xstrdup(state_dir);
+    else if (cli_gw_load(c->cfg, name, &old, NULL) == 0)
+        sd = xstrdup(old.state_dir);
+    else if (!(sd = cli_state_dir(name)))
+        return cli_fail(c, CLI_EXIT_FAIL, "set HOME or XDG_STATE_HOME", "no state directory");
+    sock = xasprintf("%s/gateway.sock", sd);
+    log = xasprintf("%s/gateway.log", sd);
+    if (listen)
+        lst = xstrdup(listen);
+    else if (port_env && *port_env)
+        lst = xasprintf("127.0.0.1:%s", port_env);
+    else
+        lst = xstrdup("127.0.0.1:17670");
+
+    buf_copy_fixed(g.name, sizeof(g.name), name);
+    buf_copy_fixed(g.unix_socket, sizeof(g.unix_socket), sock);
+    buf_copy_fixed(g.state_dir, sizeof(g.state_dir), sd);
+    if (!strcmp(lst, "none")) {
+        buf_fmt_fixed(g.endpoint, sizeof(g.endpoint), "unix://%s", sock);
+        buf_copy_fixed(g.auth, sizeof(g.auth), "local");
+    } else {
+        const char *colon = strrchr(lst, ':');
+        buf_fmt_fixed(g.endpoint, sizeof(g.endpoint), "https://%s", lst);
+        buf_copy_fixed(g.auth, sizeof(g.auth), "mtls");
+        g.port = colon ? (unsigned)strtoul(colon + 1, NULL, 10) : 0;
+    }
+
+    if (cli_socket_healthy(sock)) {
+        /* Running already: keep what the registration says about it. */
+        if (cli_gw_load(c->cfg, name, &old, NULL) == 0 && !strcmp(old.unix_socket, sock))
+            g = old;
+        if (!quiet)
+            cli_ok(c, "Gateway '%s' is already running (pid %ld)", name, cli_gateway_pid(sd));
+        rc = register_local(c, &g, !quiet);
+        goto out;
+    }
+    if (mkdir_p0700(sd) < 0) {
+        rc = cli_fail(c, CLI_EXIT_FAIL, NULL, "creating %s: %s", sd, strerror(errno));
+        goto out;
+    }
+    fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = cli_fail(c, CLI_EXIT_FAIL, NULL, "opening %s: %s", log, strerror(errno));
+        goto out;
+    }
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        close(fd);
+        rc = cli_fail(c, CLI_EXIT_FAIL, NULL, "fork: %s", strerror(errno));
+        goto out;
+    }
+    if (pid == 0) {
+        /* The daemon: its own session (no terminal signals reach it), stdin
+         * from /dev/null, its log in the state directory; a fresh image of
+         * this binary as openshell-gateway. */
+        char *args[] = {
+            "openshell-gateway", "--state-dir", sd,  "--name", (char *)name, "--listen", lst,
+            "--log-format",      "text",        NULL
+        };
+        int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+        setsid();
+        if (nul >= 0)
+            dup2(nul, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        signal(SIGPIPE, SIG_DFL);
+        execv("/proc/self/exe", args);
+        _exit(127);
+    }
+    close(fd);
+    for (int waited = 0;; waited += 20) {
+        int st;
+
+        if (cli_socket_healthy(sock))
+            break;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            fprintf(stderr, "%s: error: the gateway exited during start; its log says:\n", c->prog);
+            print_log_tail(log);
+            rc = cli_fail(c, CLI_EXIT_FAIL,
+                          "if the port is taken, pass --listen ADDR:PORT (or --listen none)",
+                          "gateway '%s' did not start", name);
+            goto out;
+        }
+        if (waited >= CLI_START_TIMEOUT_MS) {
+            kill(pid, SIGTERM);
+            rc = cli_fail(c, CLI_EXIT_UNREACHABLE, NULL,
+                          "gateway '%s' did not answer on %s within %d s (log: %s)", name, sock,
+                          CLI_START_TIMEOUT_MS / 1000, log);
+            goto out;
+        }
+        sleep_ms(20);
+    }
+    if (!quiet)
+        cli_ok(c, "Gateway '%s' started (pid %ld)", name, (long)pid);
+    rc = register_local(c, &g, true);
+out:
+    free(sd);
+    free(sock);
+    free(log);
+    free(lst);
+    return rc;
+}
+
+int
+cli_gateway_stop_local(struct cli_ctx *c, const struct cli_gateway *g)
+{
+    long pid = cli_gateway_pid(g->state_dir);
+
+    if (pid == 0) {
+        cli_warn(c, "Gateway '%s' is not running", g->name);
+        return 0;
+    }
+    if (pid < 0)
+        return cli_fail(c, CLI_EXIT_FAIL, NULL, "gateway '%s' runs but its pid is unknown (%s)",
+                        g->name, g->state_dir);
+    if (kill((pid_t)pid, SIGTERM) < 0 && errno != ESRCH)
+        return cli_fail(c, CLI_EXIT_FAIL, NULL, "stopping gateway '%s' (pid %ld): %s", g->name, pid,
+                        strerror(errno));
+    for (int waited = 0; cli_gateway_pid(g->state_dir) != 0; waited += 20) {
+        if (waited >= CLI_STOP_TIMEOUT_MS)
+            return cli_fail(c, CLI_EXIT_FAIL, "kill it with: kill -9 PID",
+                            "gateway '%s' (pid %ld) did not stop within %d s", g->name, pid,
+                            CLI_STOP_TIMEOUT_MS / 1000);
+        sleep_ms(20);
+    }
+    cli_ok(c, "Gateway '%s' stopped", g->name);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ selection */
+
+int
+cli_select(struct cli_ctx *c, bool autostart)
+{
+    char name[CLI_NAME_MAX];
+    struct err e;
+    int rc;
+
+    if (!c->cfg)
+        return cli_fail(c, CLI_EXIT_UNREACHABLE, "set HOME or XDG_CONFIG_HOME",
+                        "no configuration directory");
+    rc = cli_gw_resolve(c->cfg, c->gateway_flag, getenv("OPENSHELL_GATEWAY"), name, sizeof(name),
+                        &c->src);
+    if (rc == -ENOENT) {
+        struct cli_gateway *all;
+        size_t n = 0;
+
+        if (cli_gw_list(c->cfg, &all, &n, NULL) == 0)
+            free(all);
+        if (!autostart || n > 0)
+            return cli_fail(c, CLI_EXIT_UNREACHABLE,
+                            n ? "select one with: openshell gateway select NAME"
+                              : "start the local one with: openshell gateway start, or register "
+                                "one with: openshell gateway add ENDPOINT",
+                            "no active gateway");
+        fprintf(stderr, "No gateway configured: starting the local one "
+                        "('openshell gateway start')\n");
+        return cli_gateway_start_local(c, "openshell", NULL, NULL, true);
+    }
+    if (rc < 0 || !cli_gw_name_ok(name))
+        return cli_fail(c, CLI_EXIT_USAGE, NULL, "'%s' is not a gateway name", name);
+    if ((rc = cli_gw_load(c->cfg, name, &c->gw, &e)) == -ENOENT) {
+        char *hint = xasprintf("list them with: openshell gateway list; register it with: "
+                               "openshell gateway add ENDPOINT --name %s",
+                               name);
+        rc = cli_fail(c, CLI_EXIT_UNREACHABLE, hint, "unknown gateway '%s'%s", name,
+                      c->src == CLI_GW_ENV ? " (from OPENSHELL_GATEWAY)" : "");
+        free(hint);
+        return rc;
+    }
+    if (rc < 0)
+        return cli_fail(c, CLI_EXIT_FAIL, "remove and add it again", "gateway '%s': %s", name,
+                        e.msg);
+    if (autostart && c->gw.state_dir[0] && !cli_socket_healthy(c->gw.unix_socket)) {
+        fprintf(stderr, "Gateway '%s' is not running: starting it\n", name);
+        return cli_gateway_start_local(c, name, c->gw.state_dir, NULL, true);
+    }
+    return 0;
+}
+
+int
+cli_connect(struct cli_ctx *c, bool autostart)
+{
+    const char *sock;
+    struct err e;
+    int rc;
+
+    if ((rc = cli_select(c, autostart)) != 0)
+        return rc;
+    sock = c->gw.unix_socket[0] ? c->gw.unix_socket : NULL;
+    if (!sock && !strncmp(c->gw.endpoint, "unix://", 7))
+        sock = c->gw.endpoint + 7;
+    if (!sock)
+        return cli_fail(c, CLI_EXIT_UNREACHABLE,
+                        "this build reaches gateways over a unix socket (gateway start, or "
+                        "gateway add unix:///PATH); TLS client certificates come later",
+                        "gateway '%s' at %s: no unix socket to reach it by", c->gw.name,
+                        c->gw.endpoint);
+    c->loop = loop_new();
+    if (h2_client_connect_unix(loop_base(c->loop), sock, NULL, &c->conn, &e) < 0)
+        return cli_fail(c, CLI_EXIT_UNREACHABLE,
+                        c->gw.state_dir[0] ? "start it with: openshell gateway start"
+                                           : "check that the gateway runs, or select another "
+                                             "with: openshell gateway select NAME",
+                        "cannot reach gateway '%s': %s", c->gw.name, e.msg);
+    return 0;
+}
+
+int
+cli_call(struct cli_ctx *c, const char *method, const char *path, const char *ctype,
+         const char *body, size_t len, int *status, cJSON **json)
+{
+    struct h2_header hdr = { "content-type", ctype ? ctype : "application/json" };
+    struct buf resp = BUF_INIT;
+    struct err e;
+
+    *json = NULL;
+    if (h2_client_call(c->conn, method, path, body ? &hdr : NULL, body ? 1 : 0, body, len, status,
+                       &resp, CLI_RESP_MAX, &e) < 0) {
+        buf_fini(&resp);
+        return cli_fail(c, CLI_EXIT_UNREACHABLE, "check the gateway with: openshell status",
+                        "gateway '%s': %s %s: %s", c->gw.name, method, path, e.msg);
+    }
+    *json = cJSON_ParseWithLength(resp.data ? resp.data : "", resp.len);
+    buf_fini(&resp);
+    return 0;
+}
+
+int
+cli_api_fail(const struct cli_ctx *c, int status, const cJSON *j, const char *hint)
+{
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
+    const char *m = cJSON_IsString(msg) ? msg->valuestring : "no error message";
+
+    if (status == 401)
+        return cli_fail(c, CLI_EXIT_UNREACHABLE,
+                        hint ? hint : "local gateways answer their owner (and root) only", "%s", m);
+    if (status == 503)
+        return cli_fail(c, CLI_EXIT_UNREACHABLE, hint ? hint : "retry in a moment", "%s", m);
+    return cli_fail(c, CLI_EXIT_FAIL, hint, "%s", m);
+}
