@@ -1,11 +1,752 @@
-/* sandbox.c: "openshell sandbox ..." (being written). */
+/*
+ * sandbox.c: "openshell sandbox create|list|get|delete" (doc/cli.md) against
+ * the gateway's API (doc/api.md §5). The first sandbox command on a machine
+ * without any gateway starts the local one (cli_connect with autostart).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "../applets.h"
+#include "buf.h"
+#include "cli.h"
+#include "cli_out.h"
 #include "client.h"
+#include "policy.h"
+#include "xfuncs.h"
+
+#define SB_PAGE 1000
+#define SB_MAX_ITEMS 256
+
+static const char sandbox_usage[] =
+    "Usage: openshell sandbox COMMAND [OPTIONS]   (alias: sb)\n"
+    "\n"
+    "Commands:\n"
+    "  create [--name N] [--label K=V]... [--env K=V]... [--policy FILE] [--tty]\n"
+    "         [--timeout SECS] [--detach] [-- CMD ARGS...]\n"
+    "                      create a sandbox running CMD (default /bin/bash -l) and\n"
+    "                      wait until it is ready\n"
+    "  list [--limit N] [--offset N] [--selector K=V,...] [--names | --ids]\n"
+    "                      sandboxes of the workspace: NAME CREATED PHASE\n"
+    "  get [NAME]          one sandbox (default: the last used one)\n"
+    "  delete NAME... | --all\n"
+    "                      delete sandboxes\n"
+    "\n"
+    "Options:\n" CLI_COMMON_HELP "\n"
+    "Examples:\n"
+    "  openshell sandbox create --name demo --policy policy.yaml -- python3 agent.py\n"
+    "  openshell sandbox list -o json\n"
+    "  openshell sandbox list --selector team=ml --names\n"
+    "  openshell sandbox get demo\n"
+    "  openshell sandbox delete --all\n"
+    "\n"
+    "Without any gateway the first sandbox command starts the local one\n"
+    "('openshell gateway start'). OPENSHELL_SANDBOX_POLICY is the default\n"
+    "--policy; OPENSHELL_PROVISION_TIMEOUT (seconds, 300) the default --timeout.\n"
+    "Exit status: 0 ok, 1 failed (unknown sandbox, name taken, bad policy, error\n"
+    "phase, timeout), 2 usage error, 3 no gateway reachable.\n";
+
+enum {
+    OPT_NAME = 0x100,
+    OPT_LABEL,
+    OPT_ENV,
+    OPT_POLICY,
+    OPT_TTY,
+    OPT_TIMEOUT,
+    OPT_DETACH,
+    OPT_LIMIT,
+    OPT_OFFSET,
+    OPT_SELECTOR,
+    OPT_NAMES,
+    OPT_IDS,
+    OPT_ALL,
+};
+
+struct sb_args {
+    const char *name, *policy, *selector;
+    const char *labels[SB_MAX_ITEMS], *envs[SB_MAX_ITEMS];
+    size_t nlabels, nenvs;
+    bool tty, detach, names, ids, all;
+    long timeout_s, limit, offset;
+    char **pos; /* positional arguments (the command after --) */
+    int npos;
+};
+
+static long
+parse_num(const struct cli_ctx *c, const char *opt, const char *arg, long max)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(arg, &end, 10);
+    if (!*arg || *end || errno || v < 0 || v > max)
+        applet_usage_error(c->prog, "%s '%s': expected a number 0-%ld", opt, arg, max);
+    return v;
+}
+
+static void
+parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
+{
+    static const struct option longopts[] = {
+        CLI_COMMON_LONGOPTS,
+        { "name", required_argument, NULL, OPT_NAME },
+        { "label", required_argument, NULL, OPT_LABEL },
+        { "env", required_argument, NULL, OPT_ENV },
+        { "policy", required_argument, NULL, OPT_POLICY },
+        { "tty", no_argument, NULL, OPT_TTY },
+        { "timeout", required_argument, NULL, OPT_TIMEOUT },
+        { "detach", no_argument, NULL, OPT_DETACH },
+        { "limit", required_argument, NULL, OPT_LIMIT },
+        { "offset", required_argument, NULL, OPT_OFFSET },
+        { "selector", required_argument, NULL, OPT_SELECTOR },
+        { "names", no_argument, NULL, OPT_NAMES },
+        { "ids", no_argument, NULL, OPT_IDS },
+        { "all", no_argument, NULL, OPT_ALL },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *tmo = getenv("OPENSHELL_PROVISION_TIMEOUT");
+    int opt;
+
+    memset(a, 0, sizeof(*a));
+    a->limit = 100;
+    a->timeout_s = tmo && *tmo ? parse_num(c, "OPENSHELL_PROVISION_TIMEOUT", tmo, 86400) : 300;
+    optind = 0;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS "n:", longopts, NULL)) != -1) {
+        if (cli_common_opt(c, opt, optarg))
+            continue;
+        switch (opt) {
+        case 'h': fputs(sandbox_usage, stdout); exit(0);
+        case 'n':
+        case OPT_NAME: a->name = optarg; break;
+        case OPT_LABEL:
+        case OPT_ENV: {
+            const char **v = opt == OPT_LABEL ? a->labels : a->envs;
+            size_t *n = opt == OPT_LABEL ? &a->nlabels : &a->nenvs;
+            if (!strchr(optarg, '=') || optarg[0] == '=')
+                applet_usage_error(c->prog, "--%s '%s': expected KEY=VALUE",
+                                   opt == OPT_LABEL ? "label" : "env", optarg);
+            if (*n >= SB_MAX_ITEMS)
+                applet_usage_error(c->prog, "too many --%s", opt == OPT_LABEL ? "label" : "env");
+            v[(*n)++] = optarg;
+            break;
+        }
+        case OPT_POLICY: a->policy = optarg; break;
+        case OPT_TTY: a->tty = true; break;
+        case OPT_TIMEOUT: a->timeout_s = parse_num(c, "--timeout", optarg, 86400); break;
+        case OPT_DETACH: a->detach = true; break;
+        case OPT_LIMIT: a->limit = parse_num(c, "--limit", optarg, 1000000); break;
+        case OPT_OFFSET: a->offset = parse_num(c, "--offset", optarg, 1000000000); break;
+        case OPT_SELECTOR: a->selector = optarg; break;
+        case OPT_NAMES: a->names = true; break;
+        case OPT_IDS: a->ids = true; break;
+        case OPT_ALL: a->all = true; break;
+        default: applet_bad_option(c->prog, argv, optind, optopt);
+        }
+    }
+    a->pos = argv + optind;
+    a->npos = argc - optind;
+}
+
+/* ------------------------------------------------------------------ JSON shapes */
+
+static const cJSON *
+jget(const cJSON *o, const char *path)
+{
+    char key[64];
+
+    while (o && *path) {
+        size_t n = strcspn(path, ".");
+        if (n >= sizeof(key))
+            return NULL;
+        memcpy(key, path, n);
+        key[n] = '\0';
+        o = cJSON_GetObjectItemCaseSensitive(o, key);
+        path += n + (path[n] == '.');
+    }
+    return o;
+}
+
+static const char *
+jstr(const cJSON *o, const char *path)
+{
+    const cJSON *v = jget(o, path);
+
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/* The first condition's reason and message (or ""). */
+static const cJSON *
+first_condition(const cJSON *sb)
+{
+    const cJSON *conds = jget(sb, "status.conditions");
+
+    return cJSON_IsArray(conds) ? cJSON_GetArrayItem(conds, 0) : NULL;
+}
+
+/* The CLI's stable JSON for one sandbox (doc/cli.md): the reference's
+ * fields plus what this gateway knows. */
+static cJSON *
+sb_view(const cJSON *sb)
+{
+    cJSON *o = cJSON_CreateObject();
+    const cJSON *v, *cond = first_condition(sb);
+    char ts[32];
+
+    cJSON_AddStringToObject(o, "id", jstr(sb, "metadata.id"));
+    cJSON_AddStringToObject(o, "name", jstr(sb, "metadata.name"));
+    cJSON_AddStringToObject(o, "workspace", jstr(sb, "metadata.workspace"));
+    v = jget(sb, "metadata.labels");
+    cJSON_AddItemToObject(o, "labels", v ? cJSON_Duplicate(v, true) : cJSON_CreateObject());
+    v = jget(sb, "metadata.annotations");
+    cJSON_AddItemToObject(o, "annotations", v ? cJSON_Duplicate(v, true) : cJSON_CreateObject());
+    v = jget(sb, "metadata.resource_version");
+    cJSON_AddNumberToObject(o, "resource_version", cJSON_IsNumber(v) ? v->valuedouble : 0);
+    v = jget(sb, "metadata.created_at_ms");
+    cli_format_time_ms(cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0, ts, sizeof(ts));
+    cJSON_AddStringToObject(o, "created_at", ts);
+    cJSON_AddNumberToObject(o, "created_at_ms", cJSON_IsNumber(v) ? v->valuedouble : 0);
+    cJSON_AddStringToObject(o, "phase", jstr(sb, "status.phase"));
+    cJSON_AddStringToObject(o, "reason", cond ? jstr(cond, "reason") : "");
+    cJSON_AddStringToObject(o, "message", cond ? jstr(cond, "message") : "");
+    v = jget(sb, "spec.command");
+    cJSON_AddItemToObject(o, "command", v ? cJSON_Duplicate(v, true) : cJSON_CreateArray());
+    v = jget(sb, "status.policy.latest_version");
+    cJSON_AddNumberToObject(o, "current_policy_version", cJSON_IsNumber(v) ? v->valuedouble : 0);
+    return o;
+}
+
+static const char *
+phase_color(const char *phase)
+{
+    if (!strcmp(phase, "ready"))
+        return "32";
+    if (!strcmp(phase, "error"))
+        return "31";
+    if (!strcmp(phase, "provisioning") || !strcmp(phase, "starting"))
+        return "33";
+    if (!strcmp(phase, "deleting") || !strcmp(phase, "stopped"))
+        return "2";
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ helpers */
+
+static char *
+sb_path(const struct cli_ctx *c, const char *name, const char *suffix)
+{
+    struct buf b = BUF_INIT;
+    char *p;
+
+    cli_pct_encode(name, &b);
+    p = cli_ws_path(c, "/sandboxes/%s%s", buf_cstr(&b), suffix);
+    buf_fini(&b);
+    return p;
+}
+
+static int
+not_found(const struct cli_ctx *c, const char *name)
+{
+    return cli_fail(c, CLI_EXIT_FAIL, "list them with: openshell sandbox list",
+                    "sandbox '%s' not found in workspace '%s' (gateway '%s')", name, c->workspace,
+                    c->gw.name);
+}
+
+/* GET one sandbox: 0 and *SB, or CLI_EXIT_* after printing the error. */
+static int
+get_one(struct cli_ctx *c, const char *name, cJSON **sb)
+{
+    char *path = sb_path(c, name, "");
+    int status, rc = cli_call(c, "GET", path, NULL, NULL, 0, &status, sb);
+
+    free(path);
+    if (rc)
+        return rc;
+    if (status == 200)
+        return 0;
+    rc = status == 404 ? not_found(c, name) : cli_api_fail(c, status, *sb, NULL);
+    cJSON_Delete(*sb);
+    *sb = NULL;
+    return rc;
+}
+
+/* One page of the list into *PAGE (the answer object). */
+static int
+list_page(struct cli_ctx *c, const char *selector, long limit, long offset, cJSON **page)
+{
+    struct buf q = BUF_INIT;
+    char *path;
+    int status, rc;
+
+    buf_printf(&q, "/sandboxes?limit=%ld&offset=%ld", limit, offset);
+    if (selector) {
+        buf_puts(&q, "&label_selector=");
+        cli_pct_encode(selector, &q);
+    }
+    path = cli_ws_path(c, "%s", buf_cstr(&q));
+    buf_fini(&q);
+    rc = cli_call(c, "GET", path, NULL, NULL, 0, &status, page);
+    free(path);
+    if (rc)
+        return rc;
+    if (status != 200) {
+        rc = cli_api_fail(c, status, *page,
+                          status == 404 ? "list workspaces, or drop --workspace" : NULL);
+        cJSON_Delete(*page);
+        *page = NULL;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------ list */
+
+static int
+sb_list(struct cli_ctx *c, struct sb_args *a)
+{
+    static const char *const hdr[] = { "NAME", "CREATED", "PHASE" };
+    cJSON *all = cJSON_CreateArray(), *page = NULL;
+    long total = 0, got = 0;
+    int rc;
+
+    if (a->npos)
+        applet_usage_error(c->prog, "unexpected argument '%s'", a->pos[0]);
+    if ((rc = cli_connect(c, true)) != 0)
+        goto out;
+    while (got < a->limit) {
+        long want = a->limit - got > SB_PAGE ? SB_PAGE : a->limit - got, n;
+        const cJSON *items, *it, *t;
+
+        if ((rc = list_page(c, a->selector, want, a->offset + got, &page)) != 0)
+            goto out;
+        items = cJSON_GetObjectItemCaseSensitive(page, "items");
+        t = cJSON_GetObjectItemCaseSensitive(page, "total");
+        total = cJSON_IsNumber(t) ? (long)t->valuedouble : 0;
+        n = cJSON_GetArraySize(items);
+        cJSON_ArrayForEach(it, items) cJSON_AddItemToArray(all, sb_view(it));
+        cJSON_Delete(page);
+        page = NULL;
+        got += n;
+        if (n < want)
+            break;
+    }
+    if (a->names || a->ids) {
+        const cJSON *it;
+        struct buf b = BUF_INIT;
+        cJSON_ArrayForEach(it, all)
+        {
+            buf_puts(&b, jstr(it, a->ids ? "id" : "name"));
+            buf_putc(&b, '\n');
+        }
+        fwrite(b.data ? b.data : "", 1, b.len, stdout);
+        buf_fini(&b);
+    } else if (c->output == CLI_OUT_JSON) {
+        cli_print_json(all);
+    } else if (got == 0) {
+        printf("No sandboxes found.\n");
+    } else {
+        struct cli_table *tb = cli_table_new(3, hdr);
+        struct buf b = BUF_INIT;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, all)
+        {
+            const char *row[] = { jstr(it, "name"), jstr(it, "created_at"), jstr(it, "phase") };
+            cli_table_add(tb, row);
+            cli_table_color_last(tb, 2, phase_color(row[2]));
+        }
+        cli_table_render(tb, cli_color_wanted(1), &b);
+        fwrite(b.data, 1, b.len, stdout);
+        buf_fini(&b);
+        cli_table_free(tb);
+        if (a->offset + got < total)
+            fprintf(stderr, "(%ld of %ld shown; see --limit and --offset)\n", got, total);
+    }
+out:
+    cJSON_Delete(all);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ get */
+
+static void
+print_sandbox(const struct cli_ctx *c, const cJSON *v)
+{
+    const cJSON *x;
+    const char *phase = jstr(v, "phase"), *col = phase_color(phase);
+    bool color = cli_color_wanted(1);
+
+    (void)c;
+    printf("%sSandbox:%s\n", color ? "\033[1m" : "", color ? "\033[0m" : "");
+    printf("  Id:               %s\n", jstr(v, "id"));
+    printf("  Name:             %s\n", jstr(v, "name"));
+    printf("  Workspace:        %s\n", jstr(v, "workspace"));
+    if (color && col)
+        printf("  Phase:            \033[%sm%s\033[0m\n", col, phase);
+    else
+        printf("  Phase:            %s\n", phase);
+    if (*jstr(v, "reason"))
+        printf("  Reason:           %s: %s\n", jstr(v, "reason"), jstr(v, "message"));
+    printf("  Created:          %s\n", jstr(v, "created_at"));
+    x = cJSON_GetObjectItemCaseSensitive(v, "resource_version");
+    printf("  Resource version: %.0f\n", cJSON_IsNumber(x) ? x->valuedouble : 0);
+    printf("  Command:          ");
+    {
+        bool first = true;
+        cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(v, "command"))
+        {
+            printf("%s%s", first ? "" : " ", cJSON_IsString(x) ? x->valuestring : "?");
+            first = false;
+        }
+    }
+    putchar('\n');
+    printf("  Labels:           ");
+    x = cJSON_GetObjectItemCaseSensitive(v, "labels");
+    if (!cJSON_GetArraySize(x))
+        printf("-");
+    for (const cJSON *l = x ? x->child : NULL; l; l = l->next)
+        printf("%s%s=%s", l == x->child ? "" : ",", l->string,
+               cJSON_IsString(l) ? l->valuestring : "");
+    putchar('\n');
+    x = cJSON_GetObjectItemCaseSensitive(v, "current_policy_version");
+    if (cJSON_IsNumber(x) && x->valuedouble > 0)
+        printf("  Policy version:   %.0f\n", x->valuedouble);
+    else
+        printf("  Policy version:   - (the built-in default or the create-time policy)\n");
+}
+
+/* NAME, else the last used sandbox (saying so), else an error. */
+static int
+name_or_last(struct cli_ctx *c, struct sb_args *a, char *out, size_t size)
+{
+    if (a->npos > 1)
+        applet_usage_error(c->prog, "unexpected argument '%s'", a->pos[1]);
+    if (a->npos == 1)
+        return buf_copy_fixed(out, size, a->pos[0]) < 0
+                   ? cli_fail(c, CLI_EXIT_USAGE, NULL, "sandbox name too long")
+                   : 0;
+    if (cli_last_sandbox_get(c->cfg, c->gw.name, c->workspace, out, size) < 0)
+        return cli_fail(c, CLI_EXIT_USAGE, "name one: openshell sandbox get NAME",
+                        "no sandbox named and no last used sandbox");
+    fprintf(stderr, "\u2192 Using sandbox '%s' (last used)\n", out);
+    return 0;
+}
+
+static int
+sb_get(struct cli_ctx *c, struct sb_args *a)
+{
+    char name[256];
+    cJSON *sb = NULL, *v;
+    int rc;
+
+    if ((rc = cli_connect(c, true)) != 0 || (rc = name_or_last(c, a, name, sizeof(name))) != 0)
+        return rc;
+    if ((rc = get_one(c, name, &sb)) != 0)
+        return rc;
+    v = sb_view(sb);
+    if (c->output == CLI_OUT_JSON)
+        cli_print_json(v);
+    else
+        print_sandbox(c, v);
+    cJSON_Delete(v);
+    cJSON_Delete(sb);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ delete */
+
+static int
+delete_one(struct cli_ctx *c, const char *name)
+{
+    char *path = sb_path(c, name, "");
+    cJSON *j = NULL;
+    int status, rc = cli_call(c, "DELETE", path, NULL, NULL, 0, &status, &j);
+
+    free(path);
+    if (rc == 0) {
+        if (status == 200 || status == 202) {
+            cli_ok(c, "Deleted sandbox %s", name);
+            cli_last_sandbox_clear(c->cfg, c->gw.name, c->workspace, name);
+        } else if (status == 404) {
+            cli_warn(c, "Sandbox %s not found", name);
+            rc = CLI_EXIT_FAIL;
+        } else {
+            rc = cli_api_fail(c, status, j, NULL);
+        }
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
+static int
+sb_delete(struct cli_ctx *c, struct sb_args *a)
+{
+    int rc, worst = 0;
+
+    if (a->all == (a->npos > 0))
+        applet_usage_error(c->prog, a->all ? "--all takes no names" : "expected NAME... or --all");
+    if ((rc = cli_connect(c, false)) != 0)
+        return rc;
+    if (a->all) {
+        /* Collect first (deleting while paging would shift the offsets). */
+        cJSON *page = NULL, *names = cJSON_CreateArray();
+        const cJSON *it;
+        long off = 0;
+        for (;;) {
+            long n;
+            if ((rc = list_page(c, NULL, SB_PAGE, off, &page)) != 0) {
+                cJSON_Delete(names);
+                return rc;
+            }
+            n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(page, "items"));
+            cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(page, "items"))
+                cJSON_AddItemToArray(names, cJSON_CreateString(jstr(it, "metadata.name")));
+            cJSON_Delete(page);
+            off += n;
+            if (n < SB_PAGE)
+                break;
+        }
+        if (!cJSON_GetArraySize(names))
+            fprintf(stderr, "No sandboxes to delete.\n");
+        cJSON_ArrayForEach(it, names)
+        {
+            rc = delete_one(c, it->valuestring);
+            if (rc == CLI_EXIT_UNREACHABLE) {
+                cJSON_Delete(names);
+                return rc;
+            }
+            if (rc > worst)
+                worst = rc;
+        }
+        cJSON_Delete(names);
+        return worst;
+    }
+    for (int i = 0; i < a->npos; i++) {
+        rc = delete_one(c, a->pos[i]);
+        if (rc == CLI_EXIT_UNREACHABLE)
+            return rc;
+        if (rc > worst)
+            worst = rc;
+    }
+    return worst;
+}
+
+/* ------------------------------------------------------------------ create */
+
+static uint64_t
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Validate FILE locally: its FILE:LINE:COL diagnostics reach the user
+ * before anything is created. The text into OUT. */
+static int
+check_policy(const struct cli_ctx *c, const char *file, struct buf *out)
+{
+    struct policy_diags d;
+    struct policy *p = NULL;
+    struct err e;
+    int rc;
+
+    err_clear(&e);
+    policy_diags_init(&d);
+    rc = policy_load_file(file, &p, &d, &e);
+    for (size_t i = 0; i < d.n; i++)
+        fprintf(stderr, "%s\n", d.v[i].text);
+    if (rc < 0) {
+        char *hint = xasprintf("check it with: openshell policy validate %s", file);
+        if (d.errors)
+            rc = cli_fail(c, CLI_EXIT_FAIL, hint, "policy %s: %zu error%s", file, d.errors,
+                          d.errors == 1 ? "" : "s");
+        else
+            rc = cli_fail(c, CLI_EXIT_FAIL, hint, "%s", err_str(&e, rc));
+        free(hint);
+    } else {
+        rc = read_file(file, 256 * 1024, out, &e) < 0
+                 ? cli_fail(c, CLI_EXIT_FAIL, NULL, "%s", e.msg)
+                 : 0;
+    }
+    policy_unref(p);
+    policy_diags_fini(&d);
+    return rc;
+}
+
+static cJSON *
+kv_object(const char *const *kv, size_t n)
+{
+    cJSON *o = cJSON_CreateObject();
+
+    for (size_t i = 0; i < n; i++) {
+        const char *eq = strchr(kv[i], '=');
+        char *k = xstrndup(kv[i], (size_t)(eq - kv[i]));
+        cJSON_DeleteItemFromObjectCaseSensitive(o, k); /* the last one wins */
+        cJSON_AddStringToObject(o, k, eq + 1);
+        free(k);
+    }
+    return o;
+}
+
+/* Poll until ready, error, record-only or the timeout. */
+static int
+wait_ready(struct cli_ctx *c, const char *name, long timeout_s, cJSON **last)
+{
+    uint64_t t0 = now_ms();
+
+    for (;;) {
+        cJSON *sb = NULL;
+        const cJSON *cond;
+        const char *phase;
+        int rc = get_one(c, name, &sb);
+
+        if (rc)
+            return rc;
+        cJSON_Delete(*last);
+        *last = sb;
+        phase = jstr(sb, "status.phase");
+        cond = first_condition(sb);
+        if (!strcmp(phase, "ready")) {
+            cli_ok(c, "Sandbox ready (%.1fs)", (double)(now_ms() - t0) / 1000);
+            return 0;
+        }
+        if (!strcmp(phase, "error"))
+            return cli_fail(c, CLI_EXIT_FAIL, "see: openshell sandbox get NAME",
+                            "sandbox entered error phase while provisioning: %s: %s",
+                            jstr(cond, "reason"), jstr(cond, "message"));
+        if (!strcmp(jstr(cond, "reason"), "NoComputeDriver")) {
+            cli_warn(c,
+                     "gateway '%s' has no compute driver yet: sandbox '%s' is a record only "
+                     "(phase %s)",
+                     c->gw.name, name, phase);
+            return 0;
+        }
+        if (now_ms() - t0 >= (uint64_t)timeout_s * 1000)
+            return cli_fail(c, CLI_EXIT_FAIL, "raise --timeout or OPENSHELL_PROVISION_TIMEOUT",
+                            "sandbox provisioning timed out after %lds. Last reported status: "
+                            "%s%s%s",
+                            timeout_s, phase, cond ? ": " : "", cond ? jstr(cond, "reason") : "");
+        {
+            struct timespec ts = { 0, 100 * 1000000L };
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+static int
+sb_create(struct cli_ctx *c, struct sb_args *a)
+{
+    struct buf policy = BUF_INIT;
+    const char *pfile = a->policy;
+    cJSON *req = cJSON_CreateObject(), *spec, *ans = NULL, *last = NULL;
+    char *body = NULL, *path = NULL, name[256] = "";
+    int status, rc;
+
+    if (!pfile && getenv("OPENSHELL_SANDBOX_POLICY") && *getenv("OPENSHELL_SANDBOX_POLICY"))
+        pfile = getenv("OPENSHELL_SANDBOX_POLICY");
+    if (pfile && (rc = check_policy(c, pfile, &policy)) != 0)
+        goto out;
+    if ((rc = cli_connect(c, true)) != 0)
+        goto out;
+    if (a->name)
+        cJSON_AddStringToObject(req, "name", a->name);
+    if (a->nlabels)
+        cJSON_AddItemToObject(req, "labels", kv_object(a->labels, a->nlabels));
+    spec = cJSON_AddObjectToObject(req, "spec");
+    if (a->npos) {
+        cJSON *cmd = cJSON_AddArrayToObject(spec, "command");
+        for (int i = 0; i < a->npos; i++)
+            cJSON_AddItemToArray(cmd, cJSON_CreateString(a->pos[i]));
+    }
+    if (a->tty)
+        cJSON_AddBoolToObject(spec, "tty", true);
+    if (a->nenvs)
+        cJSON_AddItemToObject(spec, "environment", kv_object(a->envs, a->nenvs));
+    body = cJSON_PrintUnformatted(req);
+    path = cli_ws_path(c, "/sandboxes");
+    if ((rc = cli_call(c, "POST", path, NULL, body, strlen(body), &status, &ans)) != 0)
+        goto out;
+    if (status == 409) {
+        char *hint = xasprintf("delete it first with: openshell sandbox delete %s, or use a "
+                               "different --name",
+                               a->name ? a->name : "NAME");
+        rc = cli_fail(c, CLI_EXIT_FAIL, hint, "sandbox '%s' already exists in workspace '%s'",
+                      a->name ? a->name : "?", c->workspace);
+        free(hint);
+        goto out;
+    }
+    if (status != 201) {
+        rc = cli_api_fail(c, status, ans, NULL);
+        goto out;
+    }
+    buf_copy_fixed(name, sizeof(name), jstr(ans, "metadata.name"));
+    if (policy.len) {
+        /* The policy as a revision: the gateway validates it again (the
+         * engine is the same) and keeps its history. */
+        cJSON *pans = NULL;
+        char *ppath = sb_path(c, name, "/policy");
+        rc = cli_call(c, "PUT", ppath, "application/yaml", policy.data, policy.len, &status, &pans);
+        free(ppath);
+        if (rc == 0 && status != 200) {
+            rc = cli_api_fail(c, status, pans, "fix the policy; the sandbox was not kept");
+            delete_one(c, name);
+        }
+        cJSON_Delete(pans);
+        if (rc)
+            goto out;
+    }
+    fprintf(stderr, "\nCreated sandbox: %s%s%s\n\n", c->color ? "\033[1;36m" : "", name,
+            c->color ? "\033[0m" : "");
+    cli_last_sandbox_set(c->cfg, c->gw.name, c->workspace, name, NULL);
+    if ((rc = wait_ready(c, name, a->timeout_s, &last)) != 0)
+        goto out;
+    if (c->output == CLI_OUT_JSON) {
+        cJSON *v = sb_view(last);
+        cli_print_json(v);
+        cJSON_Delete(v);
+    }
+out:
+    cJSON_Delete(req);
+    cJSON_Delete(ans);
+    cJSON_Delete(last);
+    buf_fini(&policy);
+    free(body);
+    free(path);
+    return rc;
+}
 
 int
 cli_sandbox(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    return applet_not_built("openshell sandbox", "sandbox commands");
+    static const char *const subs[] = { "create", "list", "get", "delete" };
+    struct cli_ctx c;
+    struct sb_args a;
+    char prog[64];
+    int rc;
+
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        fputs(sandbox_usage, stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+        if (strcmp(argv[1], subs[i]) != 0)
+            continue;
+        snprintf(prog, sizeof(prog), "openshell sandbox %s", subs[i]);
+        cli_ctx_init(&c, prog);
+        parse(&c, argc - 1, argv + 1, &a);
+        switch (i) {
+        case 0: rc = sb_create(&c, &a); break;
+        case 1: rc = sb_list(&c, &a); break;
+        case 2: rc = sb_get(&c, &a); break;
+        default: rc = sb_delete(&c, &a); break;
+        }
+        cli_ctx_fini(&c);
+        return rc;
+    }
+    applet_usage_error("openshell sandbox", "unknown command '%s'", argv[1]);
 }
