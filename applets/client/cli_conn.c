@@ -27,6 +27,37 @@
 #define CLI_RESP_MAX (64u * 1024 * 1024)
 #define CLI_START_TIMEOUT_MS 15000
 #define CLI_STOP_TIMEOUT_MS 10000
+/* A gateway that accepts but never answers must not hang the CLI
+ * (OPENSHELL_REQUEST_TIMEOUT seconds per request, default 60). */
+#define CLI_CALL_TIMEOUT_S 60
+#define CLI_HEALTH_TIMEOUT_S 5
+
+static void
+on_alarm(int sig)
+{
+    static const char msg[] = "openshell: error: the gateway did not answer in time\n"
+                              "hint: check it with: openshell gateway status\n";
+
+    (void)sig;
+    /* Async-signal-safe: write and _exit only. */
+    if (write(2, msg, sizeof(msg) - 1) < 0)
+        _exit(CLI_EXIT_UNREACHABLE);
+    _exit(CLI_EXIT_UNREACHABLE);
+}
+
+/* Arm (SECS > 0) or disarm (0) the answer deadline. */
+static void
+deadline(unsigned secs)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_alarm;
+    sigemptyset(&sa.sa_mask);
+    if (secs)
+        sigaction(SIGALRM, &sa, NULL);
+    alarm(secs);
+}
 
 void
 cli_ctx_init(struct cli_ctx *c, const char *prog)
@@ -174,9 +205,11 @@ cli_socket_healthy(const char *sock)
     bool ok = false;
 
     if (h2_client_connect_unix(loop_base(l), sock, NULL, &conn, NULL) == 0) {
+        deadline(CLI_HEALTH_TIMEOUT_S);
         ok = h2_client_call(conn, "GET", "/healthz", NULL, 0, NULL, 0, &status, &resp, 4096,
                             NULL) == 0 &&
              status == 200;
+        deadline(0);
         h2_conn_free(conn);
     }
     buf_fini(&resp);
@@ -511,10 +544,18 @@ cli_call(struct cli_ctx *c, const char *method, const char *path, const char *ct
     struct h2_header hdr = { "content-type", ctype ? ctype : "application/json" };
     struct buf resp = BUF_INIT;
     struct err e;
+    int rc;
 
     *json = NULL;
-    if (h2_client_call(c->conn, method, path, body ? &hdr : NULL, body ? 1 : 0, body, len, status,
-                       &resp, CLI_RESP_MAX, &e) < 0) {
+    {
+        const char *t = getenv("OPENSHELL_REQUEST_TIMEOUT");
+        long secs = t && *t ? strtol(t, NULL, 10) : CLI_CALL_TIMEOUT_S;
+        deadline(secs > 0 && secs < 86400 ? (unsigned)secs : CLI_CALL_TIMEOUT_S);
+    }
+    rc = h2_client_call(c->conn, method, path, body ? &hdr : NULL, body ? 1 : 0, body, len, status,
+                        &resp, CLI_RESP_MAX, &e);
+    deadline(0);
+    if (rc < 0) {
         buf_fini(&resp);
         return cli_fail(c, CLI_EXIT_UNREACHABLE, "check the gateway with: openshell status",
                         "gateway '%s': %s %s: %s", c->gw.name, method, path, e.msg);

@@ -411,11 +411,18 @@ print_sandbox(const struct cli_ctx *c, const cJSON *v)
         printf("%s%s=%s", l == x->child ? "" : ",", l->string,
                cJSON_IsString(l) ? l->valuestring : "");
     putchar('\n');
-    x = cJSON_GetObjectItemCaseSensitive(v, "current_policy_version");
-    if (cJSON_IsNumber(x) && x->valuedouble > 0)
-        printf("  Policy version:   %.0f\n", x->valuedouble);
-    else
-        printf("  Policy version:   - (the built-in default or the create-time policy)\n");
+    x = cJSON_GetObjectItemCaseSensitive(v, "revision");
+    printf("  Policy source:    %s\n", jstr(v, "policy_source"));
+    if (cJSON_IsNumber(x) && x->valuedouble > 0) {
+        const char *text = jstr(v, "policy");
+        printf("  Revision:         %.0f (%s)\n", x->valuedouble, jstr(v, "policy_status"));
+        printf("\n%sPolicy:%s\n", color ? "\033[1m" : "", color ? "\033[0m" : "");
+        while (*text) {
+            size_t n = strcspn(text, "\n");
+            printf("  %.*s\n", (int)n, text);
+            text += n + (text[n] == '\n');
+        }
+    }
 }
 
 /* NAME, else the last used sandbox (saying so), else an error. */
@@ -447,6 +454,34 @@ sb_get(struct cli_ctx *c, struct sb_args *a)
     if ((rc = get_one(c, name, &sb)) != 0)
         return rc;
     v = sb_view(sb);
+    {
+        /* The reference's get adds where the policy comes from, its
+         * revision and its text. */
+        char *path = sb_path(c, name, "/policy");
+        cJSON *pol = NULL;
+        int status;
+
+        rc = cli_call(c, "GET", path, NULL, NULL, 0, &status, &pol);
+        free(path);
+        if (rc) {
+            cJSON_Delete(v);
+            cJSON_Delete(sb);
+            return rc;
+        }
+        if (status == 200) {
+            const cJSON *ver = cJSON_GetObjectItemCaseSensitive(pol, "version");
+            cJSON_AddStringToObject(v, "policy_source", "sandbox");
+            cJSON_AddNumberToObject(v, "revision", cJSON_IsNumber(ver) ? ver->valuedouble : 0);
+            cJSON_AddStringToObject(v, "policy_status", jstr(pol, "status"));
+            cJSON_AddStringToObject(v, "policy", jstr(pol, "policy"));
+        } else {
+            cJSON_AddStringToObject(v, "policy_source",
+                                    jget(sb, "spec.policy") ? "spec" : "default");
+            cJSON_AddNumberToObject(v, "revision", 0);
+            cJSON_AddNullToObject(v, "policy");
+        }
+        cJSON_Delete(pol);
+    }
     if (c->output == CLI_OUT_JSON)
         cli_print_json(v);
     else

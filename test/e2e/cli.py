@@ -201,6 +201,15 @@ def main():
     r = osh("sandbox", "list", "--ids", "--limit", "1", "--offset", "1")
     tap(r.returncode == 0 and r.stdout.strip() == items[1]["id"] if items else False,
         "sandbox list --ids --limit --offset", show(r))
+    r = osh("sandbox", "get", "gamma", "-o", "json")
+    sb = jparse(r.stdout) or {}
+    tap(r.returncode == 0 and sb.get("policy_source") == "sandbox" and sb.get("revision") == 1
+        and sb.get("policy") == pol, "sandbox get -o json: policy source, revision, text",
+        show(r))
+    r = osh("sandbox", "get", "alpha", "-o", "json")
+    sb = jparse(r.stdout) or {}
+    tap(r.returncode == 0 and sb.get("policy_source") == "default" and sb.get("revision") == 0,
+        "sandbox get -o json: no revision, the default policy", show(r))
     r = osh("sandbox", "get")
     tap(r.returncode == 0 and "Using sandbox 'gamma' (last used)" in r.stderr
         and "Name:             gamma" in r.stdout, "sandbox get defaults to the last used",
@@ -238,6 +247,17 @@ def main():
     r = osh("sandbox", "list", env={"OPENSHELL_GATEWAY": "ghost"})
     tap(r.returncode == 3 and "unknown gateway 'ghost'" in r.stderr,
         "unknown gateway name", show(r))
+    # A gateway that accepts and never answers: the CLI gives up.
+    hang = socket.socket(socket.AF_UNIX)
+    hang.bind(T + "/hang.sock")
+    hang.listen(4)
+    osh("gateway", "add", "unix://" + T + "/hang.sock", "--name", "hang")
+    t0 = time.time()
+    r = osh("sandbox", "list", "-g", "hang", env={"OPENSHELL_REQUEST_TIMEOUT": "1"})
+    tap(r.returncode == 3 and "did not answer in time" in r.stderr and time.time() - t0 < 10,
+        "a gateway that never answers: exit 3 after the request timeout", show(r))
+    hang.close()
+    osh("gateway", "remove", "hang")
     r = osh("gateway", "select", "openshell")
     r2 = osh("gateway", "list", "--names")
     tap(r.returncode == 0 and "Active gateway set to 'openshell'" in r.stderr
