@@ -628,44 +628,95 @@ kv_object(const char *const *kv, size_t n)
     return o;
 }
 
+/* Progress while waiting: a spinner line on a terminal, timestamped lines
+ * otherwise (one per phase change), one sentence with -o json. */
+struct progress {
+    bool tty, json;
+    uint64_t t0;
+    unsigned tick;
+    char last[128];
+};
+
+static void
+progress_step(struct progress *p, const char *phase, const char *reason)
+{
+    static const char *const spin[] = { "\u280b", "\u2819", "\u2839", "\u2838", "\u283c",
+                                        "\u2834", "\u2826", "\u2827", "\u2807", "\u280f" };
+    double t = (double)(now_ms() - p->t0) / 1000;
+    char now[128];
+
+    snprintf(now, sizeof(now), "%s%s%s", phase, *reason ? ": " : "", reason);
+    if (p->tty) {
+        fprintf(stderr, "\r\033[K%s %s sandbox... (%s, %.1fs)", spin[p->tick++ % 10],
+                !strcmp(phase, "provisioning") ? "Requesting" : "Starting", now, t);
+    } else if (!p->json && strcmp(now, p->last) != 0) {
+        fprintf(stderr, "  [%.1fs] Phase %s\n", t, now);
+    }
+    buf_copy_fixed(p->last, sizeof(p->last), now);
+}
+
+static void
+progress_clear(struct progress *p)
+{
+    if (p->tty)
+        fputs("\r\033[K", stderr);
+}
+
 /* Poll until ready, error, record-only or the timeout. */
 static int
 wait_ready(struct cli_ctx *c, const char *name, long timeout_s, cJSON **last)
 {
-    uint64_t t0 = now_ms();
+    struct progress pg = { .tty = isatty(2) == 1 && c->output != CLI_OUT_JSON,
+                           .json = c->output == CLI_OUT_JSON,
+                           .t0 = now_ms() };
+    uint64_t t0 = pg.t0;
 
+    if (pg.json)
+        fprintf(stderr, "Provisioning sandbox (structured output on stdout)...\n");
+    else if (!pg.tty)
+        fprintf(stderr, "  [0.0s] Requesting sandbox...\n");
     for (;;) {
         cJSON *sb = NULL;
         const cJSON *cond;
         const char *phase;
         int rc = get_one(c, name, &sb);
 
-        if (rc)
+        if (rc) {
+            progress_clear(&pg);
             return rc;
+        }
         cJSON_Delete(*last);
         *last = sb;
         phase = jstr(sb, "status.phase");
         cond = first_condition(sb);
+        progress_step(&pg, phase, cond ? jstr(cond, "reason") : "");
         if (!strcmp(phase, "ready")) {
+            progress_clear(&pg);
             cli_ok(c, "Sandbox ready (%.1fs)", (double)(now_ms() - t0) / 1000);
             return 0;
         }
-        if (!strcmp(phase, "error"))
+        if (!strcmp(phase, "error")) {
+            progress_clear(&pg);
             return cli_fail(c, CLI_EXIT_FAIL, "see: openshell sandbox get NAME",
                             "sandbox entered error phase while provisioning: %s: %s",
                             jstr(cond, "reason"), jstr(cond, "message"));
+        }
         if (!strcmp(jstr(cond, "reason"), "NoComputeDriver")) {
+            progress_clear(&pg);
             cli_warn(c,
                      "gateway '%s' has no compute driver yet: sandbox '%s' is a record only "
                      "(phase %s)",
                      c->gw.name, name, phase);
             return 0;
         }
-        if (now_ms() - t0 >= (uint64_t)timeout_s * 1000)
+        if (now_ms() - t0 >= (uint64_t)timeout_s * 1000) {
+            progress_clear(&pg);
             return cli_fail(c, CLI_EXIT_FAIL, "raise --timeout or OPENSHELL_PROVISION_TIMEOUT",
                             "sandbox provisioning timed out after %lds. Last reported status: "
                             "%s%s%s",
                             timeout_s, phase, cond ? ": " : "", cond ? jstr(cond, "reason") : "");
+        }
+        fflush(stderr);
         {
             struct timespec ts = { 0, 100 * 1000000L };
             nanosleep(&ts, NULL);

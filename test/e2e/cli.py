@@ -162,7 +162,8 @@ def main():
     sb = jparse(r.stdout) or {}
     tap(r.returncode == 0 and sb.get("name") == "alpha" and sb.get("labels") == {"team": "ml"}
         and sb.get("command") == ["/bin/echo", "hi"] and sb.get("workspace") == "default"
-        and len(sb.get("id", "")) == 36 and "Created sandbox: alpha" in r.stderr,
+        and len(sb.get("id", "")) == 36 and "Created sandbox: alpha" in r.stderr
+        and "structured output on stdout" in r.stderr,
         "sandbox create -o json", show(r))
     r = osh("sandbox", "create", "--name", "alpha")
     tap(r.returncode == 1 and "already exists" in r.stderr
@@ -224,6 +225,11 @@ def main():
     r2 = osh("sandbox", "list", "-o", "json")
     tap(r.returncode == 0 and "Deleted sandbox gamma" in r.stderr and jparse(r2.stdout) == [],
         "sandbox delete --all", show(r) + show(r2))
+    r = osh("sandbox", "create", "--name", "delta", "--", "/bin/true")
+    tap(r.returncode == 0 and "[0.0s] Requesting sandbox..." in r.stderr
+        and "Phase provisioning: NoComputeDriver" in r.stderr and "record only" in r.stderr
+        and r.stdout == "", "sandbox create off a TTY: timestamped progress on stderr", show(r))
+    osh("sandbox", "delete", "delta")
     r = osh("sandbox", "get")
     tap(r.returncode == 2 and "no last used sandbox" in r.stderr,
         "deleting the last used sandbox forgets it", show(r))
