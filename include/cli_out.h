@@ -30,6 +30,13 @@ size_t cli_table_rows(const struct cli_table *t);
 /* Render into OUT. */
 void cli_table_render(const struct cli_table *t, bool color, struct buf *out);
 
+struct cJSON;
+/* J as block-style YAML into OUT: mappings "key: value", sequences "- x",
+ * scalars as JSON writes them (strings double-quoted with JSON escapes,
+ * which YAML reads the same), {} and [] for empty collections. The key
+ * order is J's. */
+void cli_yaml_render(const struct cJSON *j, struct buf *out);
+
 /* "YYYY-MM-DD HH:MM:SS" (UTC) of epoch milliseconds MS into OUT[20+]. */
 void cli_format_time_ms(int64_t ms, char *out, size_t size);
 

@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli_out.h"
 #include "xfuncs.h"
 
@@ -139,4 +141,75 @@ cli_format_time_ms(int64_t ms, char *out, size_t size)
 
     if (!gmtime_r(&s, &tm) || strftime(out, size, "%Y-%m-%d %H:%M:%S", &tm) == 0)
         buf_copy_fixed(out, size, "-");
+}
+
+static bool
+plain_key(const char *k)
+{
+    if (!*k)
+        return false;
+    for (const char *p = k; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-' || *p == '.' || *p == '/'))
+            return false;
+    return true;
+}
+
+static void
+yaml_scalar(const cJSON *j, struct buf *out)
+{
+    if (cJSON_IsString(j)) {
+        buf_put_json_str(out, j->valuestring, strlen(j->valuestring));
+    } else if (cJSON_IsObject(j)) {
+        buf_puts(out, "{}");
+    } else if (cJSON_IsArray(j)) {
+        buf_puts(out, "[]");
+    } else {
+        char *s = cJSON_PrintUnformatted(j);
+        buf_puts(out, s ? s : "null");
+        free(s);
+    }
+}
+
+static bool
+yaml_is_block(const cJSON *j)
+{
+    return (cJSON_IsObject(j) || cJSON_IsArray(j)) && j->child;
+}
+
+static void
+yaml_node(const cJSON *j, int indent, struct buf *out)
+{
+    for (const cJSON *it = j->child; it; it = it->next) {
+        for (int i = 0; i < indent; i++)
+            buf_putc(out, ' ');
+        if (cJSON_IsArray(j)) {
+            buf_puts(out, "-");
+        } else {
+            if (plain_key(it->string))
+                buf_puts(out, it->string);
+            else
+                buf_put_json_str(out, it->string, strlen(it->string));
+            buf_putc(out, ':');
+        }
+        if (yaml_is_block(it)) {
+            buf_putc(out, '\n');
+            yaml_node(it, indent + 2, out);
+        } else {
+            buf_putc(out, ' ');
+            yaml_scalar(it, out);
+            buf_putc(out, '\n');
+        }
+    }
+}
+
+void
+cli_yaml_render(const cJSON *j, struct buf *out)
+{
+    if (yaml_is_block(j))
+        yaml_node(j, 0, out);
+    else {
+        yaml_scalar(j, out);
+        buf_putc(out, '\n');
+    }
 }

@@ -21,7 +21,7 @@
 #define CLI_EXIT_USAGE 2       /* bad command line */
 #define CLI_EXIT_UNREACHABLE 3 /* no gateway, or it cannot be reached */
 
-enum cli_output { CLI_OUT_TABLE = 0, CLI_OUT_JSON };
+enum cli_output { CLI_OUT_TABLE = 0, CLI_OUT_JSON, CLI_OUT_YAML };
 
 struct loop;
 struct h2_conn;
@@ -54,7 +54,7 @@ struct cli_ctx {
 #define CLI_COMMON_HELP                                                                            \
     "  -g, --gateway NAME      use this registered gateway (OPENSHELL_GATEWAY)\n"                  \
     "      --workspace NAME    workspace (OPENSHELL_WORKSPACE; default 'default')\n"               \
-    "  -o, --output FORMAT     table (default) or json\n"                                          \
+    "  -o, --output FORMAT     table (default), json or yaml\n"                                    \
     "  -h, --help              show this help\n"
 
 /* Fill C's defaults (env, colour, config dir). */
@@ -70,8 +70,8 @@ int cli_fail(const struct cli_ctx *c, int code, const char *hint, const char *fm
 /* "✓ MSG" (green on a terminal) / "! MSG" (yellow) to stderr. */
 void cli_ok(const struct cli_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cli_warn(const struct cli_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Print J (pretty, newline) on stdout. */
-void cli_print_json(const cJSON *j);
+/* Print J on stdout as -o asked: pretty JSON or YAML, newline-terminated. */
+void cli_print_data(const struct cli_ctx *c, const cJSON *j);
 
 /* Pick the gateway (flag > OPENSHELL_GATEWAY > active). With AUTOSTART and
  * nothing selected anywhere, start the local gateway (saying so). 0, or a

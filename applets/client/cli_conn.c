@@ -98,8 +98,10 @@ cli_common_opt(struct cli_ctx *c, int opt, const char *arg)
             c->output = CLI_OUT_TABLE;
         else if (!strcmp(arg, "json"))
             c->output = CLI_OUT_JSON;
+        else if (!strcmp(arg, "yaml"))
+            c->output = CLI_OUT_YAML;
         else
-            applet_usage_error(c->prog, "--output '%s': expected table or json", arg);
+            applet_usage_error(c->prog, "--output '%s': expected table, json or yaml", arg);
         return true;
     case CLI_OPT_WORKSPACE:
         if (!*arg)
@@ -151,10 +153,18 @@ cli_warn(const struct cli_ctx *c, const char *fmt, ...)
 }
 
 void
-cli_print_json(const cJSON *j)
+cli_print_data(const struct cli_ctx *c, const cJSON *j)
 {
-    char *s = cJSON_Print(j);
+    char *s;
 
+    if (c->output == CLI_OUT_YAML) {
+        struct buf b = BUF_INIT;
+        cli_yaml_render(j, &b);
+        fwrite(b.data, 1, b.len, stdout);
+        buf_fini(&b);
+        return;
+    }
+    s = cJSON_Print(j);
     if (s) {
         fputs(s, stdout);
         fputc('\n', stdout);

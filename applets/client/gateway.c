@@ -215,8 +215,8 @@ gw_status(struct cli_ctx *c, const struct gw_args *a, bool info_mode)
         if (pid > 0)
             cJSON_AddNumberToObject(out, "pid", (double)pid);
     }
-    if (c->output == CLI_OUT_JSON) {
-        cli_print_json(out);
+    if (c->output != CLI_OUT_TABLE) {
+        cli_print_data(c, out);
     } else {
         const cJSON *v;
         printf("Gateway:   %s\n", c->gw.name);
@@ -333,7 +333,7 @@ gw_list(struct cli_ctx *c, const struct gw_args *a)
     if (a->names) {
         for (size_t i = 0; i < n; i++)
             puts(all[i].name);
-    } else if (c->output == CLI_OUT_JSON) {
+    } else if (c->output != CLI_OUT_TABLE) {
         cJSON *arr = cJSON_CreateArray();
         for (size_t i = 0; i < n; i++) {
             cJSON *o = cJSON_CreateObject();
@@ -353,7 +353,7 @@ gw_list(struct cli_ctx *c, const struct gw_args *a)
                 cJSON_AddStringToObject(o, "state_dir", all[i].state_dir);
             cJSON_AddItemToArray(arr, o);
         }
-        cli_print_json(arr);
+        cli_print_data(c, arr);
         cJSON_Delete(arr);
     } else if (n == 0) {
         printf("No gateways registered. Start one with: openshell gateway start\n");
@@ -489,9 +489,12 @@ cli_status(int argc, char **argv)
         applet_usage_error(c.prog, "unexpected argument '%s'", a.pos);
     if (!c.cfg || cli_gw_resolve(c.cfg, c.gateway_flag, getenv("OPENSHELL_GATEWAY"), name,
                                  sizeof(name), &src) < 0) {
-        if (c.output == CLI_OUT_JSON)
-            puts("{\n\t\"status\":\t\"not_configured\"\n}");
-        else
+        if (c.output != CLI_OUT_TABLE) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "status", "not_configured");
+            cli_print_data(&c, o);
+            cJSON_Delete(o);
+        } else
             printf("No gateway configured.\nStart one with: openshell gateway start\n");
         cli_ctx_fini(&c);
         return 0;

@@ -344,8 +344,8 @@ sb_list(struct cli_ctx *c, struct sb_args *a)
         }
         fwrite(b.data ? b.data : "", 1, b.len, stdout);
         buf_fini(&b);
-    } else if (c->output == CLI_OUT_JSON) {
-        cli_print_json(all);
+    } else if (c->output != CLI_OUT_TABLE) {
+        cli_print_data(c, all);
     } else if (got == 0) {
         printf("No sandboxes found.\n");
     } else {
@@ -482,8 +482,8 @@ sb_get(struct cli_ctx *c, struct sb_args *a)
         }
         cJSON_Delete(pol);
     }
-    if (c->output == CLI_OUT_JSON)
-        cli_print_json(v);
+    if (c->output != CLI_OUT_TABLE)
+        cli_print_data(c, v);
     else
         print_sandbox(c, v);
     cJSON_Delete(v);
@@ -666,8 +666,8 @@ progress_clear(struct progress *p)
 static int
 wait_ready(struct cli_ctx *c, const char *name, long timeout_s, cJSON **last)
 {
-    struct progress pg = { .tty = isatty(2) == 1 && c->output != CLI_OUT_JSON,
-                           .json = c->output == CLI_OUT_JSON,
+    struct progress pg = { .tty = isatty(2) == 1 && c->output == CLI_OUT_TABLE,
+                           .json = c->output != CLI_OUT_TABLE,
                            .t0 = now_ms() };
     uint64_t t0 = pg.t0;
 
@@ -791,9 +791,9 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
     cli_last_sandbox_set(c->cfg, c->gw.name, c->workspace, name, NULL);
     if ((rc = wait_ready(c, name, a->timeout_s, &last)) != 0)
         goto out;
-    if (c->output == CLI_OUT_JSON) {
+    if (c->output != CLI_OUT_TABLE) {
         cJSON *v = sb_view(last);
-        cli_print_json(v);
+        cli_print_data(c, v);
         cJSON_Delete(v);
     }
 out:

@@ -126,6 +126,9 @@ def main():
     r = osh("status", "-o", "json")
     tap(r.returncode == 0 and (jparse(r.stdout) or {}).get("status") == "not_configured",
         "status -o json without a gateway", show(r))
+    r = osh("status", "-o", "yaml")
+    tap(r.returncode == 0 and r.stdout == 'status: "not_configured"\n',
+        "status -o yaml without a gateway", show(r))
     r = osh("sandbox", "delete", "x")
     tap(r.returncode == 3 and "no active gateway" in r.stderr and "hint: " in r.stderr,
         "no gateway reachable: exit 3, one line and a hint", show(r))
@@ -287,8 +290,11 @@ def main():
     b = subprocess.run(["bash", "-n"], input=r.stdout, text=True, capture_output=True)
     tap(r.returncode == 0 and b.returncode == 0 and "complete -F _openshell" in r.stdout,
         "completion bash parses", show(r) + b.stderr)
-    r = osh("sandbox", "list", "-o", "yaml")
+    r = osh("sandbox", "list", "-o", "xml")
     tap(r.returncode == 2 and "--output" in r.stderr, "bad -o value: usage error", show(r))
+    r = osh("gateway", "list", "-o", "yaml")
+    tap(r.returncode == 0 and r.stdout.startswith("-\n  name: \"openshell\"\n")
+        and "  active: true\n" in r.stdout, "gateway list -o yaml", show(r))
 
     # Stop.
     r = osh("gateway", "stop")

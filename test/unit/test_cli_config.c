@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli_config.h"
 #include "cli_out.h"
 #include "tap.h"
@@ -201,5 +203,26 @@ test_table(void)
     return TAP_PASS;
 }
 
-TAP_MAIN(TAP_TEST(test_names), TAP_TEST(test_registry), TAP_TEST(test_resolve),
+static int
+test_yaml(void)
+{
+    cJSON *j = cJSON_Parse("{\"name\":\"a\\nb\",\"n\":3,\"ok\":true,\"labels\":{},"
+                           "\"cmd\":[\"x\",\"y\"],\"nest\":{\"a b\":null},\"items\":[{\"k\":1}]}");
+    struct buf b = BUF_INIT;
+
+    CHECK(j != NULL);
+    cli_yaml_render(j, &b);
+    CHECK_STR(buf_cstr(&b), "name: \"a\\nb\"\nn: 3\nok: true\nlabels: {}\ncmd:\n  - \"x\"\n"
+                            "  - \"y\"\nnest:\n  \"a b\": null\nitems:\n  -\n    k: 1\n");
+    buf_reset(&b);
+    cJSON_Delete(j);
+    j = cJSON_CreateArray();
+    cli_yaml_render(j, &b);
+    CHECK_STR(buf_cstr(&b), "[]\n");
+    cJSON_Delete(j);
+    buf_fini(&b);
+    return TAP_PASS;
+}
+
+TAP_MAIN(TAP_TEST(test_names), TAP_TEST(test_yaml), TAP_TEST(test_registry), TAP_TEST(test_resolve),
          TAP_TEST(test_last_sandbox), TAP_TEST(test_endpoints), TAP_TEST(test_table))
