@@ -27,9 +27,11 @@ struct loop;
 struct h2_conn;
 
 struct cli_ctx {
-    const char *prog;         /* "openshell sandbox list" */
-    const char *gateway_flag; /* -g */
-    const char *workspace;    /* --workspace / OPENSHELL_WORKSPACE / "default" */
+    const char *prog;          /* "openshell sandbox list" */
+    const char *gateway_flag;  /* -g */
+    const char *endpoint_flag; /* --gateway-endpoint */
+    bool adhoc;                /* talking to an unregistered endpoint: no files written */
+    const char *workspace;     /* --workspace / OPENSHELL_WORKSPACE / "default" */
     enum cli_output output;
     bool color;            /* stderr/stdout colour (TTY, no NO_COLOR) */
     char *cfg;             /* config dir (heap) */
@@ -43,16 +45,21 @@ struct cli_ctx {
 #define CLI_OPT_GATEWAY 'g'
 #define CLI_OPT_OUTPUT 'o'
 #define CLI_OPT_WORKSPACE 0x2001
+#define CLI_OPT_ENDPOINT 0x2002
 /* clang-format off */
 #define CLI_COMMON_LONGOPTS \
     {"gateway", required_argument, NULL, CLI_OPT_GATEWAY}, \
     {"output", required_argument, NULL, CLI_OPT_OUTPUT}, \
     {"workspace", required_argument, NULL, CLI_OPT_WORKSPACE}, \
+    {"gateway-endpoint", required_argument, NULL, CLI_OPT_ENDPOINT}, \
     {"help", no_argument, NULL, 'h'}
 /* clang-format on */
 #define CLI_COMMON_SHORTOPTS "g:o:h"
 #define CLI_COMMON_HELP                                                                            \
     "  -g, --gateway NAME      use this registered gateway (OPENSHELL_GATEWAY)\n"                  \
+    "      --gateway-endpoint URL\n"                                                               \
+    "                          talk to URL (unix:///PATH), registered or not\n"                    \
+    "                          (OPENSHELL_GATEWAY_ENDPOINT; wins over -g)\n"                       \
     "      --workspace NAME    workspace (OPENSHELL_WORKSPACE; default 'default')\n"               \
     "  -o, --output FORMAT     table (default), json or yaml\n"                                    \
     "  -h, --help              show this help\n"
@@ -73,7 +80,8 @@ void cli_warn(const struct cli_ctx *c, const char *fmt, ...) __attribute__((form
 /* Print J on stdout as -o asked: pretty JSON or YAML, newline-terminated. */
 void cli_print_data(const struct cli_ctx *c, const cJSON *j);
 
-/* Pick the gateway (flag > OPENSHELL_GATEWAY > active). With AUTOSTART and
+/* Pick the gateway (--gateway-endpoint / OPENSHELL_GATEWAY_ENDPOINT, then
+ * -g, OPENSHELL_GATEWAY, the active one). With AUTOSTART and
  * nothing selected anywhere, start the local gateway (saying so). 0, or a
  * CLI_EXIT_* after printing the error. */
 int cli_select(struct cli_ctx *c, bool autostart);

@@ -103,6 +103,7 @@ cli_common_opt(struct cli_ctx *c, int opt, const char *arg)
         else
             applet_usage_error(c->prog, "--output '%s': expected table, json or yaml", arg);
         return true;
+    case CLI_OPT_ENDPOINT: c->endpoint_flag = arg; return true;
     case CLI_OPT_WORKSPACE:
         if (!*arg)
             applet_usage_error(c->prog, "--workspace: empty name");
@@ -470,6 +471,48 @@ cli_gateway_stop_local(struct cli_ctx *c, const struct cli_gateway *g)
 
 /* ------------------------------------------------------------------ selection */
 
+/* --gateway-endpoint / OPENSHELL_GATEWAY_ENDPOINT: the registration with
+ * that endpoint (or -g's name), else an unregistered one. 1 when none was
+ * given, 0 selected, -CLI_EXIT_* after printing the error. */
+static int
+select_endpoint(struct cli_ctx *c)
+{
+    const char *ep = c->endpoint_flag ? c->endpoint_flag : getenv("OPENSHELL_GATEWAY_ENDPOINT");
+    struct cli_gateway *all = NULL;
+    char url[1024];
+    char *host = NULL;
+    unsigned port;
+    struct err e;
+    size_t n = 0;
+
+    if (!ep || !*ep)
+        return 1;
+    if (cli_endpoint_parse(ep, url, sizeof(url), &host, &port, &e) < 0)
+        return -cli_fail(c, CLI_EXIT_USAGE, NULL, "gateway endpoint: %s", e.msg);
+    free(host);
+    cli_gw_list(c->cfg, &all, &n, NULL);
+    for (size_t i = 0; i < n; i++) {
+        bool same = !strcmp(all[i].endpoint, url) ||
+                    (!strncmp(url, "unix://", 7) && !strcmp(all[i].unix_socket, url + 7));
+        if (same && (!c->gateway_flag || !strcmp(c->gateway_flag, all[i].name))) {
+            c->gw = all[i];
+            c->src = CLI_GW_FLAG;
+            free(all);
+            return 0;
+        }
+    }
+    free(all);
+    memset(&c->gw, 0, sizeof(c->gw));
+    buf_copy_fixed(c->gw.name, sizeof(c->gw.name), c->gateway_flag ? c->gateway_flag : "endpoint");
+    buf_copy_fixed(c->gw.endpoint, sizeof(c->gw.endpoint), url);
+    buf_copy_fixed(c->gw.auth, sizeof(c->gw.auth), "local");
+    if (!strncmp(url, "unix://", 7))
+        buf_copy_fixed(c->gw.unix_socket, sizeof(c->gw.unix_socket), url + 7);
+    c->adhoc = true;
+    c->src = CLI_GW_FLAG;
+    return 0;
+}
+
 int
 cli_select(struct cli_ctx *c, bool autostart)
 {
@@ -480,6 +523,8 @@ cli_select(struct cli_ctx *c, bool autostart)
     if (!c->cfg)
         return cli_fail(c, CLI_EXIT_UNREACHABLE, "set HOME or XDG_CONFIG_HOME",
                         "no configuration directory");
+    if ((rc = select_endpoint(c)) <= 0)
+        return -rc;
     rc = cli_gw_resolve(c->cfg, c->gateway_flag, getenv("OPENSHELL_GATEWAY"), name, sizeof(name),
                         &c->src);
     if (rc == -ENOENT) {

@@ -435,7 +435,7 @@ name_or_last(struct cli_ctx *c, struct sb_args *a, char *out, size_t size)
         return buf_copy_fixed(out, size, a->pos[0]) < 0
                    ? cli_fail(c, CLI_EXIT_USAGE, NULL, "sandbox name too long")
                    : 0;
-    if (cli_last_sandbox_get(c->cfg, c->gw.name, c->workspace, out, size) < 0)
+    if (c->adhoc || cli_last_sandbox_get(c->cfg, c->gw.name, c->workspace, out, size) < 0)
         return cli_fail(c, CLI_EXIT_USAGE, "name one: openshell sandbox get NAME",
                         "no sandbox named and no last used sandbox");
     fprintf(stderr, "\u2192 Using sandbox '%s' (last used)\n", out);
@@ -504,7 +504,8 @@ delete_one(struct cli_ctx *c, const char *name)
     if (rc == 0) {
         if (status == 200 || status == 202) {
             cli_ok(c, "Deleted sandbox %s", name);
-            cli_last_sandbox_clear(c->cfg, c->gw.name, c->workspace, name);
+            if (!c->adhoc)
+                cli_last_sandbox_clear(c->cfg, c->gw.name, c->workspace, name);
         } else if (status == 404) {
             cli_warn(c, "Sandbox %s not found", name);
             rc = CLI_EXIT_FAIL;
@@ -788,7 +789,8 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
     }
     fprintf(stderr, "\nCreated sandbox: %s%s%s\n\n", c->color ? "\033[1;36m" : "", name,
             c->color ? "\033[0m" : "");
-    cli_last_sandbox_set(c->cfg, c->gw.name, c->workspace, name, NULL);
+    if (!c->adhoc)
+        cli_last_sandbox_set(c->cfg, c->gw.name, c->workspace, name, NULL);
     if ((rc = wait_ready(c, name, a->timeout_s, &last)) != 0)
         goto out;
     if (c->output != CLI_OUT_TABLE) {

@@ -253,6 +253,20 @@ def main():
     tap(r.returncode == 3, "OPENSHELL_GATEWAY beats the active gateway", show(r))
     r = osh("sandbox", "list", "-g", "second", env={"OPENSHELL_GATEWAY": "dead"})
     tap(r.returncode == 0, "-g beats OPENSHELL_GATEWAY", show(r))
+    r = osh("sandbox", "list", "-o", "json", env={"OPENSHELL_GATEWAY": "dead",
+                                                  "OPENSHELL_GATEWAY_ENDPOINT": "unix://" + sock})
+    tap(r.returncode == 0 and jparse(r.stdout) == [],
+        "OPENSHELL_GATEWAY_ENDPOINT beats OPENSHELL_GATEWAY", show(r))
+    os.rename(sock, sock + ".x")
+    os.symlink(sock + ".x", T + "/alias.sock")
+    r = osh("sandbox", "list", "--names", "--gateway-endpoint", "unix://" + T + "/alias.sock")
+    os.unlink(T + "/alias.sock")
+    os.rename(sock + ".x", sock)
+    tap(r.returncode == 0 and r.stdout == "", "--gateway-endpoint: an unregistered endpoint",
+        show(r))
+    r = osh("sandbox", "list", "--gateway-endpoint", "unix://" + T + "/nothing.sock")
+    tap(r.returncode == 3 and "cannot reach gateway" in r.stderr,
+        "--gateway-endpoint unreachable: exit 3", show(r))
     r = osh("sandbox", "list", env={"OPENSHELL_GATEWAY": "ghost"})
     tap(r.returncode == 3 and "unknown gateway 'ghost'" in r.stderr,
         "unknown gateway name", show(r))
