@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -300,6 +303,25 @@ mkdir_p0700(const char *path)
     return mkdir(path, 0700) < 0 && errno != EEXIST ? -errno : 0;
 }
 
+/* Is 127.0.0.1:PORT bound by someone? */
+static bool
+port_taken(unsigned port)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    bool taken = false;
+
+    if (fd < 0)
+        return false;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    /* SO_REUSEADDR as the gateway sets it: TIME_WAIT leftovers do not count. */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno == EADDRINUSE)
+        taken = true;
+    close(fd);
+    return taken;
+}
+
 /* Register G and make it active; say where it lives. */
 static int
 register_local(struct cli_ctx *c, struct cli_gateway *g, bool say)
@@ -349,7 +371,16 @@ cli_gateway_start_local(struct cli_ctx *c, const char *name, const char *state_d
         lst = xstrdup(listen);
     else if (port_env && *port_env)
         lst = xasprintf("127.0.0.1:%s", port_env);
-    else
+    else if (port_taken(17670) && !cli_socket_healthy(sock)) {
+        /* Someone else's gateway (or anything) holds the default port: the
+         * CLI needs only the unix socket, so start without TLS rather than
+         * fail; say so. */
+        cli_warn(c,
+                 "127.0.0.1:17670 is in use: gateway '%s' serves its unix socket only "
+                 "(pass --listen ADDR:PORT for TLS)",
+                 name);
+        lst = xstrdup("none");
+    } else
         lst = xstrdup("127.0.0.1:17670");
 
     buf_copy_fixed(g.name, sizeof(g.name), name);

@@ -3,6 +3,7 @@
 binary against a real local gateway it starts itself. Each run has its own
 HOME and XDG directories under a temporary directory and stops its gateway
 at the end, even on failure. Prints TAP."""
+import glob
 import json
 import os
 import pty
@@ -310,6 +311,26 @@ def main():
     tap(r.returncode == 0 and r.stdout.startswith("-\n  name: \"openshell\"\n")
         and "  active: true\n" in r.stdout, "gateway list -o yaml", show(r))
 
+    # The default TLS port taken: the gateway starts on its unix socket only.
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        holder.bind(("127.0.0.1", 17670))
+        holder.listen(1)
+    except OSError:
+        pass  # someone else holds it: the same situation
+    r = osh("gateway", "start", "--name", "porttest", env={"OPENSHELL_SERVER_PORT": None})
+    holder.close()
+    r2 = osh("gateway", "status", "porttest", "-o", "json")
+    st = jparse(r2.stdout) or {}
+    tap(r.returncode == 0 and "17670 is in use" in r.stderr and st.get("status") == "connected"
+        and st.get("server", "").startswith("unix://"),
+        "default port taken: started on the unix socket only, with a warning", show(r) + show(r2))
+    r = osh("gateway", "stop", "porttest")
+    tap(r.returncode == 0 and "stopped" in r.stderr, "gateway stop NAME", show(r))
+    osh("gateway", "remove", "porttest")
+    osh("gateway", "select", "openshell")
+
     # Stop.
     r = osh("gateway", "stop")
     tap(r.returncode == 0 and "stopped" in r.stderr and not alive(pid), "gateway stop", show(r))
@@ -329,8 +350,19 @@ def main():
 try:
     main()
 finally:
-    p = gateway_pid()
-    if p > 0 and alive(p):
+    for lock in glob.glob(T + "/state/openshell/gateway*/gateway.lock"):
+        try:
+            with open(lock) as f:
+                p = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            continue
+        try:
+            with open("/proc/%d/cmdline" % p, "rb") as f:
+                mine = T.encode() in f.read()  # our gateway: its --state-dir is under T
+        except OSError:
+            mine = False
+        if p <= 0 or not alive(p) or not mine:
+            continue
         os.kill(p, signal.SIGTERM)
         for _ in range(100):
             if not alive(p):
