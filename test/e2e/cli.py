@@ -201,6 +201,11 @@ def main():
     tap(r.returncode == 0 and lines[0].split() == ["NAME", "CREATED", "PHASE"]
         and lines[1].startswith("alpha ") and len(lines) == 3 and "\033[" not in r.stdout,
         "sandbox list table (no colour off a TTY)", show(r))
+    r = osh("sandbox", "list", "--workspace", "nope")
+    tap(r.returncode == 1 and "nope" in r.stderr and "hint:" in r.stderr,
+        "unknown --workspace: exit 1 with a hint", show(r))
+    r = osh("sandbox", "list", "-o", "json", env={"OPENSHELL_WORKSPACE": "nope"})
+    tap(r.returncode == 1 and r.stdout == "", "OPENSHELL_WORKSPACE is honoured", show(r))
     r = osh("sandbox", "list", "--selector", "team=ml", "--names")
     tap(r.returncode == 0 and r.stdout == "alpha\n", "sandbox list --selector --names", show(r))
     r = osh("sandbox", "list", "--ids", "--limit", "1", "--offset", "1")
