@@ -235,25 +235,37 @@ long
 cli_gateway_pid(const char *state_dir)
 {
     char *path = xasprintf("%s/gateway.lock", state_dir);
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    char buf[32];
+    struct buf b = BUF_INIT, cmd = BUF_INIT;
     long pid = 0;
-    ssize_t n;
+    char *proc;
 
+    /* The lock file holds the pid of the gateway that last held it. No
+     * flock probe here: even a shared lock held for a moment would make a
+     * gateway starting at that instant give up. The pid counts if that
+     * process is alive and is an openshell-gateway of STATE_DIR (its
+     * command line says so; a reused pid or a zombie does not). */
+    if (read_file(path, 64, &b, NULL) == 0)
+        pid = strtol(buf_cstr(&b), NULL, 10);
     free(path);
-    if (fd < 0)
+    buf_fini(&b);
+    if (pid <= 0)
         return 0;
-    /* The gateway holds an exclusive flock for its life: if we get a
-     * shared one, nobody runs there. */
-    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
-        close(fd);
-        return 0;
+    proc = xasprintf("/proc/%ld/cmdline", pid);
+    if (read_file(proc, 64 * 1024, &cmd, NULL) < 0 || cmd.len == 0 ||
+        !strstr(buf_cstr(&cmd), "openshell-gateway"))
+        pid = 0;
+    else {
+        /* argv is NUL-separated: look for STATE_DIR as a whole argument. */
+        bool found = false;
+        for (size_t off = 0; off < cmd.len; off += strlen(cmd.data + off) + 1)
+            if (!strcmp(cmd.data + off, state_dir))
+                found = true;
+        if (!found)
+            pid = 0;
     }
-    n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    buf[n > 0 ? n : 0] = '\0';
-    pid = strtol(buf, NULL, 10);
-    return pid > 0 ? pid : -1;
+    free(proc);
+    buf_fini(&cmd);
+    return pid;
 }
 
 static void
@@ -479,6 +491,10 @@ cli_gateway_stop_local(struct cli_ctx *c, const struct cli_gateway *g)
 {
     long pid = cli_gateway_pid(g->state_dir);
 
+    if (pid == 0 && g->unix_socket[0] && cli_socket_healthy(g->unix_socket))
+        return cli_fail(c, CLI_EXIT_FAIL, "stop it where it was started",
+                        "a gateway answers on %s but is not the one of %s", g->unix_socket,
+                        g->state_dir);
     if (pid == 0) {
         cli_warn(c, "Gateway '%s' is not running", g->name);
         return 0;
