@@ -31,6 +31,7 @@ static const char sandbox_usage[] =
     "                      create a sandbox running CMD (default /bin/bash -l) and\n"
     "                      wait until it is ready\n"
     "  list [--limit N] [--offset N] [--selector K=V,...] [--names | --ids]\n"
+    "       [--all-workspaces]\n"
     "                      sandboxes of the workspace: NAME CREATED PHASE\n"
     "  get [NAME]          one sandbox (default: the last used one)\n"
     "  delete NAME... | --all\n"
@@ -64,13 +65,14 @@ enum {
     OPT_NAMES,
     OPT_IDS,
     OPT_ALL,
+    OPT_ALL_WS,
 };
 
 struct sb_args {
     const char *name, *policy, *selector;
     const char *labels[SB_MAX_ITEMS], *envs[SB_MAX_ITEMS];
     size_t nlabels, nenvs;
-    bool tty, detach, names, ids, all;
+    bool tty, detach, names, ids, all, all_ws;
     long timeout_s, limit, offset;
     char **pos; /* positional arguments (the command after --) */
     int npos;
@@ -107,6 +109,7 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
         { "names", no_argument, NULL, OPT_NAMES },
         { "ids", no_argument, NULL, OPT_IDS },
         { "all", no_argument, NULL, OPT_ALL },
+        { "all-workspaces", no_argument, NULL, OPT_ALL_WS },
         { NULL, 0, NULL, 0 },
     };
     const char *tmo = getenv("OPENSHELL_PROVISION_TIMEOUT");
@@ -146,6 +149,7 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
         case OPT_NAMES: a->names = true; break;
         case OPT_IDS: a->ids = true; break;
         case OPT_ALL: a->all = true; break;
+        case OPT_ALL_WS: a->all_ws = true; break;
         default: applet_bad_option(c->prog, argv, optind, optopt);
         }
     }
@@ -277,7 +281,8 @@ get_one(struct cli_ctx *c, const char *name, cJSON **sb)
 
 /* One page of the list into *PAGE (the answer object). */
 static int
-list_page(struct cli_ctx *c, const char *selector, long limit, long offset, cJSON **page)
+list_page(struct cli_ctx *c, const char *selector, bool all_ws, long limit, long offset,
+          cJSON **page)
 {
     struct buf q = BUF_INIT;
     char *path;
@@ -288,7 +293,7 @@ list_page(struct cli_ctx *c, const char *selector, long limit, long offset, cJSO
         buf_puts(&q, "&label_selector=");
         cli_pct_encode(selector, &q);
     }
-    path = cli_ws_path(c, "%s", buf_cstr(&q));
+    path = all_ws ? xasprintf("/v1%s", buf_cstr(&q)) : cli_ws_path(c, "%s", buf_cstr(&q));
     buf_fini(&q);
     rc = cli_call(c, "GET", path, NULL, NULL, 0, &status, page);
     free(path);
@@ -308,7 +313,7 @@ list_page(struct cli_ctx *c, const char *selector, long limit, long offset, cJSO
 static int
 sb_list(struct cli_ctx *c, struct sb_args *a)
 {
-    static const char *const hdr[] = { "NAME", "CREATED", "PHASE" };
+    static const char *const hdr[] = { "WORKSPACE", "NAME", "CREATED", "PHASE" };
     cJSON *all = cJSON_CreateArray(), *page = NULL;
     long total = 0, got = 0;
     int rc;
@@ -321,7 +326,7 @@ sb_list(struct cli_ctx *c, struct sb_args *a)
         long want = a->limit - got > SB_PAGE ? SB_PAGE : a->limit - got, n;
         const cJSON *items, *it, *t;
 
-        if ((rc = list_page(c, a->selector, want, a->offset + got, &page)) != 0)
+        if ((rc = list_page(c, a->selector, a->all_ws, want, a->offset + got, &page)) != 0)
             goto out;
         items = cJSON_GetObjectItemCaseSensitive(page, "items");
         t = cJSON_GetObjectItemCaseSensitive(page, "total");
@@ -339,6 +344,10 @@ sb_list(struct cli_ctx *c, struct sb_args *a)
         struct buf b = BUF_INIT;
         cJSON_ArrayForEach(it, all)
         {
+            if (a->all_ws && a->names) {
+                buf_puts(&b, jstr(it, "workspace"));
+                buf_putc(&b, '/');
+            }
             buf_puts(&b, jstr(it, a->ids ? "id" : "name"));
             buf_putc(&b, '\n');
         }
@@ -349,14 +358,17 @@ sb_list(struct cli_ctx *c, struct sb_args *a)
     } else if (got == 0) {
         printf("No sandboxes found.\n");
     } else {
-        struct cli_table *tb = cli_table_new(3, hdr);
+        /* WORKSPACE first with --all-workspaces, as the reference. */
+        size_t o = a->all_ws ? 0 : 1;
+        struct cli_table *tb = cli_table_new(4 - o, hdr + o);
         struct buf b = BUF_INIT;
         const cJSON *it;
         cJSON_ArrayForEach(it, all)
         {
-            const char *row[] = { jstr(it, "name"), jstr(it, "created_at"), jstr(it, "phase") };
-            cli_table_add(tb, row);
-            cli_table_color_last(tb, 2, phase_color(row[2]));
+            const char *row[] = { jstr(it, "workspace"), jstr(it, "name"), jstr(it, "created_at"),
+                                  jstr(it, "phase") };
+            cli_table_add(tb, row + o);
+            cli_table_color_last(tb, 3 - o, phase_color(row[3]));
         }
         cli_table_render(tb, cli_color_wanted(1), &b);
         fwrite(b.data, 1, b.len, stdout);
@@ -533,7 +545,7 @@ sb_delete(struct cli_ctx *c, struct sb_args *a)
         long off = 0;
         for (;;) {
             long n;
-            if ((rc = list_page(c, NULL, SB_PAGE, off, &page)) != 0) {
+            if ((rc = list_page(c, NULL, false, SB_PAGE, off, &page)) != 0) {
                 cJSON_Delete(names);
                 return rc;
             }

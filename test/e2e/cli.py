@@ -206,6 +206,11 @@ def main():
         "unknown --workspace: exit 1 with a hint", show(r))
     r = osh("sandbox", "list", "-o", "json", env={"OPENSHELL_WORKSPACE": "nope"})
     tap(r.returncode == 1 and r.stdout == "", "OPENSHELL_WORKSPACE is honoured", show(r))
+    r = osh("sandbox", "list", "--all-workspaces", "--names")
+    r2 = osh("sandbox", "list", "--all-workspaces")
+    tap(r.returncode == 0 and r.stdout == "default/alpha\ndefault/gamma\n"
+        and r2.stdout.split("\n")[0].split() == ["WORKSPACE", "NAME", "CREATED", "PHASE"],
+        "sandbox list --all-workspaces", show(r) + show(r2))
     r = osh("sandbox", "list", "--selector", "team=ml", "--names")
     tap(r.returncode == 0 and r.stdout == "alpha\n", "sandbox list --selector --names", show(r))
     r = osh("sandbox", "list", "--ids", "--limit", "1", "--offset", "1")
