@@ -256,6 +256,17 @@ def main():
     r = osh("gateway", "add", "unix://" + sock, "--name", "second")
     tap(r.returncode == 1 and "already registered" in r.stderr, "gateway add: name taken",
         show(r))
+    r = osh("gateway", "add", "ftp://x")
+    tap(r.returncode == 2 and "unsupported scheme" in r.stderr, "gateway add: bad scheme",
+        show(r))
+    r = osh("gateway", "add", "gw.example.com:8443")
+    r2 = osh("sandbox", "list", "-g", "gw.example.com")
+    tap(r.returncode == 0 and "Endpoint: https://gw.example.com:8443" in r.stderr
+        and "Type:     remote" in r.stderr and r2.returncode == 3
+        and "no unix socket" in r2.stderr and "hint:" in r2.stderr,
+        "gateway add HOST:PORT (https, named after the host); a TLS-only gateway: exit 3",
+        show(r) + show(r2))
+    osh("gateway", "remove", "gw.example.com")
     osh("gateway", "add", "unix://" + T + "/nothing.sock", "--name", "dead")
     r = osh("sandbox", "list", "-g", "dead")
     tap(r.returncode == 3 and "cannot reach gateway 'dead'" in r.stderr and "hint:" in r.stderr,
