@@ -27,7 +27,7 @@ static const char sandbox_usage[] =
     "\n"
     "Commands:\n"
     "  create [--name N] [--label K=V]... [--env K=V]... [--policy FILE] [--tty]\n"
-    "         [--timeout SECS] [--detach] [-- CMD ARGS...]\n"
+    "         [--from SRC] [--timeout SECS] [--detach] [-- CMD ARGS...]\n"
     "                      create a sandbox running CMD (default /bin/bash -l) and\n"
     "                      wait until it is ready\n"
     "  list [--limit N] [--offset N] [--selector K=V,...] [--names | --ids]\n"
@@ -66,10 +66,11 @@ enum {
     OPT_IDS,
     OPT_ALL,
     OPT_ALL_WS,
+    OPT_FROM,
 };
 
 struct sb_args {
-    const char *name, *policy, *selector;
+    const char *name, *policy, *selector, *from;
     const char *labels[SB_MAX_ITEMS], *envs[SB_MAX_ITEMS];
     size_t nlabels, nenvs;
     bool tty, detach, names, ids, all, all_ws;
@@ -110,6 +111,7 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
         { "ids", no_argument, NULL, OPT_IDS },
         { "all", no_argument, NULL, OPT_ALL },
         { "all-workspaces", no_argument, NULL, OPT_ALL_WS },
+        { "from", required_argument, NULL, OPT_FROM },
         { NULL, 0, NULL, 0 },
     };
     const char *tmo = getenv("OPENSHELL_PROVISION_TIMEOUT");
@@ -150,6 +152,11 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
         case OPT_IDS: a->ids = true; break;
         case OPT_ALL: a->all = true; break;
         case OPT_ALL_WS: a->all_ws = true; break;
+        case OPT_FROM:
+            if (!*optarg)
+                applet_usage_error(c->prog, "--from: empty");
+            a->from = optarg;
+            break;
         default: applet_bad_option(c->prog, argv, optind, optopt);
         }
     }
@@ -218,6 +225,7 @@ sb_view(const cJSON *sb)
     cJSON_AddStringToObject(o, "phase", jstr(sb, "status.phase"));
     cJSON_AddStringToObject(o, "reason", cond ? jstr(cond, "reason") : "");
     cJSON_AddStringToObject(o, "message", cond ? jstr(cond, "message") : "");
+    cJSON_AddStringToObject(o, "image", jstr(sb, "spec.template.image"));
     v = jget(sb, "spec.command");
     cJSON_AddItemToObject(o, "command", v ? cJSON_Duplicate(v, true) : cJSON_CreateArray());
     v = jget(sb, "status.policy.latest_version");
@@ -764,6 +772,8 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
     }
     if (a->tty)
         cJSON_AddBoolToObject(spec, "tty", true);
+    if (a->from) /* what the sandbox starts from: the driver resolves it */
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(spec, "template"), "image", a->from);
     if (a->nenvs)
         cJSON_AddItemToObject(spec, "environment", kv_object(a->envs, a->nenvs));
     body = cJSON_PrintUnformatted(req);

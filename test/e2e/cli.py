@@ -239,10 +239,14 @@ def main():
     r2 = osh("sandbox", "list", "-o", "json")
     tap(r.returncode == 0 and "Deleted sandbox gamma" in r.stderr and jparse(r2.stdout) == [],
         "sandbox delete --all", show(r) + show(r2))
-    r = osh("sandbox", "create", "--name", "delta", "--", "/bin/true")
+    r = osh("sandbox", "create", "--name", "delta", "--from", "base", "--", "/bin/true")
     tap(r.returncode == 0 and "[0.0s] Requesting sandbox..." in r.stderr
         and "Phase provisioning: NoComputeDriver" in r.stderr and "record only" in r.stderr
         and r.stdout == "", "sandbox create off a TTY: timestamped progress on stderr", show(r))
+    r = osh("sandbox", "get", "delta", "-o", "json")
+    sb = jparse(r.stdout) or {}
+    tap(r.returncode == 0 and sb.get("command") == ["/bin/true"] and sb.get("image") == "base",
+        "sandbox create --from: stored as the image", show(r))
     osh("sandbox", "delete", "delta")
     r = osh("sandbox", "get")
     tap(r.returncode == 2 and "no last used sandbox" in r.stderr,
