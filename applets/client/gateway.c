@@ -197,6 +197,13 @@ gw_status(struct cli_ctx *c, const struct gw_args *a, bool info_mode)
     cJSON_AddStringToObject(out, "auth", c->gw.auth);
     cJSON_AddStringToObject(out, "status", info ? "connected" : "disconnected");
     if (info) {
+        /* /v1/gateway needs an authorised caller: answering it proves the
+         * socket's peer credentials were accepted. */
+        cJSON *auth = cJSON_AddObjectToObject(out, "authentication");
+        cJSON_AddStringToObject(auth, "status", "authenticated");
+        cJSON_AddStringToObject(auth, "mode", "unix_peer_credentials");
+    }
+    if (info) {
         cJSON *drivers = cJSON_GetObjectItemCaseSensitive(info, "compute_drivers");
         cJSON_AddStringToObject(out, "version", jstr(info, "version") ? jstr(info, "version") : "");
         if (jstr(info, "api"))
@@ -227,6 +234,8 @@ gw_status(struct cli_ctx *c, const struct gw_args *a, bool info_mode)
         else
             printf("Status:    %sDisconnected%s (%s)\n", c->color ? "\033[31m" : "",
                    c->color ? "\033[0m" : "", why);
+        if (info)
+            printf("Auth:      Authenticated (local peer credentials)\n");
         if ((v = cJSON_GetObjectItemCaseSensitive(out, "version")))
             printf("Version:   %s\n", v->valuestring);
         if (c->gw.unix_socket[0])

@@ -153,7 +153,8 @@ def main():
     r = osh("status", "-o", "json")
     st = jparse(r.stdout) or {}
     tap(r.returncode == 0 and st.get("status") == "connected" and st.get("version")
-        and st.get("pid") == pid, "status -o json: connected, version, pid", show(r))
+        and st.get("pid") == pid and (st.get("authentication") or {}).get("status")
+        == "authenticated", "status -o json: connected, authenticated, version, pid", show(r))
     r = osh("gateway", "info")
     tap(r.returncode == 0 and "Status:    Connected" in r.stdout and "API:       v1" in r.stdout,
         "gateway info", show(r))
