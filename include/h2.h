@@ -208,6 +208,12 @@ void h2_conn_free(struct h2_conn *c);
  * stream is left. */
 void h2_conn_shutdown(struct h2_conn *c);
 const struct h2_peer *h2_conn_peer(const struct h2_conn *c);
+/* A server connection over TLS (tls.h): once its handshake finished, a
+ * client certificate that verified makes the peer H2_PEER_TLS with the
+ * certificate's subject DN ("CN=..., OU=..."). T is borrowed (it lives as
+ * long as the connection's bufferevent). */
+struct tls_conn;
+void h2_conn_set_tls(struct h2_conn *c, struct tls_conn *t);
 void h2_conn_set_close_cb(struct h2_conn *c, h2_conn_close_fn fn, void *arg);
 size_t h2_conn_stream_count(const struct h2_conn *c);
 

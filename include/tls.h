@@ -73,6 +73,16 @@ struct tls_client_ctx *tls_client_ctx_new(const char *ca_file, const char *const
 void tls_client_ctx_free(struct tls_client_ctx *c);
 
 /*
+ * Present a client certificate (mTLS): CERT_FILE (PEM chain, leaf first)
+ * and KEY_FILE (its PEM private key, unencrypted), loaded now into C and
+ * used by every later connection made with it. Returns 0, -ENOENT/-EACCES
+ * when a file cannot be read, or -EINVAL when it does not parse or the key
+ * does not match the certificate (E names the file and the reason).
+ */
+int tls_client_ctx_set_cert(struct tls_client_ctx *c, const char *cert_file, const char *key_file,
+                            struct err *e);
+
+/*
  * Client TLS over UNDER (a connected socket bufferevent; ownership passes to
  * the returned filter bufferevent even on failure). HOST is the name sent as
  * SNI and checked against the certificate (DNS name or IP literal). The
@@ -81,6 +91,15 @@ void tls_client_ctx_free(struct tls_client_ctx *c);
  */
 struct bufferevent *tls_wrap_client(struct bufferevent *under, struct tls_client_ctx *ctx,
                                     const char *host, struct tls_conn **out, struct err *e);
+
+/* Whether a server asks for a client certificate. */
+enum tls_client_auth {
+    TLS_CLIENT_AUTH_NONE = 0, /* never asked for */
+    TLS_CLIENT_AUTH_OPTIONAL, /* asked for; the handshake succeeds without
+                               * one or with one that does not verify, but
+                               * then tls_conn_peer_subject() says -ENOENT */
+    TLS_CLIENT_AUTH_REQUIRED, /* a client without a verified one fails */
+};
 
 struct tls_server_opts {
     /* Certificate chain (leaf first) and its private key: borrowed, must
@@ -92,6 +111,10 @@ struct tls_server_opts {
     const char *expect_sni;
     const char *const *alpn; /* NULL: "http/1.1" only */
     enum tls_version version;
+    /* Client certificates: verified against CLIENT_CA (borrowed, must
+     * outlive the connection; required unless CLIENT_AUTH is NONE). */
+    enum tls_client_auth client_auth;
+    struct mbedtls_x509_crt *client_ca;
 };
 
 /* Server TLS over UNDER, same ownership and events as tls_wrap_client. */
@@ -108,6 +131,17 @@ const char *tls_conn_version(const struct tls_conn *t);
 const char *tls_conn_alpn(const struct tls_conn *t);
 const char *tls_conn_sni(const struct tls_conn *t);
 bool tls_conn_established(const struct tls_conn *t);
+/*
+ * After CONNECTED on a server: the subject of the client certificate that
+ * VERIFIED against tls_server_opts.client_ca, as an RFC 4514-like string
+ * ("CN=openshell-client, OU=openshell-user") into DN[DN_SIZE], and its CN
+ * and first OU into CN[CN_SIZE] / OU[OU_SIZE] ("" when absent; any of the
+ * three may be NULL). Returns 0, or -ENOENT when the client sent no
+ * certificate or it did not verify (fail closed), -ENOSPC when a field
+ * does not fit.
+ */
+int tls_conn_peer_subject(const struct tls_conn *t, char *dn, size_t dn_size, char *cn,
+                          size_t cn_size, char *ou, size_t ou_size);
 /* Queue a close_notify alert (best effort); the caller then waits for the
  * output to drain before freeing the bufferevent. */
 void tls_conn_close_notify(struct tls_conn *t);

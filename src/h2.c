@@ -26,6 +26,7 @@
 
 #include "h2.h"
 #include "log.h"
+#include "tls.h"
 #include "xfuncs.h"
 
 #define DEF_MAX_BODY (1024 * 1024)
@@ -83,6 +84,8 @@ struct h2_conn {
     struct event *idle;
     bool idle_fired;
     struct h2_peer peer;
+    struct tls_conn *tls; /* h2_conn_set_tls(): peer resolved from it */
+    bool tls_peer_done;
     struct h2_limits lim;
     const char *scheme;
     struct h2_stream *streams;
@@ -310,9 +313,32 @@ h2_stream_conn(const struct h2_stream *st)
     return st->conn;
 }
 
+/* A TLS connection's identity is known only once its handshake finished,
+ * which precedes any stream: resolve it on first use. */
+static void
+conn_resolve_tls_peer(struct h2_conn *c)
+{
+    if (!c->tls || c->tls_peer_done || c->peer.kind != H2_PEER_NONE ||
+        !tls_conn_established(c->tls))
+        return;
+    c->tls_peer_done = true;
+    if (tls_conn_peer_subject(c->tls, c->peer.subject, sizeof(c->peer.subject), NULL, 0, NULL, 0) ==
+        0)
+        c->peer.kind = H2_PEER_TLS;
+    else
+        c->peer.subject[0] = '\0';
+}
+
+void
+h2_conn_set_tls(struct h2_conn *c, struct tls_conn *t)
+{
+    c->tls = t;
+}
+
 const struct h2_peer *
 h2_stream_peer(const struct h2_stream *st)
 {
+    conn_resolve_tls_peer(st->conn);
     return &st->conn->peer;
 }
 
@@ -1095,6 +1121,7 @@ h2_conn_shutdown(struct h2_conn *c)
 const struct h2_peer *
 h2_conn_peer(const struct h2_conn *c)
 {
+    conn_resolve_tls_peer((struct h2_conn *)c);
     return &c->peer;
 }
 

@@ -21,6 +21,8 @@
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
+#include <mbedtls/oid.h>
+#include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
 #include <psa/crypto.h>
@@ -30,6 +32,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "log.h"
@@ -42,6 +45,8 @@
 struct tls_client_ctx {
     mbedtls_ssl_config conf;
     mbedtls_x509_crt trust;
+    mbedtls_x509_crt own_cert; /* mTLS: tls_client_ctx_set_cert() */
+    mbedtls_pk_context own_key;
 };
 
 struct tls_conn {
@@ -54,6 +59,7 @@ struct tls_conn {
     bool eof;
     bool sni_mismatch;
     bool has_sni;
+    enum tls_client_auth client_auth;
     struct bufferevent *bev;   /* the filter (what the caller holds) */
     struct bufferevent *under; /* the socket bufferevent */
     char peer[256];            /* host name for messages */
@@ -187,6 +193,8 @@ tls_client_ctx_new(const char *ca_file, const char *const *alpn, enum tls_versio
     c = xcalloc(1, sizeof(*c));
     mbedtls_ssl_config_init(&c->conf);
     mbedtls_x509_crt_init(&c->trust);
+    mbedtls_x509_crt_init(&c->own_cert);
+    mbedtls_pk_init(&c->own_key);
     /* A positive return counts certificates mbedTLS could not parse (some
      * system bundles carry a few); any usable one is enough. */
     rc = mbedtls_x509_crt_parse_file(&c->trust, ca_file);
@@ -225,7 +233,48 @@ tls_client_ctx_free(struct tls_client_ctx *c)
         return;
     mbedtls_ssl_config_free(&c->conf);
     mbedtls_x509_crt_free(&c->trust);
+    mbedtls_x509_crt_free(&c->own_cert);
+    mbedtls_pk_free(&c->own_key);
     free(c);
+}
+
+int
+tls_client_ctx_set_cert(struct tls_client_ctx *c, const char *cert_file, const char *key_file,
+                        struct err *e)
+{
+    char msg[200];
+    int rc;
+
+    if (access(cert_file, R_OK) < 0)
+        return err_errno(e, "client certificate %s", cert_file);
+    if (access(key_file, R_OK) < 0)
+        return err_errno(e, "client key %s", key_file);
+    if (c->own_cert.version != 0)
+        return err_set(e, EINVAL, "client certificate already set");
+    rc = mbedtls_x509_crt_parse_file(&c->own_cert, cert_file);
+    if (rc != 0 || c->own_cert.version == 0) {
+        if (rc < 0)
+            tls_error_from_mbedtls(rc, msg, sizeof(msg));
+        else
+            buf_copy_fixed(msg, sizeof(msg), "not a PEM certificate");
+        mbedtls_x509_crt_free(&c->own_cert);
+        mbedtls_x509_crt_init(&c->own_cert);
+        return err_set(e, EINVAL, "client certificate %s: %s", cert_file, msg);
+    }
+    rc = mbedtls_pk_parse_keyfile(&c->own_key, key_file, NULL, tls_rng, &tls_drbg);
+    if (rc == 0)
+        rc = mbedtls_pk_check_pair(&c->own_cert.pk, &c->own_key, tls_rng, &tls_drbg);
+    if (rc == 0)
+        rc = mbedtls_ssl_conf_own_cert(&c->conf, &c->own_cert, &c->own_key);
+    if (rc != 0) {
+        tls_error_from_mbedtls(rc, msg, sizeof(msg));
+        mbedtls_x509_crt_free(&c->own_cert);
+        mbedtls_x509_crt_init(&c->own_cert);
+        mbedtls_pk_free(&c->own_key);
+        mbedtls_pk_init(&c->own_key);
+        return err_set(e, EINVAL, "client key %s (for %s): %s", key_file, cert_file, msg);
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------ the session */
@@ -534,7 +583,26 @@ tls_wrap_server(struct bufferevent *under, const struct tls_server_opts *o, stru
         bufferevent_free(under);
         return NULL;
     }
-    mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_NONE);
+    if (o->client_auth != TLS_CLIENT_AUTH_NONE && !o->client_ca) {
+        err_set(e, EINVAL, "TLS server configuration: client authentication without a CA");
+        tls_conn_free_cb(t);
+        bufferevent_free(under);
+        return NULL;
+    }
+    switch (o->client_auth) {
+    case TLS_CLIENT_AUTH_NONE: mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_NONE); break;
+    case TLS_CLIENT_AUTH_OPTIONAL:
+    case TLS_CLIENT_AUTH_REQUIRED:
+        /* mbedTLS's OPTIONAL lets the handshake finish with a missing or
+         * unverified certificate; tls_conn_peer_subject() then reports no
+         * identity, so callers fail closed either way. */
+        mbedtls_ssl_conf_authmode(&t->conf, o->client_auth == TLS_CLIENT_AUTH_REQUIRED
+                                                ? MBEDTLS_SSL_VERIFY_REQUIRED
+                                                : MBEDTLS_SSL_VERIFY_OPTIONAL);
+        mbedtls_ssl_conf_ca_chain(&t->conf, o->client_ca, NULL);
+        break;
+    }
+    t->client_auth = o->client_auth;
     mbedtls_ssl_conf_rng(&t->conf, tls_rng, &tls_drbg);
     mbedtls_ssl_conf_sni(&t->conf, tls_sni_cb, t);
     tls_apply_version(&t->conf, o->version);
@@ -579,6 +647,55 @@ bool
 tls_conn_established(const struct tls_conn *t)
 {
     return t->established;
+}
+
+/* The value of the first attribute OID in NAME into OUT[SIZE] ("" if none). */
+static int
+tls_dn_attr(const mbedtls_x509_name *name, const char *oid, size_t oid_len, char *out, size_t size)
+{
+    if (!out)
+        return 0;
+    out[0] = '\0';
+    for (; name; name = name->next) {
+        if (name->oid.len != oid_len || memcmp(name->oid.p, oid, oid_len) != 0)
+            continue;
+        if (name->val.len >= size)
+            return -ENOSPC;
+        memcpy(out, name->val.p, name->val.len);
+        out[name->val.len] = '\0';
+        /* Control bytes or NULs in a name never reach callers. */
+        for (size_t i = 0; i < name->val.len; i++)
+            if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f)
+                out[i] = '?';
+        return 0;
+    }
+    return 0;
+}
+
+int
+tls_conn_peer_subject(const struct tls_conn *t, char *dn, size_t dn_size, char *cn, size_t cn_size,
+                      char *ou, size_t ou_size)
+{
+    const mbedtls_x509_crt *crt;
+    int rc;
+
+    if (!t->is_server || !t->established || t->client_auth == TLS_CLIENT_AUTH_NONE)
+        return -ENOENT;
+    crt = mbedtls_ssl_get_peer_cert(&t->ssl);
+    /* Fail closed: only a certificate that chained to client_ca with no
+     * verification flag at all counts. */
+    if (!crt || mbedtls_ssl_get_verify_result(&t->ssl) != 0)
+        return -ENOENT;
+    if (dn) {
+        rc = mbedtls_x509_dn_gets(dn, dn_size, &crt->subject);
+        if (rc < 0)
+            return -ENOSPC;
+    }
+    if ((rc = tls_dn_attr(&crt->subject, MBEDTLS_OID_AT_CN, MBEDTLS_OID_SIZE(MBEDTLS_OID_AT_CN), cn,
+                          cn_size)) < 0)
+        return rc;
+    return tls_dn_attr(&crt->subject, MBEDTLS_OID_AT_ORG_UNIT,
+                       MBEDTLS_OID_SIZE(MBEDTLS_OID_AT_ORG_UNIT), ou, ou_size);
 }
 
 void

@@ -91,12 +91,14 @@ gw_authorized(struct gw *gw, struct h2_stream *st)
 
     if (p->kind == H2_PEER_UNIX && (p->uid == 0 || p->uid == gw->owner_uid))
         return true;
-    /* Fail closed: TLS callers are not authenticated until client
-     * certificates are verified (tls.h does not offer it yet). */
+    /* A client certificate that chained to this gateway's CA (tls.c
+     * verified it; the CA signs nothing but this gateway's own leaves). */
+    if (p->kind == H2_PEER_TLS)
+        return true;
     if (p->kind != H2_PEER_UNIX) {
         h2_stream_error(st, 401, "unauthenticated",
-                        "no client identity: this build authenticates local unix-socket "
-                        "callers only (client certificates are not verified yet)");
+                        "no client identity: present a client certificate issued by this "
+                        "gateway's CA (~/.config/openshell/gateways/NAME/mtls/tls.crt)");
         return false;
     }
     h2_stream_error(st, 401, "unauthenticated",
@@ -280,6 +282,7 @@ accept_tls_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     struct h2_peer peer = { .kind = H2_PEER_NONE };
     struct bufferevent *bev, *tbev;
     struct tls_conn *tc;
+    struct h2_conn *c;
     struct err e;
 
     (void)l;
@@ -294,8 +297,10 @@ accept_tls_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
         log_debug("TLS connection refused: %s", e.msg);
         return;
     }
-    if (!h2_server_adopt(gw->srv, tbev, &peer, &e))
+    if (!(c = h2_server_adopt(gw->srv, tbev, &peer, &e)))
         log_debug("TLS connection refused: %s", e.msg);
+    else
+        h2_conn_set_tls(c, tc);
 }
 
 /* ADDR:PORT or [ADDR6]:PORT -> a listening TCP socket, or die. */
@@ -463,6 +468,10 @@ setup_tls(struct gw *gw, const struct gateway_opts *o)
     gw_tls_opts.key = &gw_key;
     gw_tls_opts.alpn = gw_alpn;
     gw_tls_opts.version = TLS_VERSION_1_3;
+    /* Optional at the TLS layer so the health probes answer anyone;
+     * gw_authorized() gives 401 to callers without a verified one. */
+    gw_tls_opts.client_auth = TLS_CLIENT_AUTH_OPTIONAL;
+    gw_tls_opts.client_ca = &gw_ca;
     fd = listen_tcp(spec);
     gw->tls_lst = evconnlistener_new(loop_base(gw->loop), accept_tls_cb, gw,
                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);

@@ -73,7 +73,20 @@ testing_rc "TLS 1.2 is refused" "curl -sS --http2 --tls-max 1.2 --cacert $M/ca.c
 testing_rc "an untrusted server is refused by curl (self-made CA)" "curl -sS --http2 https://127.0.0.1:$PORT/healthz" 60
 testing "no identity: API is 401 unauthenticated" "curl -sS --http2 --cacert $M/ca.crt -w ' %{http_code}' https://127.0.0.1:$PORT/v1/sandboxes | tr -d '\\n' | sed 's/.*\"code\":\"\\([a-z_]*\\)\".* \\([0-9]*\\)\$/\\1 \\2/'" \
     "unauthenticated 401"
-testing "client certificates are not trusted yet either (fail closed)" "curl -sS --http2 --cacert $M/ca.crt --cert $M/tls.crt --key $M/tls.key -o /dev/null -w '%{http_code}' https://127.0.0.1:$PORT/v1/gateway" "401"
+testing "mTLS: the client certificate from the bundle is accepted" "curl -sS --http2 --cacert $M/ca.crt --cert $M/tls.crt --key $M/tls.key -o /dev/null -w '%{http_code}' https://127.0.0.1:$PORT/v1/gateway" "200"
+testing "mTLS: sandboxes listed with it" "curl -sS --http2 --cacert $M/ca.crt --cert $M/tls.crt --key $M/tls.key -o /dev/null -w '%{http_code}' https://127.0.0.1:$PORT/v1/sandboxes" "200"
+# A client certificate from another CA with the same names: 401 (or the
+# handshake refused), never served.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj /CN=openshell-ca/O=openshell -keyout "$T/oca.key" -out "$T/oca.crt" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -subj /CN=openshell-client/OU=openshell-user -keyout "$T/o.key" -out "$T/o.csr" 2>/dev/null
+printf 'extendedKeyUsage=clientAuth\n' >"$T/o.ext"
+openssl x509 -req -in "$T/o.csr" -CA "$T/oca.crt" -CAkey "$T/oca.key" -CAcreateserial -days 1 \
+    -extfile "$T/o.ext" -out "$T/o.crt" 2>/dev/null
+testing "mTLS: a certificate from another CA is 401" "curl -sS --http2 --cacert $M/ca.crt --cert $T/o.crt --key $T/o.key -o /dev/null -w '%{http_code}' https://127.0.0.1:$PORT/v1/gateway 2>/dev/null; true" "401"
+testing "mTLS: the gateway's own server certificate is no client identity (serverAuth only)" "curl -sS --http2 --cacert $M/ca.crt --cert $P/server/tls.crt --key $P/server/tls.key -o /dev/null -w '%{http_code}' https://127.0.0.1:$PORT/v1/gateway 2>/dev/null; true" "401"
+testing "mTLS: health still answers without a certificate" "curl -sS --http2 --cacert $M/ca.crt -o /dev/null -w '%{http_code}' https://127.0.0.1:$PORT/v1/health" "200"
 U=http://x/v1/workspaces/default/sandboxes
 curl -sS --unix-socket "$S" --http2-prior-knowledge -H content-type:application/json -d '{"name":"sv"}' $U >/dev/null
 TOK=$(curl -sS --unix-socket "$S" --http2-prior-knowledge -X POST $U/sv/token | sed 's/.*"token":"\([^"]*\)".*/\1/')

@@ -16,6 +16,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <mbedtls/x509_crt.h>
+#include <stdio.h>
+
+#include "buf.h"
 #include "ca.h"
 #include "log.h"
 #include "loop.h"
@@ -169,6 +173,9 @@ struct run_opts {
     const char *expect_sni; /* server's domain-fronting check */
     size_t total;
     bool cli_trusts_ca;
+    enum tls_client_auth client_auth; /* mTLS */
+    struct mbedtls_x509_crt *client_ca;
+    const char *cli_cert, *cli_key; /* client certificate files */
 };
 
 static struct ca *test_ca;
@@ -224,12 +231,19 @@ run_pair(struct pair *p, const struct run_opts *o)
         tap_diag("client ctx: %s", e.msg);
         return -1;
     }
+    if (o->cli_cert && tls_client_ctx_set_cert(cctx, o->cli_cert, o->cli_key, &e) < 0) {
+        tap_diag("client cert: %s", e.msg);
+        tls_client_ctx_free(cctx);
+        return -1;
+    }
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0)
         return -1;
     so.chain = ca_leaf_chain(p->leaf);
     so.key = ca_leaf_key(p->leaf);
     so.expect_sni = o->expect_sni;
     so.version = o->srv_version;
+    so.client_auth = o->client_auth;
+    so.client_ca = o->client_ca;
     p->srv.bev =
         tls_wrap_server(bufferevent_socket_new(loop_base(p->loop), sv[0], BEV_OPT_CLOSE_ON_FREE),
                         &so, &p->srv.tc, &e);
@@ -455,6 +469,128 @@ test_sniff(void)
     return TAP_PASS;
 }
 
+/* mTLS: a client CA and a client certificate made with openssl(1). */
+static char mtls_dir[64];
+
+static int
+setup_mtls(void)
+{
+    struct buf cmd = BUF_INIT;
+    int rc;
+
+    if (mtls_dir[0])
+        return 0;
+    if (system("command -v openssl >/dev/null 2>&1") != 0)
+        return -ENOENT;
+    strcpy(mtls_dir, "/tmp/test_tls_mtls.XXXXXX");
+    if (!mkdtemp(mtls_dir))
+        return -errno;
+    buf_printf(&cmd,
+               "cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+               "-days 1 -subj /CN=test-client-ca -keyout ca.key -out ca.crt 2>/dev/null && "
+               "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+               "-subj /CN=alice/OU=users -keyout c.key -out c.csr 2>/dev/null && "
+               "printf 'extendedKeyUsage=clientAuth\\n' >c.ext && "
+               "openssl x509 -req -in c.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 "
+               "-extfile c.ext -out c.crt 2>/dev/null && "
+               "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 "
+               "-subj /CN=alice/OU=users -keyout self.key -out self.crt 2>/dev/null",
+               mtls_dir);
+    rc = system(cmd.data);
+    buf_fini(&cmd);
+    return rc == 0 ? 0 : -EIO;
+}
+
+/* Run an mTLS pair: client presents CERT/KEY (or none), server wants AUTH. */
+static int
+run_mtls(struct pair *p, enum tls_client_auth auth, const char *cert, const char *key,
+         mbedtls_x509_crt *client_ca)
+{
+    struct run_opts o = {
+        .leaf_host = "api.example.test",
+        .cli_host = "api.example.test",
+        .total = 1024,
+        .cli_trusts_ca = true,
+        .client_auth = auth,
+        .client_ca = client_ca,
+        .cli_cert = cert,
+        .cli_key = key,
+    };
+
+    return run_pair(p, &o);
+}
+
+static int
+test_mtls(void)
+{
+    mbedtls_x509_crt cca;
+    struct pair p;
+    struct err e;
+    char dn[256], cn[64], ou[64], cert[96], key[96], self[96], selfkey[96];
+    struct tls_client_ctx *cctx;
+    int rc;
+
+    if ((rc = setup_mtls()) == -ENOENT)
+        TAP_SKIP_BECAUSE("openssl(1) not installed");
+    CHECK_INT(rc, 0);
+    snprintf(cert, sizeof(cert), "%s/c.crt", mtls_dir);
+    snprintf(key, sizeof(key), "%s/c.key", mtls_dir);
+    snprintf(self, sizeof(self), "%s/self.crt", mtls_dir);
+    snprintf(selfkey, sizeof(selfkey), "%s/self.key", mtls_dir);
+    mbedtls_x509_crt_init(&cca);
+    snprintf(dn, sizeof(dn), "%s/ca.crt", mtls_dir);
+    CHECK_INT(mbedtls_x509_crt_parse_file(&cca, dn), 0);
+
+    /* A certificate from the client CA: verified, subject reported. */
+    CHECK_INT(run_mtls(&p, TLS_CLIENT_AUTH_REQUIRED, cert, key, &cca), 0);
+    CHECK(p.cli.connected && p.srv.connected);
+    CHECK_INT(tls_conn_peer_subject(p.srv.tc, dn, sizeof(dn), cn, sizeof(cn), ou, sizeof(ou)), 0);
+    CHECK_STR(cn, "alice");
+    CHECK_STR(ou, "users");
+    CHECK_CONTAINS(dn, "CN=alice");
+    CHECK_INT(tls_conn_peer_subject(p.cli.tc, dn, sizeof(dn), NULL, 0, NULL, 0), -ENOENT);
+    CHECK_INT(tls_conn_peer_subject(p.srv.tc, dn, 4, NULL, 0, NULL, 0), -ENOSPC);
+    free_pair(&p);
+
+    /* Optional and no certificate: connected, no identity. */
+    CHECK_INT(run_mtls(&p, TLS_CLIENT_AUTH_OPTIONAL, NULL, NULL, &cca), 0);
+    CHECK(p.srv.connected);
+    CHECK_INT(tls_conn_peer_subject(p.srv.tc, dn, sizeof(dn), cn, sizeof(cn), NULL, 0), -ENOENT);
+    free_pair(&p);
+
+    /* Optional and a self-signed certificate with the same names: no identity. */
+    CHECK_INT(run_mtls(&p, TLS_CLIENT_AUTH_OPTIONAL, self, selfkey, &cca), 0);
+    CHECK_INT(tls_conn_peer_subject(p.srv.tc, dn, sizeof(dn), cn, sizeof(cn), NULL, 0), -ENOENT);
+    free_pair(&p);
+
+    /* Required: no certificate or an untrusted one fails the handshake. */
+    CHECK_INT(run_mtls(&p, TLS_CLIENT_AUTH_REQUIRED, NULL, NULL, &cca), 0);
+    CHECK(p.srv.failed && !p.srv.connected);
+    free_pair(&p);
+    CHECK_INT(run_mtls(&p, TLS_CLIENT_AUTH_REQUIRED, self, selfkey, &cca), 0);
+    CHECK(p.srv.failed && !p.srv.connected);
+    free_pair(&p);
+
+    /* No client auth: a presented certificate is not an identity. */
+    CHECK_INT(run_mtls(&p, TLS_CLIENT_AUTH_NONE, cert, key, NULL), 0);
+    CHECK(p.srv.connected);
+    CHECK_INT(tls_conn_peer_subject(p.srv.tc, dn, sizeof(dn), NULL, 0, NULL, 0), -ENOENT);
+    free_pair(&p);
+
+    /* Bad client material: one clear error each. */
+    cctx = tls_client_ctx_new(ca_file, NULL, TLS_VERSION_ANY, &e);
+    CHECK(cctx != NULL);
+    CHECK_INT(tls_client_ctx_set_cert(cctx, "/nonexistent.crt", key, &e), -ENOENT);
+    CHECK_CONTAINS(e.msg, "/nonexistent.crt");
+    CHECK_INT(tls_client_ctx_set_cert(cctx, "/etc/hostname", key, &e), -EINVAL);
+    CHECK_INT(tls_client_ctx_set_cert(cctx, cert, selfkey, &e), -EINVAL);
+    CHECK_CONTAINS(e.msg, "self.key");
+    CHECK_INT(tls_client_ctx_set_cert(cctx, cert, key, &e), 0);
+    tls_client_ctx_free(cctx);
+    mbedtls_x509_crt_free(&cca);
+    return TAP_PASS;
+}
+
 static int
 test_cleanup(void)
 {
@@ -462,10 +598,18 @@ test_cleanup(void)
     test_ca = NULL;
     if (ca_file[0])
         unlink(ca_file);
+    if (mtls_dir[0]) {
+        struct buf cmd = BUF_INIT;
+
+        buf_printf(&cmd, "rm -rf %s", mtls_dir);
+        if (system(cmd.data) != 0)
+            tap_diag("could not remove %s", mtls_dir);
+        buf_fini(&cmd);
+    }
     return TAP_PASS;
 }
 
 TAP_MAIN(TAP_TEST(test_tls13_echo), TAP_TEST(test_tls12_echo), TAP_TEST(test_ip_leaf),
          TAP_TEST(test_sni_mismatch), TAP_TEST(test_verify_name), TAP_TEST(test_verify_untrusted),
          TAP_TEST(test_version_mismatch), TAP_TEST(test_bad_trust_file), TAP_TEST(test_sniff),
-         TAP_TEST(test_cleanup))
+         TAP_TEST(test_mtls), TAP_TEST(test_cleanup))
