@@ -49,10 +49,11 @@ const char *drv_phase_name(enum drv_phase p);
 struct drv *drv_local_new(const char *state_dir, struct err *e);
 void drv_free(struct drv *d);
 
-/* Start ARGV (NULL-terminated; ARGV[0] a path, exec'd as is) for ID with
- * working directory CWD (NULL: the sandbox's directory). */
-int drv_create(struct drv *d, const char *id, const char *const *argv, const char *cwd,
-               struct err *e);
+/* Start ARGV (NULL-terminated) for ID: the program at PATH (absolute; NULL:
+ * ARGV[0], which must then be absolute) with working directory CWD (NULL:
+ * the sandbox's directory). */
+int drv_create(struct drv *d, const char *id, const char *path, const char *const *argv,
+               const char *cwd, struct err *e);
 int drv_get(struct drv *d, const char *id, struct drv_status *out, struct err *e);
 /* FN(ID, ARG) for every sandbox directory, in no particular order. */
 int drv_list(struct drv *d, void (*fn)(const char *id, void *arg), void *arg, struct err *e);

@@ -34,6 +34,7 @@
 
 #include "../applets.h"
 #include "api.h"
+#include "driver.h"
 #include "gw.h"
 #include "gw_pki.h"
 #include "h2.h"
@@ -67,6 +68,9 @@ static const char gateway_usage[] =
     "      --name NAME         gateway name for the client bundle (default openshell)\n"
     "      --idle-timeout SECS close connections without a stream after SECS\n"
     "                          (default 300; 0: never)\n"
+    "      --compute-driver D  local: start one supervisor per sandbox with a\n"
+    "                          spec.command (detached, state in STATE_DIR/sandboxes);\n"
+    "                          none (default): sandbox records only\n"
     "  -h, --help              show this help\n"
     "  -V, --version           print the version\n" APPLET_COMMON_HELP;
 
@@ -76,6 +80,7 @@ struct gateway_opts {
     const char *listen;
     const char *name;
     long idle_timeout_s;
+    const char *driver;
 };
 
 /* The TLS listener's material (process lifetime). */
@@ -184,7 +189,12 @@ h_gateway(struct h2_stream *st, struct h2_req *req, void *arg)
     cJSON_AddStringToObject(j, "api", "v1");
     cJSON_AddNumberToObject(j, "schema_version", store_schema_version(gw->store));
     cJSON_AddStringToObject(j, "state_dir", gw->state_dir);
-    cJSON_AddArrayToObject(j, "compute_drivers");
+    {
+        cJSON *drivers = cJSON_AddArrayToObject(j, "compute_drivers");
+
+        if (gw->drv)
+            cJSON_AddItemToArray(drivers, cJSON_CreateString("local"));
+    }
     cJSON_AddNumberToObject(j, "watch_streams", (double)gw->nwatches);
     cJSON_AddNumberToObject(j, "connections", (double)h2_server_conn_count(gw->srv));
     api_respond_json(st, 200, j, 0);
@@ -529,7 +539,7 @@ default_state_dir(void)
 static void
 parse_opts(int argc, char **argv, struct gateway_opts *o)
 {
-    enum { OPT_STATE_DIR = 0x100, OPT_SOCKET, OPT_LISTEN, OPT_NAME, OPT_IDLE };
+    enum { OPT_STATE_DIR = 0x100, OPT_SOCKET, OPT_LISTEN, OPT_NAME, OPT_IDLE, OPT_DRIVER };
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -538,6 +548,7 @@ parse_opts(int argc, char **argv, struct gateway_opts *o)
         { "listen", required_argument, NULL, OPT_LISTEN },
         { "name", required_argument, NULL, OPT_NAME },
         { "idle-timeout", required_argument, NULL, OPT_IDLE },
+        { "compute-driver", required_argument, NULL, OPT_DRIVER },
         APPLET_COMMON_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
@@ -562,6 +573,11 @@ parse_opts(int argc, char **argv, struct gateway_opts *o)
             o->socket = optarg;
             break;
         case OPT_LISTEN: o->listen = optarg; break;
+        case OPT_DRIVER:
+            if (strcmp(optarg, "local") != 0 && strcmp(optarg, "none") != 0)
+                applet_usage_error(prog, "--compute-driver %s: expected local or none", optarg);
+            o->driver = optarg;
+            break;
         case OPT_IDLE: {
             char *end;
 
@@ -609,6 +625,13 @@ gateway_main(int argc, char **argv)
         die("state store: %s", e.msg);
     if (gw_workspace_ensure_default(&gw, &e) < 0)
         die("state store: default workspace: %s", e.msg);
+    if (o.driver && strcmp(o.driver, "local") == 0) {
+        char *dd = xasprintf("%s/sandboxes", gw.state_dir);
+
+        if (!(gw.drv = drv_local_new(dd, &e)))
+            die("compute driver: %s", e.msg);
+        free(dd);
+    }
 
     gw.loop = loop_new();
     gw.started_ms = loop_now_ms(gw.loop);
@@ -659,6 +682,7 @@ gateway_main(int argc, char **argv)
     mbedtls_x509_crt_free(&gw_ca);
     mbedtls_pk_free(&gw_key);
     loop_timer_free(gw.stop_timer);
+    drv_free(gw.drv);
     store_close(gw.store);
     loop_free(gw.loop);
     free(gw.sock_path);

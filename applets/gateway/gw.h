@@ -21,6 +21,8 @@ struct gw_watch;
 struct cJSON;
 struct err;
 
+struct drv;
+
 struct gw {
     struct loop *loop;
     struct store *store;
@@ -36,6 +38,7 @@ struct gw {
     bool stopping;
     struct gw_watch *watches;
     unsigned long nwatches;
+    struct drv *drv; /* --compute-driver local; NULL: records only */
 };
 
 /* Local callers allowed: root or the gateway's own uid (SO_PEERCRED).

@@ -17,6 +17,7 @@
 
 #include "api.h"
 #include "buf.h"
+#include "driver.h"
 #include "gw.h"
 #include "h2.h"
 #include "log.h"
@@ -248,6 +249,31 @@ parse_stored(const char *text)
 }
 
 /* The API object for row O (caller deletes). */
+/* The gateway whose driver reports phases (set by gw_sandbox_routes). */
+static struct gw *sb_gw;
+
+/* With a compute driver, the phase is the driver's (derived at read time:
+ * a restarted gateway needs no bookkeeping to be right). */
+static void
+overlay_phase(const struct store_obj *o, cJSON *status)
+{
+    struct drv_status ds;
+    struct err e;
+
+    if (!sb_gw || !sb_gw->drv || drv_get(sb_gw->drv, o->id, &ds, &e) < 0)
+        return;
+    cJSON_DeleteItemFromObjectCaseSensitive(status, "phase");
+    cJSON_AddStringToObject(status, "phase", drv_phase_name(ds.phase));
+    cJSON_DeleteItemFromObjectCaseSensitive(status, "conditions");
+    if (ds.pid)
+        cJSON_AddNumberToObject(status, "supervisor_pid", ds.pid);
+    if (ds.phase == DRV_EXITED) {
+        cJSON_AddNumberToObject(status, "exit_code", ds.exit_code);
+        if (ds.exit_signal)
+            cJSON_AddNumberToObject(status, "exit_signal", ds.exit_signal);
+    }
+}
+
 static cJSON *
 sandbox_json(const struct store_obj *o)
 {
@@ -267,7 +293,10 @@ sandbox_json(const struct store_obj *o)
     item = cJSON_DetachItemFromObjectCaseSensitive(payload, "spec");
     cJSON_AddItemToObject(j, "spec", item ? item : cJSON_CreateObject());
     item = cJSON_DetachItemFromObjectCaseSensitive(payload, "status");
-    cJSON_AddItemToObject(j, "status", item ? item : cJSON_CreateObject());
+    if (!item)
+        item = cJSON_CreateObject();
+    overlay_phase(o, item);
+    cJSON_AddItemToObject(j, "status", item);
     cJSON_Delete(payload);
     return j;
 }
@@ -437,6 +466,28 @@ gw_require_json(struct h2_stream *st)
     return 0;
 }
 
+/* The local driver: one openshell-supervisor per sandbox running COMMAND
+ * (the same re-execution as `openshell run`; check_spec() gave it the
+ * default command when none was asked for). */
+static int
+start_sandbox(struct gw *gw, const char *id, const cJSON *command, struct err *e)
+{
+    const char **argv;
+    const cJSON *it;
+    size_t n = 0;
+    int rc;
+
+    if (!cJSON_IsArray(command) || cJSON_GetArraySize(command) == 0)
+        return 0;
+    argv = xcalloc((size_t)cJSON_GetArraySize(command) + 3, sizeof(*argv));
+    argv[n++] = "openshell-supervisor";
+    argv[n++] = "--";
+    cJSON_ArrayForEach(it, command) argv[n++] = it->valuestring;
+    rc = drv_create(gw->drv, id, "/proc/self/exe", argv, NULL, e);
+    free(argv);
+    return rc;
+}
+
 static void
 h_create(struct h2_stream *st, struct h2_req *req, void *arg)
 {
@@ -497,6 +548,16 @@ h_create(struct h2_stream *st, struct h2_req *req, void *arg)
     o.payload = api_json_print(payload);
     o.labels = labels ? api_json_print(labels) : NULL;
     rc = store_create(gw->store, &o, &e);
+    if (rc == 0 && gw->drv &&
+        (rc = start_sandbox(gw, id,
+                            cJSON_GetObjectItemCaseSensitive(
+                                cJSON_GetObjectItemCaseSensitive(payload, "spec"), "command"),
+                            &e)) < 0) {
+        struct err e2;
+
+        /* Durable record, failed start: the record goes again. */
+        store_delete(gw->store, SB_TYPE, id, 0, &e2);
+    }
     if (rc == 0) {
         log_kv(LOG_LVL_INFO, "sandbox created", "name", name, "workspace", o.workspace, "id", id,
                NULL);
@@ -720,7 +781,13 @@ h_delete(struct h2_stream *st, struct h2_req *req, void *arg)
     }
     if (!(o = lookup(gw, st, req)))
         return;
-    /* No compute driver: nothing to tear down, the record goes at once. */
+    /* The driver stops it (SIGTERM, SIGKILL after 2 s) and removes its
+     * state first; then the record goes. */
+    if (gw->drv && (rc = drv_delete(gw->drv, o->id, 2000, &e)) < 0 && rc != -ENOENT) {
+        api_respond_err(st, rc, &e);
+        store_obj_free(o);
+        return;
+    }
     if ((rc = store_delete(gw->store, SB_TYPE, o->id, expect, &e)) < 0) {
         if (rc == -ESTALE)
             err_set(&e, ESTALE, "sandbox %s: resource_version is %llu, not %llu", o->name,
@@ -815,6 +882,8 @@ void
 gw_sandbox_routes(struct gw *gw)
 {
     struct h2_router *r = gw->router;
+
+    sb_gw = gw;
 
     h2_router_add(r, "POST", "/v1/workspaces/{}/sandboxes", 0, h_create, gw);
     h2_router_add(r, "GET", "/v1/workspaces/{}/sandboxes", 0, h_list, gw);

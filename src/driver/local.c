@@ -126,7 +126,8 @@ drv_put(const char *dir, const char *name, const char *data)
 
 /* The monitor: runs in the grandchild, never returns. */
 static void __attribute__((noreturn))
-drv_monitor(const char *sdir, const char *const *argv, const char *cwd, int ready_fd)
+drv_monitor(const char *sdir, const char *path, const char *const *argv, const char *cwd,
+            int ready_fd)
 {
     char line[128];
     int status, devnull, out;
@@ -162,7 +163,7 @@ drv_monitor(const char *sdir, const char *const *argv, const char *cwd, int read
         signal(SIGPIPE, SIG_DFL);
         if (chdir(cwd ? cwd : sdir) < 0)
             _exit(126);
-        execv(argv[0], (char *const *)argv);
+        execv(path, (char *const *)argv);
         _exit(127);
     }
     setpgid(child, child);
@@ -186,7 +187,8 @@ drv_monitor(const char *sdir, const char *const *argv, const char *cwd, int read
 }
 
 int
-drv_create(struct drv *d, const char *id, const char *const *argv, const char *cwd, struct err *e)
+drv_create(struct drv *d, const char *id, const char *path, const char *const *argv,
+           const char *cwd, struct err *e)
 {
     AUTOFREE char *sdir = NULL;
     int pfd[2], status;
@@ -196,7 +198,9 @@ drv_create(struct drv *d, const char *id, const char *const *argv, const char *c
 
     if (!drv_id_ok(id))
         return err_set(e, EINVAL, "sandbox id \"%s\": letters, digits, '.', '_', '-' only", id);
-    if (!argv || !argv[0] || argv[0][0] != '/')
+    if (!path && argv)
+        path = argv[0];
+    if (!argv || !argv[0] || !path || path[0] != '/')
         return err_set(e, EINVAL, "sandbox %s: the command must be an absolute path", id);
     sdir = xasprintf("%s/%s", d->dir, id);
     if (mkdir(sdir, 0700) < 0)
@@ -219,7 +223,7 @@ drv_create(struct drv *d, const char *id, const char *const *argv, const char *c
         if (a < 0)
             _exit(1);
         if (a == 0)
-            drv_monitor(sdir, argv, cwd, pfd[1]);
+            drv_monitor(sdir, path, argv, cwd, pfd[1]);
         _exit(0);
     }
     close(pfd[1]);

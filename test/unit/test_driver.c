@@ -75,13 +75,13 @@ test_lifecycle(void)
     int n = 0;
 
     CHECK(d != NULL);
-    CHECK_INT(drv_create(d, "long", argv, NULL, &e), 0);
+    CHECK_INT(drv_create(d, "long", NULL, argv, NULL, &e), 0);
     CHECK_INT(drv_get(d, "long", &st, &e), 0);
     CHECK_STR(drv_phase_name(st.phase), "ready");
     CHECK(st.pid > 0);
     CHECK(getpgid(st.pid) != getpgid(0)); /* detached: its own session */
     CHECK(getsid(st.pid) != getsid(0));
-    CHECK_INT(drv_create(d, "long", argv, NULL, &e), -EEXIST);
+    CHECK_INT(drv_create(d, "long", NULL, argv, NULL, &e), -EEXIST);
     CHECK_INT(drv_list(d, count_cb, &n, &e), 0);
     CHECK_INT(n, 1);
     /* A new driver over the same directory (a restarted gateway) finds it. */
@@ -123,12 +123,12 @@ test_exit_status(void)
     struct drv_status st;
     struct err e;
 
-    CHECK_INT(drv_create(d, "three", three, NULL, &e), 0);
+    CHECK_INT(drv_create(d, "three", NULL, three, NULL, &e), 0);
     CHECK_INT(wait_end(d, "three", &st), 0);
     CHECK_STR(drv_phase_name(st.phase), "exited");
     CHECK_INT(st.exit_code, 3);
     CHECK_INT(st.exit_signal, 0);
-    CHECK_INT(drv_create(d, "missing", missing, NULL, &e), 0);
+    CHECK_INT(drv_create(d, "missing", NULL, missing, NULL, &e), 0);
     CHECK_INT(wait_end(d, "missing", &st), 0);
     CHECK_INT(st.exit_code, 127);
     CHECK_INT(drv_delete(d, "three", 100, &e), 0);
@@ -147,7 +147,7 @@ test_stop_escalates(void)
     struct err e;
     char path[128];
 
-    CHECK_INT(drv_create(d, "stubborn", stubborn, NULL, &e), 0);
+    CHECK_INT(drv_create(d, "stubborn", NULL, stubborn, NULL, &e), 0);
     /* Let the shell install its trap (it says so) before stopping it. */
     snprintf(path, sizeof(path), "%s/stubborn/output", dir);
     for (int i = 0; i < 500; i++) {
@@ -178,7 +178,7 @@ test_monitor_lost(void)
     int mpid = 0, child = 0;
     unsigned long long start;
 
-    CHECK_INT(drv_create(d, "lost", argv, NULL, &e), 0);
+    CHECK_INT(drv_create(d, "lost", NULL, argv, NULL, &e), 0);
     snprintf(path, sizeof(path), "%s/lost/monitor", dir);
     CHECK_INT(read_file(path, 256, &b, &e), 0);
     CHECK_INT(sscanf(b.data, "%d %llu %d", &mpid, &start, &child), 3);
@@ -201,10 +201,10 @@ test_bad_input(void)
     struct drv_status st;
     struct err e;
 
-    CHECK_INT(drv_create(d, "../x", ok, NULL, &e), -EINVAL);
-    CHECK_INT(drv_create(d, ".hidden", ok, NULL, &e), -EINVAL);
-    CHECK_INT(drv_create(d, "", ok, NULL, &e), -EINVAL);
-    CHECK_INT(drv_create(d, "rel", rel, NULL, &e), -EINVAL);
+    CHECK_INT(drv_create(d, "../x", NULL, ok, NULL, &e), -EINVAL);
+    CHECK_INT(drv_create(d, ".hidden", NULL, ok, NULL, &e), -EINVAL);
+    CHECK_INT(drv_create(d, "", NULL, ok, NULL, &e), -EINVAL);
+    CHECK_INT(drv_create(d, "rel", NULL, rel, NULL, &e), -EINVAL);
     CHECK_CONTAINS(e.msg, "absolute path");
     CHECK_INT(drv_get(d, "nope", &st, &e), -ENOENT);
     CHECK_INT(drv_delete(d, "nope", 10, &e), -ENOENT);
