@@ -25,6 +25,7 @@ enum cli_output { CLI_OUT_TABLE = 0, CLI_OUT_JSON, CLI_OUT_YAML };
 
 struct loop;
 struct h2_conn;
+struct tls_client_ctx;
 
 struct cli_ctx {
     const char *prog;          /* "openshell sandbox list" */
@@ -39,7 +40,17 @@ struct cli_ctx {
     enum cli_gw_source src;
     struct loop *loop;
     struct h2_conn *conn;
+    struct tls_client_ctx *tls; /* the mTLS client context of an https gateway */
 };
+
+/* Global options given before the command (`openshell -g NAME sandbox
+ * list`); client.c fills them, cli_ctx_init() copies them, and options
+ * after the command win over them. */
+struct cli_globals {
+    const char *gateway, *endpoint, *workspace;
+    int output; /* -1: not given */
+};
+extern struct cli_globals cli_globals;
 
 /* Global options every command takes (after the command). */
 #define CLI_OPT_GATEWAY 'g'

@@ -17,6 +17,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <netdb.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/util.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +29,7 @@
 #include "cli_out.h"
 #include "h2.h"
 #include "loop.h"
+#include "tls.h"
 #include "xfuncs.h"
 
 #define CLI_RESP_MAX (64u * 1024 * 1024)
@@ -62,6 +67,8 @@ deadline(unsigned secs)
     alarm(secs);
 }
 
+struct cli_globals cli_globals = { .output = -1 };
+
 void
 cli_ctx_init(struct cli_ctx *c, const char *prog)
 {
@@ -72,6 +79,13 @@ cli_ctx_init(struct cli_ctx *c, const char *prog)
     c->workspace = ws && *ws ? ws : "default";
     c->color = cli_color_wanted(2);
     c->cfg = cli_config_dir();
+    /* Options before the command: as if given after it (which still win). */
+    c->gateway_flag = cli_globals.gateway;
+    c->endpoint_flag = cli_globals.endpoint;
+    if (cli_globals.workspace)
+        c->workspace = cli_globals.workspace;
+    if (cli_globals.output >= 0)
+        c->output = (enum cli_output)cli_globals.output;
 }
 
 void
@@ -81,6 +95,8 @@ cli_ctx_fini(struct cli_ctx *c)
         h2_conn_free(c->conn);
     if (c->loop)
         loop_free(c->loop);
+    tls_client_ctx_free(c->tls);
+    c->tls = NULL;
     free(c->cfg);
     c->conn = NULL;
     c->loop = NULL;
@@ -611,6 +627,174 @@ cli_select(struct cli_ctx *c, bool autostart)
     return 0;
 }
 
+/* ------------------------------------------------------------------ TLS */
+
+struct hs_wait {
+    struct loop *loop;
+    int done; /* 1 connected, -1 failed */
+};
+
+static void
+hs_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct hs_wait *w = arg;
+
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED)
+        w->done = 1;
+    else if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF))
+        w->done = -1;
+    if (w->done)
+        loop_stop(w->loop);
+}
+
+/* A TCP connection to HOST:PORT (blocking connect, at most TIMEOUT_S per
+ * address). The fd or -errno with E. */
+static int
+tcp_connect(const char *host, unsigned port, struct err *e)
+{
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
+    struct addrinfo *res = NULL, *ai;
+    char pstr[16];
+    int fd = -1, rc, saved = ECONNREFUSED;
+
+    snprintf(pstr, sizeof(pstr), "%u", port);
+    if ((rc = getaddrinfo(host, pstr, &hints, &res)) != 0)
+        return err_set(e, ENOENT, "resolving %s: %s", host, gai_strerror(rc));
+    for (ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            saved = errno;
+            continue;
+        }
+        deadline(CLI_HEALTH_TIMEOUT_S * 2);
+        rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+        deadline(0);
+        if (rc == 0)
+            break;
+        saved = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return err_set(e, saved, "connecting to %s:%u: %s", host, port, strerror(saved));
+    return fd;
+}
+
+/* Split an https:// endpoint into HOST (brackets of an IPv6 literal
+ * removed) and PORT. */
+static int
+split_https(const char *url, char *host, size_t size, unsigned *port)
+{
+    const char *h = url + 8, *end = h + strcspn(h, "/"), *colon;
+
+    *port = 443;
+    if (*h == '[') {
+        const char *rb = memchr(h, ']', (size_t)(end - h));
+        if (!rb || (size_t)(rb - h - 1) >= size)
+            return -EINVAL;
+        memcpy(host, h + 1, (size_t)(rb - h - 1));
+        host[rb - h - 1] = '\0';
+        colon = rb[1] == ':' ? rb + 1 : NULL;
+    } else {
+        colon = memchr(h, ':', (size_t)(end - h));
+        size_t n = (size_t)((colon ? colon : end) - h);
+        if (n == 0 || n >= size)
+            return -EINVAL;
+        memcpy(host, h, n);
+        host[n] = '\0';
+    }
+    if (colon)
+        *port = (unsigned)strtoul(colon + 1, NULL, 10);
+    return *port > 0 && *port < 65536 ? 0 : -EINVAL;
+}
+
+/* HTTP/2 over TLS (ALPN h2) to an https:// gateway with its mTLS client
+ * bundle CFG/gateways/NAME/mtls/{ca.crt,tls.crt,tls.key}: the server
+ * certificate must chain to ca.crt and name the host. 0 or CLI_EXIT_*. */
+static int
+connect_tls(struct cli_ctx *c)
+{
+    static const char *const alpn[] = { "h2", NULL };
+    char host[256], *dir = NULL, *ca = NULL, *crt = NULL, *key = NULL;
+    struct hs_wait w = { 0 };
+    struct bufferevent *bev;
+    struct tls_conn *tc = NULL;
+    unsigned port;
+    struct err e;
+    int fd, rc = 0;
+
+    err_clear(&e);
+    if (split_https(c->gw.endpoint, host, sizeof(host), &port) < 0)
+        return cli_fail(c, CLI_EXIT_USAGE, NULL, "gateway '%s': bad endpoint %s", c->gw.name,
+                        c->gw.endpoint);
+    dir = xasprintf("%s/gateways/%s/mtls", c->cfg, c->gw.name);
+    ca = xasprintf("%s/ca.crt", dir);
+    crt = xasprintf("%s/tls.crt", dir);
+    key = xasprintf("%s/tls.key", dir);
+    if (access(ca, R_OK) < 0) {
+        char *hint = xasprintf("place the gateway's client bundle (ca.crt, tls.crt, tls.key) in "
+                               "%s",
+                               dir);
+        rc = cli_fail(c, CLI_EXIT_UNREACHABLE, hint,
+                      "gateway '%s' (%s): TLS CA is required for https endpoints (%s: %s)",
+                      c->gw.name, c->gw.endpoint, ca, strerror(errno));
+        free(hint);
+        goto out;
+    }
+    if (tls_global_init(&e) < 0 || !(c->tls = tls_client_ctx_new(ca, alpn, TLS_VERSION_ANY, &e))) {
+        rc = cli_fail(c, CLI_EXIT_UNREACHABLE, NULL, "gateway '%s': %s", c->gw.name, e.msg);
+        goto out;
+    }
+    if (access(crt, R_OK) == 0 && tls_client_ctx_set_cert(c->tls, crt, key, &e) < 0) {
+        rc = cli_fail(c, CLI_EXIT_UNREACHABLE, NULL, "gateway '%s': client certificate: %s",
+                      c->gw.name, e.msg);
+        goto out;
+    }
+    if ((fd = tcp_connect(host, port, &e)) < 0) {
+        rc = cli_fail(c, CLI_EXIT_UNREACHABLE, "check that the gateway runs: openshell status",
+                      "cannot reach gateway '%s': %s", c->gw.name, e.msg);
+        goto out;
+    }
+    c->loop = loop_new();
+    evutil_make_socket_nonblocking(fd);
+    bev = bufferevent_socket_new(loop_base(c->loop), fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev || !(bev = tls_wrap_client(bev, c->tls, host, &tc, &e))) {
+        if (!bev)
+            close(fd);
+        rc = cli_fail(c, CLI_EXIT_UNREACHABLE, NULL, "gateway '%s': %s", c->gw.name,
+                      e.msg[0] ? e.msg : "TLS setup failed");
+        goto out;
+    }
+    /* Finish the handshake here, so that a refused certificate reads as
+     * such rather than as a closed connection. */
+    w.loop = c->loop;
+    bufferevent_setcb(bev, NULL, NULL, hs_event, &w);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    deadline(CLI_HEALTH_TIMEOUT_S * 2);
+    while (!w.done && loop_run(c->loop) == 0)
+        ;
+    deadline(0);
+    if (w.done != 1) {
+        rc = cli_fail(c, CLI_EXIT_UNREACHABLE,
+                      "check the bundle in ~/.config/openshell/gateways/NAME/mtls",
+                      "gateway '%s' (%s): TLS handshake failed: %s", c->gw.name, c->gw.endpoint,
+                      *tls_conn_error(tc) ? tls_conn_error(tc) : "connection closed");
+        bufferevent_free(bev);
+        goto out;
+    }
+    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    if (!(c->conn = h2_client_new(loop_base(c->loop), bev, true, NULL, &e)))
+        rc = cli_fail(c, CLI_EXIT_UNREACHABLE, NULL, "gateway '%s': %s", c->gw.name, e.msg);
+out:
+    free(dir);
+    free(ca);
+    free(crt);
+    free(key);
+    return rc;
+}
+
 int
 cli_connect(struct cli_ctx *c, bool autostart)
 {
@@ -623,12 +807,13 @@ cli_connect(struct cli_ctx *c, bool autostart)
     sock = c->gw.unix_socket[0] ? c->gw.unix_socket : NULL;
     if (!sock && !strncmp(c->gw.endpoint, "unix://", 7))
         sock = c->gw.endpoint + 7;
+    if (!sock && !strncmp(c->gw.endpoint, "https://", 8))
+        return connect_tls(c);
     if (!sock)
         return cli_fail(c, CLI_EXIT_UNREACHABLE,
-                        "this build reaches gateways over a unix socket (gateway start, or "
-                        "gateway add unix:///PATH); TLS client certificates come later",
-                        "gateway '%s' at %s: no unix socket to reach it by", c->gw.name,
-                        c->gw.endpoint);
+                        "use an https:// (mTLS) or unix:/// endpoint; plaintext http is not "
+                        "served by this gateway",
+                        "gateway '%s' at %s: no way to reach it", c->gw.name, c->gw.endpoint);
     c->loop = loop_new();
     if (h2_client_connect_unix(loop_base(c->loop), sock, NULL, &c->conn, &e) < 0)
         return cli_fail(c, CLI_EXIT_UNREACHABLE,

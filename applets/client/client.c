@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../applets.h"
+#include "cli.h"
 #include "client.h"
 #include "log.h"
 #include "xfuncs.h"
@@ -46,7 +47,14 @@ static const char cli_usage_tail[] =
     "\n"
     "Options:\n"
     "  -h, --help              show this help\n"
-    "  -V, --version           print the version\n" APPLET_COMMON_HELP "\n"
+    "  -V, --version           print the version\n"
+    "  -g, --gateway NAME      use this registered gateway (OPENSHELL_GATEWAY)\n"
+    "      --gateway-endpoint URL\n"
+    "                          talk to URL directly (OPENSHELL_GATEWAY_ENDPOINT)\n"
+    "      --workspace NAME    workspace (OPENSHELL_WORKSPACE; default 'default')\n"
+    "  -o, --output FORMAT     table, json or yaml\n"
+    "                          (also accepted after the command, where they "
+    "win)\n" APPLET_COMMON_HELP "\n"
     "Run 'openshell COMMAND --help' for a command's options.\n"
     "Exit status: 0 success, 1 failure, 2 usage error, 69 not available in this\n"
     "build yet, 127 no such applet.\n";
@@ -67,6 +75,10 @@ client_main(int argc, char **argv)
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
+        { "gateway", required_argument, NULL, CLI_OPT_GATEWAY },
+        { "gateway-endpoint", required_argument, NULL, CLI_OPT_ENDPOINT },
+        { "workspace", required_argument, NULL, CLI_OPT_WORKSPACE },
+        { "output", required_argument, NULL, CLI_OPT_OUTPUT },
         APPLET_COMMON_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
@@ -75,11 +87,32 @@ client_main(int argc, char **argv)
 
     opterr = 0;
     /* '+': stop at the command; its options are its own. */
-    while ((opt = getopt_long(argc, argv, "+hV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+hVg:o:", longopts, NULL)) != -1) {
         if (applet_common_option(prog, opt, optarg))
             continue;
         switch (opt) {
         case 'h': cli_usage(); return 0;
+        case CLI_OPT_GATEWAY:
+            if (!cli_gw_name_ok(optarg))
+                applet_usage_error(prog, "--gateway '%s': not a gateway name", optarg);
+            cli_globals.gateway = optarg;
+            break;
+        case CLI_OPT_ENDPOINT: cli_globals.endpoint = optarg; break;
+        case CLI_OPT_WORKSPACE:
+            if (!*optarg)
+                applet_usage_error(prog, "--workspace: empty name");
+            cli_globals.workspace = optarg;
+            break;
+        case CLI_OPT_OUTPUT:
+            if (!strcmp(optarg, "table"))
+                cli_globals.output = CLI_OUT_TABLE;
+            else if (!strcmp(optarg, "json"))
+                cli_globals.output = CLI_OUT_JSON;
+            else if (!strcmp(optarg, "yaml"))
+                cli_globals.output = CLI_OUT_YAML;
+            else
+                applet_usage_error(prog, "--output '%s': expected table, json or yaml", optarg);
+            break;
         case 'V': return applet_print_version(prog);
         default: applet_bad_option(prog, argv, optind, optopt);
         }

@@ -140,11 +140,11 @@ fetch_info(struct cli_ctx *c, cJSON **info, char *why, size_t size)
     *info = NULL;
     if (!sock && !strncmp(c->gw.endpoint, "unix://", 7))
         sock = c->gw.endpoint + 7;
-    if (!sock) {
-        buf_copy_fixed(why, size, "no unix socket (TLS clients come later)");
+    if (!sock && strncmp(c->gw.endpoint, "https://", 8) != 0) {
+        buf_copy_fixed(why, size, "no unix socket or https endpoint to reach it by");
         return -1;
     }
-    if (!cli_socket_healthy(sock)) {
+    if (sock && !cli_socket_healthy(sock)) {
         buf_copy_fixed(why, size, "not reachable");
         return -1;
     }
@@ -201,7 +201,7 @@ gw_status(struct cli_ctx *c, const struct gw_args *a, bool info_mode)
          * socket's peer credentials were accepted. */
         cJSON *auth = cJSON_AddObjectToObject(out, "authentication");
         cJSON_AddStringToObject(auth, "status", "authenticated");
-        cJSON_AddStringToObject(auth, "mode", "unix_peer_credentials");
+        cJSON_AddStringToObject(auth, "mode", c->tls ? "mtls" : "unix_peer_credentials");
     }
     if (info) {
         cJSON *drivers = cJSON_GetObjectItemCaseSensitive(info, "compute_drivers");
@@ -235,7 +235,8 @@ gw_status(struct cli_ctx *c, const struct gw_args *a, bool info_mode)
             printf("Status:    %sDisconnected%s (%s)\n", c->color ? "\033[31m" : "",
                    c->color ? "\033[0m" : "", why);
         if (info)
-            printf("Auth:      Authenticated (local peer credentials)\n");
+            printf("Auth:      Authenticated (%s)\n",
+                   c->tls ? "mTLS transport" : "local peer credentials");
         if ((v = cJSON_GetObjectItemCaseSensitive(out, "version")))
             printf("Version:   %s\n", v->valuestring);
         if (c->gw.unix_socket[0])
