@@ -81,6 +81,12 @@ int cli_last_sandbox_set(const char *cfg, const char *gw, const char *ws, const 
 /* Forget it if it names WS/NAME. */
 void cli_last_sandbox_clear(const char *cfg, const char *gw, const char *ws, const char *name);
 
+/* Copy a client TLS bundle (CA certificate, client certificate, its key)
+ * into CFG/gateways/NAME/mtls/{ca.crt,tls.crt,tls.key} (0600): all three
+ * are read before anything is written. 0 or -errno with E. */
+int cli_mtls_import(const char *cfg, const char *name, const char *ca, const char *crt,
+                    const char *key, struct err *e);
+
 /* Normalise a `gateway add` endpoint: "host:port" gets https://; schemes
  * http, https and unix (unix:///abs/path) only. OUT gets the URL, *HOST
  * (heap) the host ("" for unix), *PORT the port (default 443/80, 0 for

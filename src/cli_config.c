@@ -504,3 +504,24 @@ cli_endpoint_parse(const char *in, char *out, size_t size, char **host, unsigned
     *host = h;
     return 0;
 }
+
+int
+cli_mtls_import(const char *cfg, const char *name, const char *ca, const char *crt, const char *key,
+                struct err *e)
+{
+    const char *src[3] = { ca, crt, key };
+    static const char *const dst[3] = { "ca.crt", "tls.crt", "tls.key" };
+    struct buf text[3] = { BUF_INIT, BUF_INIT, BUF_INIT };
+    char *dir = xasprintf("%s/gateways/%s/mtls", cfg, name);
+    int rc = 0;
+
+    /* Read all three first: a missing one leaves nothing half-imported. */
+    for (int i = 0; i < 3 && rc == 0; i++)
+        rc = read_file(src[i], 256 * 1024, &text[i], e);
+    for (int i = 0; i < 3 && rc == 0; i++)
+        rc = write_atomic(dir, dst[i], buf_cstr(&text[i]), e);
+    for (int i = 0; i < 3; i++)
+        buf_fini(&text[i]);
+    free(dir);
+    return rc;
+}

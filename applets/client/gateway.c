@@ -43,14 +43,14 @@ static const char gateway_usage[] =
     "Selection: -g NAME, else OPENSHELL_GATEWAY, else the active gateway.\n"
     "Exit status: 0 ok, 1 failed, 2 usage error, 3 no gateway reachable.\n";
 
-enum { OPT_NAME = 0x100, OPT_STATE_DIR, OPT_LISTEN, OPT_NAMES };
+enum { OPT_NAME = 0x100, OPT_STATE_DIR, OPT_LISTEN, OPT_NAMES, OPT_LOCAL };
 
 /* Parse SUBCOMMAND's options (argv[0] is its name); NAME gets the one
  * optional positional argument, EXTRA options go to the caller via the
  * out-parameters. */
 struct gw_args {
     const char *name_opt, *state_dir, *listen, *pos;
-    bool names;
+    bool names, local;
 };
 
 static void
@@ -62,6 +62,7 @@ parse(struct cli_ctx *c, int argc, char **argv, struct gw_args *a)
         { "state-dir", required_argument, NULL, OPT_STATE_DIR },
         { "listen", required_argument, NULL, OPT_LISTEN },
         { "names", no_argument, NULL, OPT_NAMES },
+        { "local", no_argument, NULL, OPT_LOCAL },
         { NULL, 0, NULL, 0 },
     };
     int opt;
@@ -87,6 +88,7 @@ parse(struct cli_ctx *c, int argc, char **argv, struct gw_args *a)
             break;
         case OPT_LISTEN: a->listen = optarg; break;
         case OPT_NAMES: a->names = true; break;
+        case OPT_LOCAL: a->local = true; break;
         default: applet_bad_option(c->prog, argv, optind, optopt);
         }
     }
@@ -265,6 +267,65 @@ gw_status(struct cli_ctx *c, const struct gw_args *a, bool info_mode)
     return rc;
 }
 
+/* The client bundle for a local https gateway G, unless G's mtls/ has
+ * one: OPENSHELL_LOCAL_TLS_DIR, else the state directory of a local gateway
+ * registered with the same endpoint, else the default local gateway's
+ * (each DIR/ca.crt, DIR/client/tls.{crt,key}, as the gateway writes them).
+ * REQUIRED (--local): none found is an error; else a warning. */
+static int
+import_bundle(struct cli_ctx *c, const struct cli_gateway *g, bool required)
+{
+    const char *env = getenv("OPENSHELL_LOCAL_TLS_DIR");
+    struct cli_gateway *all = NULL;
+    char *have = xasprintf("%s/gateways/%s/mtls/ca.crt", c->cfg, g->name);
+    char *cands[3] = { NULL, NULL, NULL };
+    size_t n = 0, nc = 0;
+    struct err e;
+    int rc = 0;
+
+    if (access(have, R_OK) == 0)
+        goto out;
+    if (env && *env)
+        cands[nc++] = xstrdup(env);
+    if (cli_gw_list(c->cfg, &all, &n, NULL) == 0)
+        for (size_t i = 0; i < n && nc < 2; i++)
+            if (all[i].state_dir[0] && !strcmp(all[i].endpoint, g->endpoint))
+                cands[nc++] = xasprintf("%s/tls", all[i].state_dir);
+    free(all);
+    {
+        char *sd = cli_state_dir("openshell");
+        if (sd)
+            cands[nc++] = xasprintf("%s/tls", sd);
+        free(sd);
+    }
+    for (size_t i = 0; i < nc; i++) {
+        char *ca = xasprintf("%s/ca.crt", cands[i]),
+             *crt = xasprintf("%s/client/tls.crt", cands[i]),
+             *key = xasprintf("%s/client/tls.key", cands[i]);
+        bool there = access(ca, R_OK) == 0;
+        if (there && cli_mtls_import(c->cfg, g->name, ca, crt, key, &e) < 0)
+            rc = cli_fail(c, CLI_EXIT_FAIL, NULL, "importing the client bundle from %s: %s",
+                          cands[i], e.msg);
+        else if (there)
+            fprintf(stderr, "  Imported the client TLS bundle from %s\n", cands[i]);
+        free(ca);
+        free(crt);
+        free(key);
+        if (there)
+            goto out;
+    }
+    if (required)
+        rc = cli_fail(c, CLI_EXIT_FAIL,
+                      "start the local gateway first (openshell gateway start) so it provisions "
+                      "client TLS material, or set OPENSHELL_LOCAL_TLS_DIR",
+                      "no client TLS bundle found for '%s'", g->name);
+out:
+    for (size_t i = 0; i < nc; i++)
+        free(cands[i]);
+    free(have);
+    return rc;
+}
+
 static int
 gw_add(struct cli_ctx *c, const struct gw_args *a)
 {
@@ -312,12 +373,26 @@ gw_add(struct cli_ctx *c, const struct gw_args *a)
         buf_copy_fixed(g.auth, sizeof(g.auth),
                        !strncmp(g.endpoint, "https://", 8) ? "mtls" : "plaintext");
     }
+    if (!strncmp(g.endpoint, "https://", 8) && (a->local || cli_host_is_loopback(host)) &&
+        (rc = import_bundle(c, &g, a->local)) != 0) {
+        free(host);
+        return rc;
+    }
     free(host);
     if (cli_gw_save(c->cfg, &g, &e) < 0 || cli_active_set(c->cfg, g.name, &e) < 0)
         return cli_fail(c, CLI_EXIT_FAIL, NULL, "registering '%s': %s", g.name, e.msg);
     cli_ok(c, "Gateway '%s' added and set as active", g.name);
     fprintf(stderr, "  Endpoint: %s\n  Type:     %s\n  Auth:     %s\n", g.endpoint,
             g.is_remote ? "remote" : "local", g.auth);
+    if (!strncmp(g.endpoint, "https://", 8)) {
+        char *ca = xasprintf("%s/gateways/%s/mtls/ca.crt", c->cfg, g.name);
+        if (access(ca, R_OK) < 0)
+            cli_warn(c,
+                     "no client TLS bundle yet: place ca.crt, tls.crt and tls.key in "
+                     "%s/gateways/%s/mtls",
+                     c->cfg, g.name);
+        free(ca);
+    }
     if (g.unix_socket[0] && !cli_socket_healthy(g.unix_socket))
         cli_warn(c, "gateway '%s' is not reachable at %s yet", g.name, g.unix_socket);
     return 0;
