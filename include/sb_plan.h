@@ -52,6 +52,11 @@ struct sb_opts {
      * --resolve HOST:ADDR, --upstream-ca FILE), borrowed */
     const char *proxy_args[SB_MAX_PROXY_ARGS];
     size_t nproxy_args;
+    /* openshell-supervisor only (doc/sandbox.md, "Gateway session"): */
+    bool idle;              /* --idle: no main process; PID 1 serves exec until SIGTERM */
+    const char *gateway;    /* --gateway unix:PATH, or NULL */
+    const char *sandbox_id; /* --sandbox-id ID */
+    const char *token_file; /* --token-file FILE (read once by the supervisor) */
 };
 
 /* Parse "--timeout" text: seconds, decimals allowed ("1.5"). Returns 0 or
@@ -67,9 +72,11 @@ struct sb_plan {
     char name[64];
     bool tty;
     uint64_t timeout_ms;
-    char **argv; /* borrowed from the options */
+    char **argv; /* borrowed from the options; NULL when idle */
+    bool idle;   /* no main process (--idle) */
     char **envp; /* owned */
-    /* Egress proxy: started when the policy file has network_policies. */
+    /* Egress proxy: started when the policy file has network_policies, and
+     * always with a gateway (later revisions may allow something). */
     bool proxy;
     const char *policy_path; /* --policy FILE as given (borrowed), or NULL */
     const char *const *proxy_args;

@@ -167,6 +167,13 @@ agent_exec(struct sb_plan *p, const struct sb_netns *ns, int ruleset, const char
     /* Last: after this only execve. */
     if ((rc = sb_seccomp_install(&p->bpf)) < 0)
         setup_failed("seccomp", strerror(-rc));
+    if (p->idle) {
+        /* --idle: no main process, only this placeholder under the agent's
+         * restrictions (the proxy anchors caller identity at it); SIGTERM
+         * ends it, and with it the sandbox. */
+        for (;;)
+            pause();
+    }
     exec_cmd(p->argv, p->envp);
 }
 
@@ -445,7 +452,12 @@ sv_pid1(struct sb_plan *p)
                 if (w <= 0)
                     break;
                 if (w == agent)
-                    code = timed_out ? SB_EXIT_TIMEOUT : status_code(st);
+                    code = timed_out ? SB_EXIT_TIMEOUT
+                           : p->idle && WIFSIGNALED(st) &&
+                                   (WTERMSIG(st) == SIGTERM || WTERMSIG(st) == SIGINT ||
+                                    WTERMSIG(st) == SIGHUP)
+                               ? 0
+                               : status_code(st);
                 else if (px.pid && w == px.pid) {
                     log_warnx("the egress proxy exited (status %d): the agent has no network",
                               status_code(st));

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -50,13 +51,83 @@ const char sv_opts_help[] =
 
 static const char supervisor_usage[] =
     "Usage: openshell-supervisor [OPTIONS] -- CMD [ARGS...]\n"
+    "       openshell-supervisor [OPTIONS] --idle\n"
     "\n"
     "Build a sandbox (namespaces, read-only root, Landlock, seccomp, no privileges)\n"
-    "and run CMD in it as its PID 1. `openshell run` is the usual way in.\n"
+    "and run CMD in it as its PID 1. `openshell run` is the usual way in; a\n"
+    "gateway's compute driver starts it with --gateway.\n"
     "\n"
     "Options:\n";
 
-enum { OPT_ROOTFS = 0x100, OPT_TTY, OPT_NAME, OPT_EXPLAIN, OPT_PROXY_ARG, OPT_ON_INVALID };
+/* Options of openshell-supervisor alone (not of `openshell run`). */
+static const char supervisor_gateway_help[] =
+    "\n"
+    "Gateway session (doc/sandbox.md, \"Gateway session\"):\n"
+    "      --gateway unix:PATH the gateway to serve: policy, settings and credentials\n"
+    "                          come from it (not --policy), the egress proxy always\n"
+    "                          runs, exec and logs go through one session\n"
+    "      --sandbox-id ID     this sandbox's id at the gateway (required with --gateway)\n"
+    "      --token-file FILE   the sandbox's bearer token (required with --gateway); read\n"
+    "                          once, kept in the supervisor's memory only (never in a\n"
+    "                          child's memory or environment)\n"
+    "      --idle              no main process: the sandbox stays up serving exec until\n"
+    "                          SIGTERM (instead of -- CMD)\n";
+
+enum {
+    OPT_ROOTFS = 0x100,
+    OPT_TTY,
+    OPT_NAME,
+    OPT_EXPLAIN,
+    OPT_PROXY_ARG,
+    OPT_ON_INVALID,
+    OPT_GATEWAY,
+    OPT_SANDBOX_ID,
+    OPT_TOKEN_FILE,
+    OPT_IDLE,
+};
+
+/* Sandbox ids are the gateway's: letters, digits, '-' and '_'. */
+static bool
+sandbox_id_valid(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_'))
+            return false;
+    return true;
+}
+
+/* The supervisor-only options, checked together once parsing is done. */
+static void
+check_gateway_opts(const char *prog, const struct sb_opts *o, bool has_cmd)
+{
+    if (o->idle && has_cmd)
+        applet_usage_error(prog, "--idle and a command exclude each other");
+    if (o->idle && o->tty)
+        applet_usage_error(prog, "--tty needs a command (--idle has none)");
+    if (!o->gateway) {
+        if (o->sandbox_id || o->token_file)
+            applet_usage_error(prog, "--sandbox-id and --token-file need --gateway");
+        return;
+    }
+    if (strncmp(o->gateway, "unix:", 5) != 0 || o->gateway[5] != '/')
+        applet_usage_error(
+            prog, "--gateway '%s': expected unix:/ABSOLUTE/PATH (https:// is planned)", o->gateway);
+    if (!o->sandbox_id || !o->token_file)
+        applet_usage_error(prog, "--gateway needs --sandbox-id ID and --token-file FILE");
+    if (!sandbox_id_valid(o->sandbox_id))
+        applet_usage_error(prog, "--sandbox-id '%s': use 1-64 letters, digits, '-' or '_'",
+                           o->sandbox_id);
+    if (o->policy)
+        applet_usage_error(prog, "--policy and --gateway exclude each other: the policy in "
+                                 "force comes from the gateway");
+    if (o->explain)
+        applet_usage_error(prog, "--explain and --gateway exclude each other");
+}
 
 int
 sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o)
@@ -72,11 +143,16 @@ sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o)
         { "explain", no_argument, NULL, OPT_EXPLAIN },
         { "proxy-arg", required_argument, NULL, OPT_PROXY_ARG },
         { "on-invalid-policy", required_argument, NULL, OPT_ON_INVALID },
+        { "gateway", required_argument, NULL, OPT_GATEWAY },
+        { "sandbox-id", required_argument, NULL, OPT_SANDBOX_ID },
+        { "token-file", required_argument, NULL, OPT_TOKEN_FILE },
+        { "idle", no_argument, NULL, OPT_IDLE },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         APPLET_COMMON_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
+    bool sv = strcmp(prog, "openshell-supervisor") == 0;
     int opt;
 
     memset(o, 0, sizeof(*o));
@@ -85,6 +161,9 @@ sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o)
     while ((opt = getopt_long(argc, argv, "+p:w:e:t:hV", longopts, NULL)) != -1) {
         if (applet_common_option(prog, opt, optarg))
             continue;
+        if (!sv && opt >= OPT_GATEWAY && opt <= OPT_IDLE)
+            applet_usage_error(prog, "'%s' is an option of openshell-supervisor only",
+                               argv[optind - 1]);
         switch (opt) {
         case 'p': o->policy = optarg; break;
         case 'w': o->workdir = optarg; break;
@@ -116,15 +195,71 @@ sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o)
                 applet_usage_error(prog, "too many --proxy-arg (at most %d)", SB_MAX_PROXY_ARGS);
             o->proxy_args[o->nproxy_args++] = optarg;
             break;
+        case OPT_GATEWAY: o->gateway = optarg; break;
+        case OPT_SANDBOX_ID: o->sandbox_id = optarg; break;
+        case OPT_TOKEN_FILE: o->token_file = optarg; break;
+        case OPT_IDLE: o->idle = true; break;
         case 'h': return 1;
         case 'V': return 2;
         default: applet_bad_option(prog, argv, optind, optopt);
         }
     }
     o->argv = argv + optind;
-    if (!o->explain && optind >= argc)
+    if (sv)
+        check_gateway_opts(prog, o, optind < argc);
+    if (!o->explain && !o->idle && optind >= argc)
         applet_usage_error(prog, "missing command: %s [OPTIONS] -- CMD [ARGS...]", prog);
     return 0;
+}
+
+/* The sandbox's bearer token: read once from --token-file, kept here only
+ * (wiped in PID 1 right after the clone: no child's memory has it). */
+static char sv_token[512];
+
+/* Read --token-file: a regular file of ours, not readable by group or
+ * others, one line of printable ASCII. Exits 2 with one line otherwise. */
+static void
+read_token(const char *prog, const char *path)
+{
+    struct buf b = BUF_INIT;
+    struct stat st;
+    struct err e;
+    size_t n;
+    int fd;
+
+    err_clear(&e);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        log_error("--token-file %s: %s", path, strerror(errno));
+        exit(EXIT_USAGE);
+    }
+    if (!S_ISREG(st.st_mode) || (st.st_mode & 077)) {
+        log_error("--token-file %s: must be a regular file readable by its owner only "
+                  "(mode %04o; chmod 600)",
+                  path, (unsigned)(st.st_mode & 07777));
+        exit(EXIT_USAGE);
+    }
+    close(fd);
+    if (read_file(path, sizeof(sv_token), &b, &e) < 0) {
+        log_error("--token-file: %s", e.msg);
+        exit(EXIT_USAGE);
+    }
+    n = b.len;
+    while (n && (b.data[n - 1] == '\n' || b.data[n - 1] == '\r' || b.data[n - 1] == ' '))
+        n--;
+    for (size_t i = 0; i < n; i++)
+        if (b.data[i] <= ' ' || b.data[i] > '~')
+            n = 0;
+    if (n == 0 || n >= sizeof(sv_token)) {
+        log_error("--token-file %s: expected one token (printable, at most %zu bytes)", path,
+                  sizeof(sv_token) - 1);
+        exit(EXIT_USAGE);
+    }
+    memcpy(sv_token, b.data, n);
+    sv_token[n] = '\0';
+    explicit_bzero(b.data, b.len);
+    buf_fini(&b);
+    (void)prog;
 }
 
 /* Build the plan or exit: 2 for bad input (with the policy loader's
@@ -199,10 +334,13 @@ supervisor_main(int argc, char **argv)
     case 1:
         fputs(supervisor_usage, stdout);
         fputs(sv_opts_help, stdout);
+        fputs(supervisor_gateway_help, stdout);
         free(o.env);
         return 0;
     case 2: free(o.env); return applet_print_version(prog);
     }
+    if (o.token_file)
+        read_token(prog, o.token_file);
     /* Show up as the supervisor in ps and /proc/1/comm, not as "exe". */
     prctl(PR_SET_NAME, "openshell-supervisor", 0, 0, 0);
     plan_or_exit(&o, &p);
@@ -234,6 +372,8 @@ supervisor_main(int argc, char **argv)
         return SB_EXIT_SETUP;
     }
     if (pid == 0) {
+        /* PID 1 and everything it forks never hold the token. */
+        explicit_bzero(sv_token, sizeof(sv_token));
         if (p.userns) {
             char c;
             /* Wait until the parent has written our uid/gid maps. */

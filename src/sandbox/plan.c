@@ -161,13 +161,14 @@ sb_plan_build(const struct sb_opts *o, char *const *host_env, struct sb_plan *p,
     memset(p, 0, sizeof(*p));
     p->tty = o->tty;
     p->timeout_ms = o->timeout_ms;
-    p->argv = o->argv;
+    p->argv = o->idle ? NULL : o->argv;
+    p->idle = o->idle;
     p->outer_uid = geteuid();
     p->outer_gid = getegid();
     p->userns = p->outer_uid != 0;
     buf_copy_fixed(p->name, sizeof(p->name), o->name ? o->name : "openshell");
 
-    if (!o->explain && (!o->argv || !o->argv[0]))
+    if (!o->explain && !o->idle && (!o->argv || !o->argv[0]))
         return err_set(e, EINVAL, "missing command (usage: ... -- CMD [ARGS...])"),
                SB_PLAN_BAD_INPUT;
     if (o->name && !sb_name_valid(o->name))
@@ -200,7 +201,7 @@ sb_plan_build(const struct sb_opts *o, char *const *host_env, struct sb_plan *p,
     /* The egress proxy runs when there is something to allow; its variables
      * come before --env so the user can still override them. */
     p->policy_path = o->policy;
-    p->proxy = o->policy && policy_network_count(p->policy) > 0;
+    p->proxy = o->policy && (o->gateway || policy_network_count(p->policy) > 0);
     p->proxy_args = o->proxy_args;
     p->nproxy_args = o->nproxy_args;
     if (p->proxy) {
