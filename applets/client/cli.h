@@ -10,6 +10,7 @@
  */
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cjson/cJSON.h>
 
@@ -111,6 +112,56 @@ char *cli_ws_path(const struct cli_ctx *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Percent-encode S as one path segment or query value into OUT. */
 void cli_pct_encode(const char *s, struct buf *out);
+
+/* The sandbox a command is about: POS[0] when NPOS is 1, else the last
+ * used sandbox of this gateway and workspace (saying so on stderr). More
+ * than one is a usage error. 0 or CLI_EXIT_* after printing the error. */
+int cli_sandbox_name(struct cli_ctx *c, int npos, char **pos, char *out, size_t size);
+/* ".../sandboxes/NAME" + SUFFIX under the workspace, encoded (heap). */
+char *cli_sb_path(const struct cli_ctx *c, const char *name, const char *suffix);
+/* O's member at PATH ("a.b.c"), or NULL; its string or "". */
+const cJSON *cli_jget(const cJSON *o, const char *path);
+const char *cli_jstr(const cJSON *o, const char *path);
+/* Milliseconds of a monotonic clock. */
+uint64_t cli_now_ms(void);
+/* Sleep MS milliseconds. */
+void cli_sleep_ms(long ms);
+
+/*
+ * A streamed request (logs, exec, file transfer): the response body comes
+ * through ON_DATA as it arrives while cli_stream_run() runs the loop.
+ * A non-2xx answer's body is collected into ERR_BODY instead.
+ */
+struct h2_stream;
+struct cli_stream {
+    struct cli_ctx *c;
+    struct h2_stream *st; /* NULL once closed */
+    int status;           /* 0 until the response headers arrive */
+    bool ended;           /* the peer ended its side */
+    bool closed;
+    uint32_t reset; /* HTTP/2 error code when reset */
+    struct buf err_body;
+    /* Called with response body bytes of a 2xx answer. */
+    void (*on_data)(struct cli_stream *s, const uint8_t *p, size_t n);
+    /* The request body may take more (after h2_stream_write said -EAGAIN). */
+    void (*on_drain)(struct cli_stream *s);
+    /* Status known (any status). */
+    void (*on_response)(struct cli_stream *s);
+    void *arg;
+    bool stop_on_response; /* cli_stream_run() returns once the status is known */
+};
+/* Send METHOD PATH (CTYPE, BODY[LEN]); OPEN_BODY leaves the request body
+ * open. 0 or CLI_EXIT_* after printing the error. */
+int cli_stream_open(struct cli_stream *s, struct cli_ctx *c, const char *method, const char *path,
+                    const char *ctype, const void *body, size_t len, bool open_body);
+/* Run the loop once: until the stream closes, its status is known (with
+ * stop_on_response) or a callback calls loop_stop(). Callers loop on their
+ * own condition and on S->closed. */
+void cli_stream_run(struct cli_stream *s);
+/* After a non-2xx status: report it (the error body's message) and return
+ * the CLI_EXIT_* code. */
+int cli_stream_fail(struct cli_stream *s, const char *hint);
+void cli_stream_fini(struct cli_stream *s);
 
 /* Is a local gateway listening on SOCK (GET /healthz answers 200)? */
 bool cli_socket_healthy(const char *sock);

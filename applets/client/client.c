@@ -26,6 +26,7 @@ static const struct cli_cmd cli_cmds[] = {
     { "gateway", cli_gateway, "start, stop, add and select gateways" },
     { "gw", cli_gateway, "alias of gateway" },
     { "inference", NULL, "configure inference.local model routes" },
+    { "pol", cli_policy, "alias of policy" },
     { "policy", cli_policy, "validate, check and manage sandbox policies" },
     { "provider", NULL, "manage provider credentials" },
     { "run", cli_run, "run a command in a sandbox without a gateway" },

@@ -12,5 +12,8 @@ int cli_gateway(int argc, char **argv);
 int cli_sandbox(int argc, char **argv);
 int cli_status(int argc, char **argv);
 int cli_completion(int argc, char **argv);
+/* policy set|get|list|update (argv[0] is the subcommand): the exit status,
+ * or -1 when argv[0] is none of them. */
+int cli_policy_gw(int argc, char **argv);
 
 #endif

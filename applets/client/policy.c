@@ -5,6 +5,8 @@
  *   check FILE         decide requests: JSON lines on stdin (reference §8
  *                      shape) or one request from flags; one verdict each
  *   default            print the built-in restrictive default policy
+ *
+ * set|get|list|update against the gateway are in policy_gw.c.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -25,6 +27,9 @@ static const char policy_usage[] =
     "                     every error as FILE:LINE:COL: field: message\n"
     "  check FILE         decide requests against FILE (see 'openshell policy check -h')\n"
     "  default            print the built-in default policy\n"
+    "  set|get|list|update [NAME] ...\n"
+    "                     a sandbox's policy on the gateway (see 'openshell policy\n"
+    "                     set --help')\n"
     "\n"
     "Exit status: 0 ok, 1 invalid policy (or a denied request with check flags),\n"
     "2 usage error.\n";
@@ -313,6 +318,11 @@ cli_policy(int argc, char **argv)
     }
     if (!strcmp(argv[1], "validate"))
         return policy_validate(argc - 1, argv + 1);
+    {
+        int rc = cli_policy_gw(argc - 1, argv + 1);
+        if (rc >= 0)
+            return rc;
+    }
     if (!strcmp(argv[1], "check")) {
         optind = 0;
         return policy_check(argc - 1, argv + 1);
