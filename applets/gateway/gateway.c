@@ -405,6 +405,8 @@ on_signal(int signo, void *arg)
         gw->tls_lst = NULL;
     }
     gw_watch_end_all(gw, "gateway shutting down");
+    gw_log_end(gw, NULL, "gateway shutting down");
+    gw_session_end_all(gw);
     h2_server_shutdown(gw->srv);
     if (h2_server_conn_count(gw->srv) == 0) {
         loop_stop(gw->loop);
@@ -646,6 +648,8 @@ gateway_main(int argc, char **argv)
     gw_policy_routes(&gw);
     gw_settings_routes(&gw);
     gw_supervisor_routes(&gw);
+    gw_session_routes(&gw);
+    gw_log_routes(&gw);
     limits.idle_timeout_ms = (uint32_t)o.idle_timeout_s * 1000;
     gw.srv = h2_server_new(loop_base(gw.loop), gw.router, &limits);
     h2_server_set_conn_close_cb(gw.srv, conn_closed, &gw);
@@ -677,6 +681,7 @@ gateway_main(int argc, char **argv)
     if (gw.tls_lst)
         evconnlistener_free(gw.tls_lst);
     h2_server_free(gw.srv);
+    gw_session_fini(&gw);
     h2_router_free(gw.router);
     mbedtls_x509_crt_free(&gw_chain);
     mbedtls_x509_crt_free(&gw_ca);

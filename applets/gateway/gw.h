@@ -22,6 +22,8 @@ struct cJSON;
 struct err;
 
 struct drv;
+struct gw_session;
+struct gw_relay;
 
 struct gw {
     struct loop *loop;
@@ -38,7 +40,10 @@ struct gw {
     bool stopping;
     struct gw_watch *watches;
     unsigned long nwatches;
-    struct drv *drv; /* --compute-driver local; NULL: records only */
+    struct drv *drv;             /* --compute-driver local; NULL: records only */
+    struct gw_session *sessions; /* supervisor sessions (gw_session.c) */
+    struct gw_relay *relays;     /* pending and spliced relays */
+    struct loop_timer *ping_timer;
 };
 
 /* Local callers allowed: root or the gateway's own uid (SO_PEERCRED).
@@ -76,6 +81,33 @@ void gw_supervisor_routes(struct gw *gw);
 /* The sandbox whose token the request bears (*OUT, the caller's), or a
  * 401 answer and -EPERM (another negative errno after an error answer). */
 int gw_sandbox_principal(struct gw *gw, struct h2_stream *st, struct store_obj **out);
+/* Supervisor sessions (gw_session.c): POST /v1/supervisor/session, relays. */
+void gw_session_routes(struct gw *gw);
+/* Send {"type":"config","reason":REASON} on the session of sandbox
+ * SANDBOX_ID (NULL: every session) so the supervisor refetches
+ * /v1/supervisor/config (and /credentials). A no-op without a session. */
+void gw_supervisor_notify(struct gw *gw, const char *sandbox_id, const char *reason);
+/* End every session and relay (shutdown); free the registry (exit). */
+void gw_session_end_all(struct gw *gw);
+void gw_session_fini(struct gw *gw);
+/* status.supervisor of sandbox ID: {"connected","since_ms","pid",...}
+ * (the caller deletes it). */
+struct cJSON *gw_session_status(struct gw *gw, const char *id);
+bool gw_session_connected(struct gw *gw, const char *id);
+/* Sandbox ID is gone: drop its session. */
+void gw_session_forget(struct gw *gw, const char *id);
+/* Apply a supervisor's policy load report for sandbox SANDBOX_ID (as POST
+ * /v1/supervisor/policy-status). 0 or -errno with E. */
+int gw_policy_status_apply(struct gw *gw, const char *sandbox_id, long long version,
+                           const char *status, const char *load_error, const char *source,
+                           struct err *e);
+/* Sandbox logs (gw_log.c): append a batch of supervisor lines (a JSON
+ * array), the GET .../logs route, end the followers of ID (NULL: all). */
+void gw_log_append(struct gw *gw, const char *id, const struct cJSON *lines);
+void gw_log_routes(struct gw *gw);
+void gw_log_end(struct gw *gw, const char *id, const char *why);
+/* STATE_DIR/sandboxes/ID, created 0700 when missing; the caller frees. */
+char *gw_sandbox_dir(struct gw *gw, const char *id);
 /* End every watch stream (shutdown). */
 void gw_watch_end_all(struct gw *gw, const char *why);
 

@@ -244,6 +244,7 @@ h_put_policy(struct h2_stream *st, struct h2_req *req, void *arg)
     api_respond_json(st, 200, resp, sb->resource_version);
     if (strcmp(sb->type, SB_TYPE) == 0)
         gw_watch_notify(gw, sb->id, sb);
+    gw_supervisor_notify(gw, strcmp(sb->type, SB_TYPE) == 0 ? sb->id : NULL, "policy");
     goto out;
 fail:
     api_respond_err(st, rc, &e);

@@ -296,6 +296,10 @@ sandbox_json(const struct store_obj *o)
     if (!item)
         item = cJSON_CreateObject();
     overlay_phase(o, item);
+    if (sb_gw && strcmp(o->type, SB_TYPE) == 0) {
+        cJSON_DeleteItemFromObjectCaseSensitive(item, "supervisor");
+        cJSON_AddItemToObject(item, "supervisor", gw_session_status(sb_gw, o->id));
+    }
     cJSON_AddItemToObject(j, "status", item);
     cJSON_Delete(payload);
     return j;
@@ -798,6 +802,8 @@ h_delete(struct h2_stream *st, struct h2_req *req, void *arg)
                o->id, NULL);
         h2_stream_respond(st, 200, "application/json", NULL, 0, "{\"deleted\":true}\n", 17);
         gw_watch_notify(gw, o->id, NULL);
+        gw_session_forget(gw, o->id);
+        gw_log_end(gw, o->id, "sandbox deleted");
     }
     store_obj_free(o);
 }

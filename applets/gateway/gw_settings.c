@@ -176,6 +176,7 @@ write_setting(struct gw *gw, struct h2_stream *st, struct store_obj *o, const ch
     cJSON_Delete(resp);
     if (notify)
         gw_watch_notify(gw, o->id, o);
+    gw_supervisor_notify(gw, strcmp(o->type, GS_TYPE) == 0 ? NULL : o->id, "settings");
 }
 
 static void

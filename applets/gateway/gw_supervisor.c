@@ -283,6 +283,31 @@ out:
     store_obj_free(g);
 }
 
+int
+gw_policy_status_apply(struct gw *gw, const char *sandbox_id, long long version, const char *status,
+                       const char *load_error, const char *source, struct err *e)
+{
+    struct store_obj *g = NULL;
+    int rc;
+
+    if (version < 1)
+        return err_set(e, EINVAL, "version: expected a revision number");
+    if (strcmp(status, "loaded") != 0 && strcmp(status, "failed") != 0)
+        return err_set(e, EINVAL, "status: expected loaded or failed");
+    if (strcmp(source, "sandbox") != 0 && strcmp(source, "global") != 0)
+        return err_set(e, EINVAL, "source: expected sandbox or global");
+    if (strcmp(source, "global") == 0 && (rc = gw_settings_global(gw, &g, e)) < 0)
+        return rc;
+    /* The sandbox id comes from the token, never from the request. */
+    rc = store_set_revision_status(gw->store, "sandbox_policy", g ? g->id : sandbox_id,
+                                   (int64_t)version, status, load_error, e);
+    store_obj_free(g);
+    if (rc == 0)
+        log_kv(LOG_LVL_INFO, "policy status", "sandbox_id", sandbox_id, "source", source, "status",
+               status, "load_error", load_error, NULL);
+    return rc;
+}
+
 /* POST /v1/supervisor/policy-status {"version", "status": "loaded"|"failed",
  * "source"?: "sandbox"|"global"}. */
 static void
@@ -290,7 +315,7 @@ h_policy_status(struct h2_stream *st, struct h2_req *req, void *arg)
 {
     static const char *const keys[] = { "version", "status", "load_error", "source", NULL };
     struct gw *gw = arg;
-    struct store_obj *sb = NULL, *g = NULL;
+    struct store_obj *sb = NULL;
     const char *status = NULL, *source = "sandbox", *lerr = NULL;
     const cJSON *ver;
     cJSON *body = NULL;
@@ -312,22 +337,8 @@ h_policy_status(struct h2_stream *st, struct h2_req *req, void *arg)
         rc = err_set(&e, EINVAL, "version: expected a revision number");
         goto fail;
     }
-    if (strcmp(status, "loaded") != 0 && strcmp(status, "failed") != 0) {
-        rc = err_set(&e, EINVAL, "status: expected loaded or failed");
+    if ((rc = gw_policy_status_apply(gw, sb->id, ver->valueint, status, lerr, source, &e)) < 0)
         goto fail;
-    }
-    if (strcmp(source, "sandbox") != 0 && strcmp(source, "global") != 0) {
-        rc = err_set(&e, EINVAL, "source: expected sandbox or global");
-        goto fail;
-    }
-    if (strcmp(source, "global") == 0 && (rc = gw_settings_global(gw, &g, &e)) < 0)
-        goto fail;
-    /* The sandbox id comes from the token, never from the request. */
-    if ((rc = store_set_revision_status(gw->store, "sandbox_policy", g ? g->id : sb->id,
-                                        (int64_t)ver->valueint, status, lerr, &e)) < 0)
-        goto fail;
-    log_kv(LOG_LVL_INFO, "policy status", "sandbox", sb->name, "source", source, "status", status,
-           "load_error", lerr, NULL);
     h2_stream_respond(st, 200, "application/json", NULL, 0, "{\"ok\":true}\n", 12);
     goto out;
 fail:
@@ -335,7 +346,6 @@ fail:
 out:
     cJSON_Delete(body);
     store_obj_free(sb);
-    store_obj_free(g);
 }
 
 void
