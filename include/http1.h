@@ -138,5 +138,16 @@ long http1_body_feed(struct http1_body *b, const char *p, size_t n, struct buf *
  * -EBADMSG (a truncated body). */
 int http1_body_eof(struct http1_body *b, const char **why);
 void http1_body_free(struct http1_body *b);
+/* From now on OUT receives the decoded data (chunk framing removed) and
+ * nothing else. */
+void http1_body_set_decode(struct http1_body *b);
+/* FN sees every piece of decoded body data before it is passed on; a
+ * non-zero return fails the feed (-EBADMSG) and http1_body_tapped() turns
+ * true. */
+typedef int (*http1_tap_fn)(void *arg, const char *p, size_t n);
+void http1_body_set_tap(struct http1_body *b, http1_tap_fn fn, void *arg);
+bool http1_body_tapped(const struct http1_body *b);
+/* Chunk headers parsed so far (the terminating one included). */
+unsigned http1_body_chunks(const struct http1_body *b);
 
 #endif

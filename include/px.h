@@ -18,6 +18,10 @@
  *              another authority is refused (domain fronting)
  *   answers    denials are the reference's status codes and JSON bodies;
  *              one `decision` log record (log_kv) per decision
+ *   credentials placeholders in allowed requests replaced right before the
+ *              upstream write (px_cred.h, doc/providers.md)
+ *   inference  CONNECT inference.local:443 served by the proxy itself
+ *              (px_infer.c), before any policy
  *
  * Per-connection failures close that connection, never the process. Every
  * phase has a timeout and every buffer a bound (back-pressure between the
@@ -38,6 +42,7 @@ struct policy;
 struct ca;
 struct px_ident;
 struct px_server;
+struct px_creds;
 
 struct px_opts {
     const char *upstream_ca; /* trust bundle for upstream TLS (NULL: system) */
@@ -60,6 +65,7 @@ struct px_opts {
     unsigned response_timeout_s; /* upstream response head (default 60) */
     unsigned idle_timeout_s;     /* idle tunnels and kept-alive connections (default 300) */
     unsigned max_conns;          /* concurrent client connections (default 8192) */
+    unsigned infer_idle_s;       /* inference.local: silence allowed in a stream (default 120) */
     const char *sandbox;         /* sandbox name for the decision log, or NULL */
 };
 
@@ -81,6 +87,11 @@ unsigned px_server_port(const struct px_server *s);
 /* Install a new policy generation (a reference is taken). Connections
  * decided under an older one are closed, as in the reference. */
 void px_server_set_policy(struct px_server *s, struct policy *p);
+
+/* Install a credentials document (px_cred.h; a reference is taken, NULL
+ * removes it). Requests already started keep the one they began with;
+ * the next request on any connection uses the new one. */
+void px_server_set_credentials(struct px_server *s, struct px_creds *c);
 
 /* Live client connections. */
 unsigned px_server_conns(const struct px_server *s);

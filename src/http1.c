@@ -562,7 +562,12 @@ http1_response_header(const struct http1_response *r, const char *name)
 struct http1_body {
     http_parser parser;
     bool reframe; /* request chunked: re-emit decoded data as fresh chunks */
+    bool decode;  /* OUT gets the decoded data only */
     bool done;
+    unsigned chunks; /* chunk headers seen */
+    http1_tap_fn tap;
+    void *tap_arg;
+    bool tapped;     /* the tap refused the data */
     struct buf *out; /* during a feed */
 };
 
@@ -571,7 +576,14 @@ http1_on_body(http_parser *p, const char *at, size_t len)
 {
     struct http1_body *b = p->data;
 
-    if (b->reframe) {
+    if (b->tap && b->tap(b->tap_arg, at, len) != 0) {
+        b->tapped = true;
+        return -1;
+    }
+    if (b->decode) {
+        if (b->out)
+            buf_append(b->out, at, len);
+    } else if (b->reframe) {
         BUG_ON(!b->out); /* a re-framed body needs somewhere to go */
         buf_printf(b->out, "%zx\r\n", len);
         buf_append(b->out, at, len);
@@ -586,14 +598,24 @@ http1_on_complete(http_parser *p)
     struct http1_body *b = p->data;
 
     b->done = true;
-    if (b->reframe && b->out)
+    if (b->reframe && !b->decode && b->out)
         buf_puts(b->out, "0\r\n\r\n");
     http_parser_pause(p, 1);
     return 0;
 }
 
+static int
+http1_on_chunk_header(http_parser *p)
+{
+    struct http1_body *b = p->data;
+
+    b->chunks++;
+    return 0;
+}
+
 static const http_parser_settings http1_body_settings = {
     .on_body = http1_on_body,
+    .on_chunk_header = http1_on_chunk_header,
     .on_message_complete = http1_on_complete,
 };
 
@@ -670,10 +692,11 @@ http1_body_feed(struct http1_body *b, const char *p, size_t n, struct buf *out, 
     used = http_parser_execute(&b->parser, &http1_body_settings, p, n);
     b->out = NULL;
     if (HTTP_PARSER_ERRNO(&b->parser) != HPE_OK && HTTP_PARSER_ERRNO(&b->parser) != HPE_PAUSED) {
-        *why = http_errno_description(HTTP_PARSER_ERRNO(&b->parser));
+        *why = b->tapped ? "refused by the body check"
+                         : http_errno_description(HTTP_PARSER_ERRNO(&b->parser));
         return -EBADMSG;
     }
-    if (!b->reframe && out)
+    if (!b->reframe && !b->decode && out)
         buf_append(out, p, used);
     *done = b->done;
     return (long)used;
@@ -689,6 +712,31 @@ http1_body_eof(struct http1_body *b, const char **why)
         return 0;
     *why = "connection closed inside a message body";
     return -EBADMSG;
+}
+
+void
+http1_body_set_decode(struct http1_body *b)
+{
+    b->decode = true;
+}
+
+void
+http1_body_set_tap(struct http1_body *b, http1_tap_fn fn, void *arg)
+{
+    b->tap = fn;
+    b->tap_arg = arg;
+}
+
+bool
+http1_body_tapped(const struct http1_body *b)
+{
+    return b && b->tapped;
+}
+
+unsigned
+http1_body_chunks(const struct http1_body *b)
+{
+    return b ? b->chunks : 0;
 }
 
 void

@@ -78,8 +78,9 @@ px_wake(struct px_conn *c)
 static const char *
 px_state_name(enum px_state s)
 {
-    static const char *const names[] = { "head",    "resolve", "connecting", "sniff",   "handshake",
-                                         "request", "relay",   "closing",    "identity" };
+    static const char *const names[] = { "head",      "resolve",  "connecting", "sniff",
+                                         "handshake", "request",  "relay",      "closing",
+                                         "identity",  "inference" };
 
     return names[s];
 }
@@ -120,16 +121,18 @@ px_log_decision(struct px_conn *c, const char *action, const char *stage, const 
     buf_fini(&anc);
 }
 
-/* Copy the path part of TARGET (no query) for logs. */
+/* Copy the path part of TARGET (no query) for logs, every credential
+ * placeholder replaced by [CREDENTIAL]. */
 void
 px_log_path(char *out, size_t size, const char *target)
 {
     size_t n = strcspn(target, "?");
+    char *tmp = xmalloc(n + 1);
 
-    if (n >= size)
-        n = size - 1;
-    memcpy(out, target, n);
-    out[n] = '\0';
+    memcpy(tmp, target, n);
+    tmp[n] = '\0';
+    px_cred_redact(tmp, out, size);
+    free(tmp);
 }
 
 void
@@ -148,6 +151,9 @@ px_exchange_reset(struct px_conn *c)
     c->req_body = c->resp_body = NULL;
     c->have_req = c->have_resp = c->req_body_done = false;
     buf_reset(&c->pending);
+    px_creds_unref(c->creds);
+    c->creds = NULL;
+    memset(&c->scan, 0, sizeof(c->scan));
 }
 
 static void
@@ -176,6 +182,7 @@ px_conn_free(struct px_conn *c)
     if (c->up)
         bufferevent_free(c->up);
     ca_leaf_put(c->leaf);
+    px_infer_free(c);
     px_exchange_reset(c);
     buf_fini(&c->pending);
     policy_unref(c->pol);
@@ -335,6 +342,7 @@ px_timer_cb(evutil_socket_t fd, short what, void *arg)
         px_conn_kill(c);
         return;
     }
+    case PX_INFER: px_infer_timer(c); return;
     case PX_CLOSING:
         if (px_cli_pending(c) == 0 || px_now(c) - c->closing_since_ms > 5000) {
             px_conn_kill(c);
@@ -538,6 +546,7 @@ px_process_input(struct px_conn *c)
     switch (c->state) {
     case PX_HEAD: px_read_head(c); break;
     case PX_SNIFF: px_sniff(c); break;
+    case PX_INFER: px_infer_input(c); break;
     case PX_REQ:
         if (!c->have_req)
             px_read_head(c);
@@ -587,6 +596,13 @@ px_cli_write(struct bufferevent *bev, void *arg)
         if (c->dead || c->up_eof)
             return;
     }
+    if (c->infer) {
+        if (c->up && c->state == PX_INFER) {
+            px_resume(c->up, c->up_tls != NULL);
+            px_infer_up_read(c);
+        }
+        return;
+    }
     /* The client drained: the upstream may be read again. */
     if (c->up && (c->state == PX_RAW || (c->state == PX_REQ && c->have_req))) {
         px_resume(c->up, c->up_tls != NULL);
@@ -632,6 +648,10 @@ px_up_read(struct bufferevent *bev, void *arg)
     (void)bev;
     if (c->dead)
         return;
+    if (c->infer) {
+        px_infer_up_read(c);
+        return;
+    }
     if (c->state == PX_RAW)
         px_copy(c, c->up, c->cli, &c->bytes_down);
     else if (c->state == PX_REQ && c->have_req)
@@ -652,6 +672,10 @@ px_up_write(struct bufferevent *bev, void *arg)
     if (c->state == PX_CLOSING) {
         if (px_cli_pending(c) == 0)
             px_conn_kill(c);
+        return;
+    }
+    if (c->infer) {
+        px_infer_up_write(c);
         return;
     }
     if (c->state == PX_RAW && c->splice_pending) {
@@ -678,6 +702,10 @@ px_up_event(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     if (c->dead)
         return;
+    if (c->infer) {
+        px_infer_up_event(c, what);
+        return;
+    }
     if (what & BEV_EVENT_CONNECTED) {
         if (c->state == PX_CONNECTING)
             px_upstream_connected(c);
@@ -996,6 +1024,8 @@ px_server_new(struct loop *loop, struct policy *policy, struct ca *ca, const str
         s->o.idle_timeout_s = 300;
     if (!s->o.max_conns)
         s->o.max_conns = 8192;
+    if (!s->o.infer_idle_s)
+        s->o.infer_idle_s = 120;
     s->policy = policy_ref(policy);
     s->ca = ca;
     /* Pipes for spliced tunnels may use up to a third of the descriptors;
@@ -1078,6 +1108,14 @@ px_upstream_ctx(struct px_server *s, struct err *e)
 }
 
 void
+px_server_set_credentials(struct px_server *s, struct px_creds *c)
+{
+    px_creds_ref(c);
+    px_creds_unref(s->creds);
+    s->creds = c;
+}
+
+void
 px_server_set_policy(struct px_server *s, struct policy *p)
 {
     struct policy *old = s->policy;
@@ -1111,6 +1149,7 @@ px_server_free(struct px_server *s)
         evdns_base_free(s->dns, 1);
     tls_client_ctx_free(s->upstream);
     policy_unref(s->policy);
+    px_creds_unref(s->creds);
     free(s->map);
     free(s);
 }

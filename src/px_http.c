@@ -15,7 +15,7 @@ static void px_reply_l7_deny(struct px_conn *c, const char *method, const char *
 static bool px_decide_l4(struct px_conn *c, const char *method, const char *target);
 static bool px_decide_l7(struct px_conn *c, const char *method, const char *target,
                          struct buf *canon);
-static void px_build_request(struct px_conn *c, const char *path, bool close_upstream,
+static bool px_build_request(struct px_conn *c, const char *path, bool close_upstream,
                              struct buf *out);
 static long px_body_move(struct http1_body *b, bool reframe, struct evbuffer *src,
                          struct bufferevent *dst, uint64_t *count, bool *done, const char **why);
@@ -51,6 +51,13 @@ px_reply(struct px_conn *c, int status, const char *reason_phrase, const char *t
     c->resp_started = true;
     c->keep_alive = false;
     px_conn_close(c);
+}
+
+void
+px_reply_body(struct px_conn *c, int status, const char *phrase, const char *type,
+              const char *extra, const struct buf *body)
+{
+    px_reply(c, status, phrase, type, extra, body);
 }
 
 /* {"error":ERROR,"detail":DETAIL[,"reason":REASON]} */
@@ -271,15 +278,56 @@ px_decide_l7(struct px_conn *c, const char *method, const char *target, struct b
     return ok;
 }
 
-/* Build the head we send upstream for the parsed request: origin-form
- * target PATH, hop-by-hop headers dropped, Host regenerated. */
+/* The request cannot carry its credentials: answer as the reference does
+ * (never naming the key or the value). */
 static void
+px_cred_fail(struct px_conn *c, enum px_cred_status st, const char *why)
+{
+    px_log_decision(c, "deny", "credentials", c->method, c->path, why);
+    switch (st) {
+    case PX_CRED_MISMATCH:
+        px_reply_json(c, 403, "Forbidden", "credential_endpoint_mismatch", why, NULL);
+        break;
+    case PX_CRED_BAD_SYNTAX:
+        px_reply_json(c, 400, "Bad Request", "invalid_credential_placeholder", why, NULL);
+        break;
+    default:
+        px_reply_json(c, 500, "Internal Server Error",
+                      c->tunnel ? "credential_unavailable" : "credential_injection_failed", why,
+                      NULL);
+        break;
+    }
+}
+
+/* The request body is checked for placeholders as it streams (a body is
+ * never rewritten): a marker, even split across reads or percent-encoded,
+ * stops the request before it is complete upstream. */
+static int
+px_body_tap(void *arg, const char *p, size_t n)
+{
+    struct px_conn *c = arg;
+
+    return px_cred_scan_feed(&c->scan, p, n) ? -1 : 0;
+}
+
+/* Build the head we send upstream for the parsed request: origin-form
+ * target PATH, hop-by-hop headers dropped, Host regenerated, credential
+ * placeholders resolved for this destination (the last step before the
+ * upstream write). Returns false when the request must not go upstream
+ * (answered). */
+static bool
 px_build_request(struct px_conn *c, const char *path, bool close_upstream, struct buf *out)
 {
     const struct http1_request *r = c->req;
     bool default_port = (c->terminated && c->port == 443) || (!c->terminated && c->port == 80);
+    struct px_cred_ctx x = { .creds = c->creds, .host = c->host, .port = c->port };
+    struct buf target = BUF_INIT;
+    enum px_cred_status st;
 
-    buf_printf(out, "%s %s HTTP/1.1\r\n", r->method, path);
+    st = px_cred_target(&x, path, &target);
+    if (st != PX_CRED_OK)
+        goto fail;
+    buf_printf(out, "%s %s HTTP/1.1\r\n", r->method, buf_cstr(&target));
     if (strchr(c->host, ':'))
         buf_printf(out, "Host: [%s]", c->host);
     else
@@ -292,7 +340,10 @@ px_build_request(struct px_conn *c, const char *path, bool close_upstream, struc
 
         if (strcasecmp(n, "host") == 0 || http1_request_hop_header(r, n))
             continue;
-        buf_printf(out, "%s: %s\r\n", n, r->headers[i].value);
+        buf_printf(out, "%s: ", n);
+        if ((st = px_cred_header(&x, n, r->headers[i].value, out)) != PX_CRED_OK)
+            goto fail;
+        buf_puts(out, "\r\n");
     }
     if (r->chunked)
         buf_puts(out, "Transfer-Encoding: chunked\r\n");
@@ -305,6 +356,27 @@ px_build_request(struct px_conn *c, const char *path, bool close_upstream, struc
     else if (close_upstream)
         buf_puts(out, "Connection: close\r\n");
     buf_puts(out, "\r\n");
+    /* Fail closed: no marker may remain anywhere in what goes upstream. */
+    if (px_cred_marker(out->data, out->len)) {
+        st = PX_CRED_UNAVAILABLE;
+        buf_copy_fixed(x.why, sizeof(x.why), "credential placeholder left in the request");
+        goto fail;
+    }
+    if (x.injected)
+        log_debug("conn %llu: %u credential placeholder(s) resolved for %s:%u",
+                  (unsigned long long)c->id, x.injected, c->host, c->port);
+    buf_fini(&target);
+    if (c->req_body && px_creds_count(c->creds))
+        http1_body_set_tap(c->req_body, px_body_tap, c);
+    return true;
+fail:
+    /* OUT may hold resolved secrets: wipe it before it is released. */
+    if (out->data)
+        explicit_bzero(out->data, out->len);
+    buf_reset(out);
+    buf_fini(&target);
+    px_cred_fail(c, st, x.why);
+    return false;
 }
 
 /* Forward request body bytes from the client to the upstream. */
@@ -361,6 +433,15 @@ px_pump_request_body(struct px_conn *c)
     while (!c->req_body_done) {
         used = px_body_move(c->req_body, c->req->chunked, in, c->up, &c->bytes_up, &done, &why);
         if (used < 0) {
+            if (http1_body_tapped(c->req_body)) {
+                px_log_decision(c, "deny", "credentials", c->method, c->path,
+                                "credential placeholder in the request body");
+                px_reply_json(c, 403, "Forbidden", "credential_in_body",
+                              "a credential placeholder in the request body is not resolved "
+                              "(request_body_credential_rewrite is not supported)",
+                              NULL);
+                return;
+            }
             px_log_decision(c, "deny", "framing", c->method, c->path, why);
             px_reply_empty(c, 400, "Bad Request");
             return;
@@ -582,13 +663,21 @@ px_tunnel_request(struct px_conn *c)
         buf_puts(&canon, r->form == HTTP1_FORM_ABSOLUTE ? r->path : r->target);
     }
     c->keep_alive = r->keep_alive;
-    px_build_request(c, buf_cstr(&canon), !r->keep_alive && !r->websocket, &head);
-    bufferevent_write(c->up, head.data, head.len);
-    c->bytes_up += head.len;
-    buf_fini(&head);
-    buf_fini(&canon);
+    /* One credentials revision for the whole request. */
+    px_creds_unref(c->creds);
+    c->creds = px_creds_ref(c->srv->creds);
     c->req_body = http1_body_request(r);
     c->req_body_done = false;
+    if (!px_build_request(c, buf_cstr(&canon), !r->keep_alive && !r->websocket, &head)) {
+        buf_fini(&head);
+        buf_fini(&canon);
+        return;
+    }
+    bufferevent_write(c->up, head.data, head.len);
+    c->bytes_up += head.len;
+    explicit_bzero(head.data, head.len);
+    buf_fini(&head);
+    buf_fini(&canon);
     bufferevent_enable(c->up, EV_READ);
     px_timer(c, c->srv->o.response_timeout_s);
     px_pump_request_body(c);
@@ -654,11 +743,16 @@ px_forward_request(struct px_conn *c)
     }
     c->keep_alive = r->keep_alive;
     buf_reset(&c->pending);
-    /* One request per upstream connection, unless it upgrades. */
-    px_build_request(c, buf_cstr(&canon), !r->websocket, &c->pending);
-    buf_fini(&canon);
+    px_creds_unref(c->creds);
+    c->creds = px_creds_ref(c->srv->creds);
     c->req_body = http1_body_request(r);
     c->req_body_done = false;
+    /* One request per upstream connection, unless it upgrades. */
+    if (!px_build_request(c, buf_cstr(&canon), !r->websocket, &c->pending)) {
+        buf_fini(&canon);
+        return;
+    }
+    buf_fini(&canon);
     /* The body waits in the client's input until the upstream is dialed. */
     px_resolve(c);
 }
@@ -672,8 +766,24 @@ px_connect_request(struct px_conn *c)
     buf_copy_fixed(c->host, sizeof(c->host), r->host);
     c->port = r->port;
     buf_copy_fixed(c->method, sizeof(c->method), "CONNECT");
+    /* inference.local is the proxy's own: before policy and identity. */
+    if (c->port == 443 && strcmp(c->host, "inference.local") == 0) {
+        px_infer_start(c);
+        return;
+    }
     if (!px_decide_l4(c, "CONNECT", NULL))
         return;
+    if (c->tls_skip && px_creds_bound_to(c->srv->creds, c->host, c->port)) {
+        char detail[400];
+
+        buf_fmt_fixed(detail, sizeof(detail),
+                      "CONNECT %s:%u: a credential is bound to this endpoint but tls: skip "
+                      "leaves its traffic uninspected",
+                      c->host, c->port);
+        px_log_decision(c, "deny", "connect", "CONNECT", NULL, detail);
+        px_reply_json(c, 403, "Forbidden", "uninspected_credentials", detail, NULL);
+        return;
+    }
     if (!c->tls_skip && !c->srv->ca) {
         px_log_decision(c, "deny", "connect", "CONNECT", NULL, "no CA for TLS termination");
         px_reply_json(c, 503, "Service Unavailable", "tls_termination_unavailable",
@@ -766,6 +876,40 @@ px_sniff(struct px_conn *c)
     if (n == 0)
         return;
     p = evbuffer_pullup(in, (ev_ssize_t)(n < 24 ? n : 24));
+    if (c->infer) {
+        enum tls_sniff k = tls_sniff(p, n < 24 ? n : 24);
+
+        if (k == TLS_SNIFF_NEED_MORE)
+            return;
+        if (k != TLS_SNIFF_TLS) {
+            /* inference.local is HTTPS only. */
+            px_log_decision(c, "deny", "tls", NULL, NULL, "inference.local needs TLS");
+            px_conn_kill(c);
+            return;
+        }
+        c->leaf = ca_leaf_get(c->srv->ca, c->host, &e);
+        if (!c->leaf) {
+            px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
+            px_conn_kill(c);
+            return;
+        }
+        so.chain = ca_leaf_chain(c->leaf);
+        so.key = ca_leaf_key(c->leaf);
+        so.expect_sni = c->host;
+        c->state = PX_HANDSHAKE;
+        c->terminated = true;
+        c->cli = tls_wrap_server(c->cli, &so, &c->cli_tls, &e);
+        if (!c->cli) {
+            px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
+            px_conn_kill(c);
+            return;
+        }
+        bufferevent_setcb(c->cli, px_cli_read, px_cli_write, px_cli_event, c);
+        bufferevent_setwatermark(c->cli, EV_WRITE, PX_HIGH / 2, 0);
+        bufferevent_setwatermark(c->cli, EV_READ, 0, PX_HIGH);
+        px_timer(c, c->srv->o.tls_timeout_s);
+        return;
+    }
     switch (tls_sniff(p, n < 24 ? n : 24)) {
     case TLS_SNIFF_NEED_MORE: return;
     case TLS_SNIFF_HTTP1:
@@ -830,6 +974,13 @@ px_handshake_step(struct px_conn *c)
 {
     if (c->state != PX_HANDSHAKE || !tls_conn_established(c->cli_tls))
         return;
+    if (c->infer) {
+        c->state = PX_INFER;
+        px_touch(c);
+        px_timer(c, c->srv->o.idle_timeout_s);
+        px_infer_input(c);
+        return;
+    }
     if (c->up_failed) {
         /* The client's session is up: it can be told why, in HTTP. */
         px_reply_json(c, 502, "Bad Gateway", "upstream_tls_failed", c->up_error, NULL);

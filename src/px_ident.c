@@ -30,6 +30,7 @@
 #include "log.h"
 #include "xfuncs.h"
 
+#define PX_IDENT_CTL_MAX (2 * 1024 * 1024)     /* one control line (a credentials document) */
 #define PX_IDENT_TABLE_MAX (16u * 1024 * 1024) /* a tcp table larger than this is refused */
 
 /* What identifies one image of a file without reading it. */
@@ -72,8 +73,10 @@ struct px_ident {
     pid_t self;
     struct px_pin *pins;
     size_t npins, cap;
-    char ctl[64]; /* partial control line */
-    size_t nctl;
+    struct buf ctl; /* partial control lines (bounded by PX_IDENT_CTL_MAX) */
+    bool ctl_skip;  /* dropping the rest of an overlong line */
+    void (*ctl_fn)(void *arg, const char *line, size_t n);
+    void *ctl_arg;
     /* hashing worker: TODO and DONE are shared under MU; BUSY (paths in
      * flight) belongs to the loop thread */
     pthread_t thr;
@@ -119,6 +122,7 @@ px_ident_free(struct px_ident *id)
 {
     if (!id)
         return;
+    buf_fini(&id->ctl);
     if (id->thr_started) {
         pthread_mutex_lock(&id->mu);
         id->stop = true;
@@ -265,43 +269,72 @@ px_ident_pinned(const struct px_ident *id)
     return n;
 }
 
-/* Take complete "agent PID" lines out of the control buffer. */
+/* One control line: "agent PID", or a JSON object for the handler. */
+static void
+px_ident_ctl_line(struct px_ident *id, char *line, size_t n)
+{
+    long v;
+    char *end;
+
+    if (n && line[0] == '{') {
+        if (id->ctl_fn)
+            id->ctl_fn(id->ctl_arg, line, n);
+        else
+            log_warnx("control channel: a JSON message and nobody to take it");
+        return;
+    }
+    if (strncmp(line, "agent ", 6) != 0) {
+        log_warnx("control channel: unknown message '%.32s'", line);
+        return;
+    }
+    errno = 0;
+    v = strtol(line + 6, &end, 10);
+    if (errno || *end || v <= 1 || v > INT_MAX) {
+        log_warnx("control channel: bad agent pid '%.32s'", line + 6);
+        return;
+    }
+    id->anchor = (pid_t)v;
+    log_debug("caller identity anchored at pid %ld", v);
+}
+
+/* Take complete lines out of the control buffer. */
 static void
 px_ident_ctl_lines(struct px_ident *id)
 {
+    size_t start = 0;
     char *nl;
 
-    while ((nl = memchr(id->ctl, '\n', id->nctl))) {
-        size_t n = (size_t)(nl - id->ctl);
-        char line[64];
-        long v;
-        char *end;
+    while ((nl = memchr(id->ctl.data + start, '\n', id->ctl.len - start))) {
+        size_t n = (size_t)(nl - (id->ctl.data + start));
 
-        memcpy(line, id->ctl, n);
-        line[n] = '\0';
-        memmove(id->ctl, nl + 1, id->nctl - n - 1);
-        id->nctl -= n + 1;
-        if (strncmp(line, "agent ", 6) != 0) {
-            log_warnx("control channel: unknown message '%.32s'", line);
-            continue;
-        }
-        errno = 0;
-        v = strtol(line + 6, &end, 10);
-        if (errno || *end || v <= 1 || v > INT_MAX) {
-            log_warnx("control channel: bad agent pid '%.32s'", line + 6);
-            continue;
-        }
-        id->anchor = (pid_t)v;
-        log_debug("caller identity anchored at pid %ld", v);
+        *nl = '\0';
+        if (id->ctl_skip)
+            id->ctl_skip = false;
+        else
+            px_ident_ctl_line(id, id->ctl.data + start, n);
+        start += n + 1;
     }
-    if (id->nctl == sizeof(id->ctl))
-        id->nctl = 0; /* an overlong line: drop it */
+    buf_consume(&id->ctl, start);
+    if (id->ctl.len >= PX_IDENT_CTL_MAX) {
+        log_warnx("control channel: a line over %d bytes, dropped", PX_IDENT_CTL_MAX);
+        buf_reset(&id->ctl);
+        id->ctl_skip = true;
+    }
+}
+
+void
+px_ident_set_control_handler(struct px_ident *id, void (*fn)(void *arg, const char *line, size_t n),
+                             void *arg)
+{
+    id->ctl_fn = fn;
+    id->ctl_arg = arg;
 }
 
 int
 px_ident_read_control(struct px_ident *id, int fd, int timeout_ms)
 {
     struct pollfd pf = { fd, POLLIN, 0 };
+    char chunk[65536];
     ssize_t n;
 
     if (timeout_ms > 0 && !id->anchor && poll(&pf, 1, timeout_ms) <= 0)
@@ -310,7 +343,7 @@ px_ident_read_control(struct px_ident *id, int fd, int timeout_ms)
         pf.revents = 0;
         if (poll(&pf, 1, 0) <= 0)
             break;
-        n = read(fd, id->ctl + id->nctl, sizeof(id->ctl) - id->nctl);
+        n = read(fd, chunk, sizeof(chunk));
         if (n == 0)
             return -EPIPE;
         if (n < 0) {
@@ -320,7 +353,7 @@ px_ident_read_control(struct px_ident *id, int fd, int timeout_ms)
                 break;
             return -errno;
         }
-        id->nctl += (size_t)n;
+        buf_append(&id->ctl, chunk, (size_t)n);
         px_ident_ctl_lines(id);
     }
     return id->anchor ? 1 : 0;

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "loop.h"
 #include "policy.h"
+#include "px_cred.h"
 #include "px_ident.h"
 #include "tls.h"
 #include "xfuncs.h"
@@ -54,6 +55,7 @@ enum px_state {
     PX_RAW,
     PX_CLOSING,
     PX_IDENT, /* waiting for a binary's hash (px_ident worker) */
+    PX_INFER, /* inference.local: requests inside the terminated tunnel (px_infer.c) */
 };
 
 struct px_map {
@@ -94,6 +96,7 @@ struct px_server {
     struct event_base *base;
     struct evdns_base *dns;
     struct policy *policy;
+    struct px_creds *creds; /* the credentials document in force, or NULL */
     struct ca *ca;
     struct tls_client_ctx *upstream;
     struct px_opts o;
@@ -172,6 +175,14 @@ struct px_conn {
     char path[512]; /* for logs: path without query */
     unsigned nreq;
 
+    /* Credentials: the document this request is served under. */
+    struct px_creds *creds;
+    struct px_cred_scan scan; /* the request body is checked for placeholders */
+
+    /* inference.local (px_infer.c) */
+    bool infer;
+    struct px_infer *inf;
+
     uint64_t bytes_up, bytes_down;
     uint64_t start_ms;
 };
@@ -205,10 +216,21 @@ void px_pump_request_body(struct px_conn *c);
 void px_pump_response(struct px_conn *c);
 void px_read_head(struct px_conn *c);
 void px_dispatch_request(struct px_conn *c);
+void px_reply_body(struct px_conn *c, int status, const char *phrase, const char *type,
+                   const char *extra, const struct buf *body);
 void px_reply_json(struct px_conn *c, int status, const char *phrase, const char *error,
                    const char *detail, const char *reason);
 void px_request_init(struct px_conn *c, struct policy_request *pr, enum policy_transport t);
 void px_sniff(struct px_conn *c);
+
+/* px_infer.c */
+void px_infer_start(struct px_conn *c); /* CONNECT inference.local:443 */
+void px_infer_input(struct px_conn *c); /* client bytes (state PX_INFER) */
+void px_infer_up_read(struct px_conn *c);
+void px_infer_up_event(struct px_conn *c, short what);
+void px_infer_up_write(struct px_conn *c);
+void px_infer_timer(struct px_conn *c);
+void px_infer_free(struct px_conn *c);
 
 /* px_relay.c */
 size_t px_cli_pending(struct px_conn *c);

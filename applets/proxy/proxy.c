@@ -19,6 +19,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <event2/event.h>
 
 #include "../applets.h"
@@ -28,6 +29,7 @@
 #include "loop.h"
 #include "policy.h"
 #include "px.h"
+#include "px_cred.h"
 #include "px_ident.h"
 #include "tls.h"
 #include "xfuncs.h"
@@ -52,6 +54,11 @@ static const char proxy_usage[] =
     "      --diag-fd N           a NETLINK_SOCK_DIAG socket of the listeners' network\n"
     "                            namespace (finds callers' sockets faster than /proc)\n"
     "      --sandbox NAME        name the sandbox in every decision record\n"
+    "      --credentials FILE    the providers' credentials document (JSON, see\n"
+    "                            doc/providers.md); edits are picked up at once. The\n"
+    "                            supervisor sends it on --control-fd instead\n"
+    "      --inference-idle-timeout S  inference.local: a streamed response may be\n"
+    "                            quiet S seconds before it is cut (default 120)\n"
     "  -l, --listen ADDR:PORT    listen there (repeatable; port 0 picks one)\n"
     "      --listen-fd N         serve listening socket N (repeatable)\n"
     "      --upstream-ca FILE    trust bundle for upstream TLS (default: the system's,\n"
@@ -89,6 +96,8 @@ enum {
     OPT_CONTROL_FD,
     OPT_DIAG_FD,
     OPT_SANDBOX,
+    OPT_CREDENTIALS,
+    OPT_INFER_IDLE,
 };
 
 #define PROXY_MAX_LIST 16
@@ -109,6 +118,7 @@ struct proxy_opts {
     long agent_pid;
     int control_fd;
     int diag_fd;
+    const char *credentials;
     struct px_opts px;
 };
 
@@ -126,6 +136,11 @@ struct proxy_state {
     struct loop_timer *arm;
     char dir[4096];
     const char *base;
+    /* credentials document (--credentials FILE) */
+    const char *cred_path;
+    const char *cred_base;
+    struct buf cred_last;
+    struct loop_timer *cred_debounce;
     /* caller identity */
     struct px_ident *ident;
     int control_fd;
@@ -262,12 +277,90 @@ out:
     policy_diags_fini(&d);
 }
 
-/* SIGHUP: load the policy again. */
+/* Install a credentials document (JSON text). A bad one is refused as a
+ * whole and the one in force stays. Never logs a value. */
+static int
+proxy_install_creds(struct proxy_state *st, const char *text, size_t len, const char *from)
+{
+    struct px_creds *c = NULL;
+    struct err e;
+
+    if (px_creds_parse(text, len, &c, &e) < 0) {
+        log_warnx("credentials from %s refused (the previous ones stay): %s", from, e.msg);
+        return -EINVAL;
+    }
+    px_server_set_credentials(st->srv, c);
+    log_info("credentials revision %llu from %s: %zu key(s), inference route %s",
+             (unsigned long long)px_creds_revision(c), from, px_creds_count(c),
+             px_creds_route(c) ? "set" : "none");
+    px_creds_unref(c);
+    return 0;
+}
+
+static void
+proxy_reload_creds(struct proxy_state *st, const char *why)
+{
+    struct buf text = BUF_INIT;
+    struct err e;
+
+    if (!st->cred_path)
+        return;
+    if (read_file(st->cred_path, PX_CRED_DOC_MAX + 1, &text, &e) < 0) {
+        log_warnx("credentials reload (%s): %s (the previous ones stay)", why, e.msg);
+        goto out;
+    }
+    if (text.len == st->cred_last.len && memcmp(text.data, st->cred_last.data, text.len) == 0)
+        goto out;
+    if (proxy_install_creds(st, text.data, text.len, st->cred_path) == 0) {
+        if (st->cred_last.data)
+            explicit_bzero(st->cred_last.data, st->cred_last.len);
+        buf_reset(&st->cred_last);
+        buf_append(&st->cred_last, text.data, text.len);
+    }
+out:
+    if (text.data)
+        explicit_bzero(text.data, text.len);
+    buf_fini(&text);
+}
+
+static void
+proxy_on_cred_debounce(void *arg)
+{
+    proxy_reload_creds(arg, "file changed");
+}
+
+/* A JSON line on the control channel: {"type":"credentials","doc":{...}}. */
+static void
+proxy_on_control_json(void *arg, const char *line, size_t n)
+{
+    struct proxy_state *st = arg;
+    cJSON *j = cJSON_ParseWithLength(line, n);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type");
+    const cJSON *doc = cJSON_GetObjectItemCaseSensitive(j, "doc");
+
+    if (!cJSON_IsString(type)) {
+        log_warnx("control channel: a JSON line without a type");
+    } else if (strcmp(type->valuestring, "credentials") != 0) {
+        log_warnx("control channel: unknown message type '%.32s'", type->valuestring);
+    } else if (!cJSON_IsObject(doc)) {
+        log_warnx("control channel: credentials without a doc object");
+    } else {
+        char *text = cJSON_PrintUnformatted(doc);
+
+        (void)proxy_install_creds(st, text, strlen(text), "the supervisor");
+        explicit_bzero(text, strlen(text));
+        cJSON_free(text);
+    }
+    cJSON_Delete(j);
+}
+
+/* SIGHUP: load the policy (and the credentials file) again. */
 static void
 proxy_on_reload(int signo, void *arg)
 {
     (void)signo;
     proxy_reload(arg, "SIGHUP");
+    proxy_reload_creds(arg, "SIGHUP");
 }
 
 static void
@@ -292,10 +385,16 @@ proxy_on_inotify(evutil_socket_t fd, short what, void *arg)
         for (char *p = evbuf; p < evbuf + n;) {
             const struct inotify_event *ev = (const struct inotify_event *)p;
 
-            if (ev->mask & IN_Q_OVERFLOW)
+            if (ev->mask & IN_Q_OVERFLOW) {
                 hit = true;
-            else if (ev->len && strcmp(ev->name, st->base) == 0)
+                if (st->cred_debounce)
+                    loop_timer_start(st->cred_debounce, 100, false);
+            } else if (ev->len && strcmp(ev->name, st->base) == 0) {
                 hit = true;
+            } else if (ev->len && st->cred_base && strcmp(ev->name, st->cred_base) == 0 &&
+                       st->cred_debounce) {
+                loop_timer_start(st->cred_debounce, 100, false);
+            }
             p += sizeof(*ev) + ev->len;
         }
     }
@@ -331,6 +430,26 @@ proxy_watch(struct proxy_state *st)
         return;
     }
     st->debounce = loop_timer_new(st->loop, proxy_on_debounce, st);
+    if (st->cred_path) {
+        /* The credentials file's directory, in the same inotify instance. */
+        char cdir[4096];
+        const char *cs = strrchr(st->cred_path, '/');
+
+        if (cs) {
+            size_t n = (size_t)(cs - st->cred_path);
+
+            buf_fmt_fixed(cdir, sizeof(cdir), "%.*s", (int)(n ? n : 1), st->cred_path);
+            st->cred_base = cs + 1;
+        } else {
+            buf_copy_fixed(cdir, sizeof(cdir), ".");
+            st->cred_base = st->cred_path;
+        }
+        st->cred_debounce = loop_timer_new(st->loop, proxy_on_cred_debounce, st);
+        if (inotify_add_watch(st->ino_fd, cdir,
+                              IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MOVED_FROM |
+                                  IN_ATTRIB) < 0)
+            log_warn("watching %s for credentials edits (SIGHUP still reloads)", cdir);
+    }
     st->ino_ev =
         event_new(loop_base(st->loop), st->ino_fd, EV_READ | EV_PERSIST, proxy_on_inotify, st);
     event_add(st->ino_ev, NULL);
@@ -343,6 +462,7 @@ proxy_on_arm(void *arg)
 
     proxy_watch(st);
     proxy_reload(st, "file changed");
+    proxy_reload_creds(st, "file changed");
 }
 
 /* The supervisor's control channel: the agent's pid; end of file means
@@ -398,6 +518,8 @@ proxy_parse(int argc, char **argv, struct proxy_opts *o)
         { "control-fd", required_argument, NULL, OPT_CONTROL_FD },
         { "diag-fd", required_argument, NULL, OPT_DIAG_FD },
         { "sandbox", required_argument, NULL, OPT_SANDBOX },
+        { "credentials", required_argument, NULL, OPT_CREDENTIALS },
+        { "inference-idle-timeout", required_argument, NULL, OPT_INFER_IDLE },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         APPLET_COMMON_OPTIONS,
@@ -466,6 +588,10 @@ proxy_parse(int argc, char **argv, struct proxy_opts *o)
         case OPT_CONTROL_FD: o->control_fd = proxy_fd_arg(prog, "--control-fd", optarg); break;
         case OPT_DIAG_FD: o->diag_fd = proxy_fd_arg(prog, "--diag-fd", optarg); break;
         case OPT_SANDBOX: o->px.sandbox = optarg; break;
+        case OPT_CREDENTIALS: o->credentials = optarg; break;
+        case OPT_INFER_IDLE:
+            o->px.infer_idle_s = proxy_uint(prog, "--inference-idle-timeout", optarg, 86400);
+            break;
         case 'h': fputs(proxy_usage, stdout); exit(0);
         case 'V': exit(applet_print_version(prog));
         default: applet_bad_option(prog, argv, optind, optopt);
@@ -522,6 +648,7 @@ proxy_main(int argc, char **argv)
             if (fd >= 0)
                 px_ident_set_diag_fd(st.ident, fd);
         }
+        px_ident_set_control_handler(st.ident, proxy_on_control_json, &st);
         o.px.ident = st.ident;
         o.px.ident_wait = proxy_ident_wait;
         o.px.ident_wait_arg = &st;
@@ -563,6 +690,18 @@ proxy_main(int argc, char **argv)
     if (!st.srv)
         die("%s", e.msg);
     policy_unref(pol);
+    if (o.credentials) {
+        struct buf text = BUF_INIT;
+
+        st.cred_path = o.credentials;
+        if (read_file(o.credentials, PX_CRED_DOC_MAX + 1, &text, &e) < 0)
+            die("%s", e.msg);
+        if (proxy_install_creds(&st, text.data, text.len, o.credentials) < 0)
+            die("credentials %s: refused (see above)", o.credentials);
+        buf_append(&st.cred_last, text.data, text.len);
+        explicit_bzero(text.data, text.len);
+        buf_fini(&text);
+    }
     for (unsigned i = 0; i < o.nlisten_fd; i++)
         if (px_server_listen_fd(st.srv, o.listen_fd[i], &e) < 0)
             die("%s", e.msg);
@@ -599,6 +738,10 @@ proxy_main(int argc, char **argv)
     if (st.ino_ev)
         event_free(st.ino_ev);
     loop_timer_free(st.debounce);
+    loop_timer_free(st.cred_debounce);
+    if (st.cred_last.data)
+        explicit_bzero(st.cred_last.data, st.cred_last.len);
+    buf_fini(&st.cred_last);
     loop_timer_free(st.arm);
     if (st.ino_fd >= 0)
         close(st.ino_fd);
