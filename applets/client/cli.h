@@ -163,6 +163,22 @@ void cli_stream_run(struct cli_stream *s);
 int cli_stream_fail(struct cli_stream *s, const char *hint);
 void cli_stream_fini(struct cli_stream *s);
 
+/* One command in a sandbox over the frame protocol (sandbox_io.c). */
+struct cli_exec_opts {
+    char **argv;
+    int argc;
+    bool tty;      /* a pty for the command; the local terminal goes raw */
+    bool stdin_on; /* forward stdin (else EOF at once) */
+    const char *workdir;
+    const char *const *env; /* "K=V" */
+    size_t nenv;
+    long timeout_s;       /* 0: none (then exit 124) */
+    long connect_wait_ms; /* retry a 503 (supervisor not connected yet) this long */
+};
+/* Run it in sandbox NAME (connected C): the command's exit status, or 124
+ * (timeout), 255 (stream lost), CLI_EXIT_* (refused) after printing why. */
+int cli_exec(struct cli_ctx *c, const char *name, const struct cli_exec_opts *o);
+
 /* Is a local gateway listening on SOCK (GET /healthz answers 200)? */
 bool cli_socket_healthy(const char *sock);
 /* Start the local gateway NAME (idempotent); QUIET skips the "already

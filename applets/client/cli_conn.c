@@ -453,10 +453,19 @@ cli_gateway_start_local(struct cli_ctx *c, const char *name, const char *state_d
         /* The daemon: its own session (no terminal signals reach it), stdin
          * from /dev/null, its log in the state directory; a fresh image of
          * this binary as openshell-gateway. */
-        char *args[] = {
-            "openshell-gateway", "--state-dir", sd,  "--name", (char *)name, "--listen", lst,
-            "--log-format",      "text",        NULL
-        };
+        const char *drv = getenv("OPENSHELL_COMPUTE_DRIVER");
+        char *args[] = { "openshell-gateway",
+                         "--state-dir",
+                         sd,
+                         "--name",
+                         (char *)name,
+                         "--listen",
+                         lst,
+                         "--log-format",
+                         "text",
+                         drv && *drv ? "--compute-driver" : NULL,
+                         (char *)drv,
+                         NULL };
         int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
         setsid();

@@ -197,9 +197,9 @@ cli_stream_fail(struct cli_stream *s, const char *hint)
         return cli_fail(s->c, CLI_EXIT_UNREACHABLE, "check the gateway with: openshell status",
                         "gateway '%s': the stream ended before an answer", s->c->gw.name);
     j = cJSON_ParseWithLength(s->err_body.data ? s->err_body.data : "", s->err_body.len);
-    if (s->status == 404 && !j)
+    if (s->status == 404 && (!j || !strcmp(cli_jstr(j, "error.message"), "no such endpoint")))
         rc = cli_fail(s->c, CLI_EXIT_FAIL, "this gateway may be older than this CLI",
-                      "gateway '%s' does not serve this endpoint", s->c->gw.name);
+                      "gateway '%s' does not serve this yet (no such endpoint)", s->c->gw.name);
     else
         rc = cli_api_fail(s->c, s->status, j, hint);
     cJSON_Delete(j);

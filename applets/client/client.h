@@ -15,5 +15,8 @@ int cli_completion(int argc, char **argv);
 /* policy set|get|list|update (argv[0] is the subcommand): the exit status,
  * or -1 when argv[0] is none of them. */
 int cli_policy_gw(int argc, char **argv);
+/* sandbox logs|exec|connect|upload|download (argv[0] is the subcommand):
+ * the exit status, or -1 when argv[0] is none of them. */
+int cli_sandbox_io(int argc, char **argv);
 
 #endif

@@ -21,8 +21,10 @@ static const char gateway_usage[] =
     "\n"
     "Commands:\n"
     "  start [--name N] [--state-dir D] [--listen ADDR:PORT|none]\n"
+    "        [--compute-driver local|none]\n"
     "                      start a local gateway daemon (idempotent), register and\n"
-    "                      select it, wait until it answers\n"
+    "                      select it, wait until it answers (the compute driver:\n"
+    "                      OPENSHELL_COMPUTE_DRIVER, else the gateway's default)\n"
     "  stop [NAME]         stop a local gateway started by 'gateway start'\n"
     "  status [NAME]       is it reachable, which version, where it lives\n"
     "  add ENDPOINT [--name N]\n"
@@ -43,7 +45,7 @@ static const char gateway_usage[] =
     "Selection: -g NAME, else OPENSHELL_GATEWAY, else the active gateway.\n"
     "Exit status: 0 ok, 1 failed, 2 usage error, 3 no gateway reachable.\n";
 
-enum { OPT_NAME = 0x100, OPT_STATE_DIR, OPT_LISTEN, OPT_NAMES, OPT_LOCAL };
+enum { OPT_NAME = 0x100, OPT_STATE_DIR, OPT_LISTEN, OPT_NAMES, OPT_LOCAL, OPT_DRIVER };
 
 /* Parse SUBCOMMAND's options (argv[0] is its name); NAME gets the one
  * optional positional argument, EXTRA options go to the caller via the
@@ -63,6 +65,7 @@ parse(struct cli_ctx *c, int argc, char **argv, struct gw_args *a)
         { "listen", required_argument, NULL, OPT_LISTEN },
         { "names", no_argument, NULL, OPT_NAMES },
         { "local", no_argument, NULL, OPT_LOCAL },
+        { "compute-driver", required_argument, NULL, OPT_DRIVER },
         { NULL, 0, NULL, 0 },
     };
     int opt;
@@ -89,6 +92,12 @@ parse(struct cli_ctx *c, int argc, char **argv, struct gw_args *a)
         case OPT_LISTEN: a->listen = optarg; break;
         case OPT_NAMES: a->names = true; break;
         case OPT_LOCAL: a->local = true; break;
+        case OPT_DRIVER:
+            if (strcmp(optarg, "local") != 0 && strcmp(optarg, "none") != 0)
+                applet_usage_error(c->prog, "--compute-driver '%s': expected local or none",
+                                   optarg);
+            setenv("OPENSHELL_COMPUTE_DRIVER", optarg, 1);
+            break;
         default: applet_bad_option(c->prog, argv, optind, optopt);
         }
     }

@@ -26,10 +26,21 @@ static const char sandbox_usage[] =
     "Usage: openshell sandbox COMMAND [OPTIONS]   (alias: sb)\n"
     "\n"
     "Commands:\n"
-    "  create [--name N] [--label K=V]... [--env K=V]... [--policy FILE] [--tty]\n"
-    "         [--from SRC] [--timeout SECS] [--detach] [-- CMD ARGS...]\n"
-    "                      create a sandbox running CMD (default /bin/bash -l) and\n"
-    "                      wait until it is ready\n"
+    "  create [--name N] [--label K=V]... [--env K=V]... [--policy FILE]\n"
+    "         [--tty|--no-tty] [--from SRC] [--timeout SECS] [--detach | --no-keep]\n"
+    "         [-- CMD ARGS...]\n"
+    "                      create a sandbox, wait until it is ready, then run CMD in\n"
+    "                      it attached to this terminal (default: a login shell when\n"
+    "                      stdin is a terminal; none otherwise) and exit with its\n"
+    "                      status. --detach: CMD becomes the sandbox's main process\n"
+    "                      and nothing attaches. --no-keep: delete the sandbox when\n"
+    "                      the command ends. The sandbox is kept by default.\n"
+    "  exec [NAME] [-t] [-i] -- CMD   run a command in a sandbox (see exec --help)\n"
+    "  connect [NAME]      an interactive login shell in a sandbox\n"
+    "  upload NAME SRC [DST], download NAME SRC [DST]\n"
+    "                      copy files and directories in and out (tar streams)\n"
+    "  logs [NAME] [--follow] [--tail N] [--level L] [--source S]\n"
+    "                      the sandbox's log lines\n"
     "  list [--limit N] [--offset N] [--selector K=V,...] [--names | --ids]\n"
     "       [--all-workspaces]\n"
     "                      sandboxes of the workspace: NAME CREATED PHASE\n"
@@ -40,6 +51,8 @@ static const char sandbox_usage[] =
     "Options:\n" CLI_COMMON_HELP "\n"
     "Examples:\n"
     "  openshell sandbox create --name demo --policy policy.yaml -- python3 agent.py\n"
+    "  openshell sandbox create --no-keep -- make test\n"
+    "  openshell sandbox create --name svc --detach -- python3 -m http.server\n"
     "  openshell sandbox list -o json\n"
     "  openshell sandbox list --selector team=ml --names\n"
     "  openshell sandbox get demo\n"
@@ -49,7 +62,9 @@ static const char sandbox_usage[] =
     "('openshell gateway start'). OPENSHELL_SANDBOX_POLICY is the default\n"
     "--policy; OPENSHELL_PROVISION_TIMEOUT (seconds, 300) the default --timeout.\n"
     "Exit status: 0 ok, 1 failed (unknown sandbox, name taken, bad policy, error\n"
-    "phase, timeout), 2 usage error, 3 no gateway reachable.\n";
+    "phase, timeout), 2 usage error, 3 no gateway reachable; create with an attached\n"
+    "command, exec and connect: the command's status (124 timeout, 255 connection\n"
+    "lost).\n";
 
 enum {
     OPT_NAME = 0x100,
@@ -67,13 +82,16 @@ enum {
     OPT_ALL,
     OPT_ALL_WS,
     OPT_FROM,
+    OPT_NO_KEEP,
+    OPT_NO_TTY,
+    OPT_KEEP,
 };
 
 struct sb_args {
     const char *name, *policy, *selector, *from;
     const char *labels[SB_MAX_ITEMS], *envs[SB_MAX_ITEMS];
     size_t nlabels, nenvs;
-    bool tty, detach, names, ids, all, all_ws;
+    bool tty, no_tty, detach, no_keep, names, ids, all, all_ws;
     long timeout_s, limit, offset;
     char **pos; /* positional arguments (the command after --) */
     int npos;
@@ -104,6 +122,9 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
         { "tty", no_argument, NULL, OPT_TTY },
         { "timeout", required_argument, NULL, OPT_TIMEOUT },
         { "detach", no_argument, NULL, OPT_DETACH },
+        { "no-keep", no_argument, NULL, OPT_NO_KEEP },
+        { "keep", no_argument, NULL, OPT_KEEP },
+        { "no-tty", no_argument, NULL, OPT_NO_TTY },
         { "limit", required_argument, NULL, OPT_LIMIT },
         { "offset", required_argument, NULL, OPT_OFFSET },
         { "selector", required_argument, NULL, OPT_SELECTOR },
@@ -145,6 +166,9 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
         case OPT_TTY: a->tty = true; break;
         case OPT_TIMEOUT: a->timeout_s = parse_num(c, "--timeout", optarg, 86400); break;
         case OPT_DETACH: a->detach = true; break;
+        case OPT_NO_KEEP: a->no_keep = true; break;
+        case OPT_KEEP: break; /* the default; accepted as the reference does */
+        case OPT_NO_TTY: a->no_tty = true; break;
         case OPT_LIMIT: a->limit = parse_num(c, "--limit", optarg, 1000000); break;
         case OPT_OFFSET: a->offset = parse_num(c, "--offset", optarg, 1000000000); break;
         case OPT_SELECTOR: a->selector = optarg; break;
@@ -683,14 +707,28 @@ progress_clear(struct progress *p)
         fputs("\r\033[K", stderr);
 }
 
-/* Poll until ready, error, record-only or the timeout. */
+/* Is the sandbox's supervisor session up? True when the gateway does not
+ * say (older gateways): exec then retries its 503 instead. */
+static bool
+supervisor_connected(const cJSON *sb)
+{
+    const cJSON *sv = jget(sb, "status.supervisor");
+
+    if (!cJSON_IsObject(sv))
+        return true;
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sv, "connected"));
+}
+
+/* Poll until ready (and, with NEED_SESSION, the supervisor connected),
+ * error, exited, record-only or the timeout. */
 static int
-wait_ready(struct cli_ctx *c, const char *name, long timeout_s, cJSON **last)
+wait_ready(struct cli_ctx *c, const char *name, long timeout_s, bool need_session, cJSON **last)
 {
     struct progress pg = { .tty = isatty(2) == 1 && c->output == CLI_OUT_TABLE,
                            .json = c->output != CLI_OUT_TABLE,
                            .t0 = now_ms() };
     uint64_t t0 = pg.t0;
+    bool allocated = false;
 
     if (pg.json)
         fprintf(stderr, "Provisioning sandbox (structured output on stdout)...\n");
@@ -710,10 +748,29 @@ wait_ready(struct cli_ctx *c, const char *name, long timeout_s, cJSON **last)
         *last = sb;
         phase = jstr(sb, "status.phase");
         cond = first_condition(sb);
+        if (!allocated && strcmp(phase, "provisioning") != 0 && strcmp(phase, "unknown") != 0 &&
+            *phase) {
+            /* The reference's checklist: one line per completed step. */
+            allocated = true;
+            progress_clear(&pg);
+            if (pg.tty)
+                cli_ok(c, "Sandbox allocated (%.1fs)", (double)(now_ms() - t0) / 1000);
+        }
         progress_step(&pg, phase, cond ? jstr(cond, "reason") : "");
-        if (!strcmp(phase, "ready")) {
+        if (!strcmp(phase, "ready") && (!need_session || supervisor_connected(sb))) {
             progress_clear(&pg);
             cli_ok(c, "Sandbox ready (%.1fs)", (double)(now_ms() - t0) / 1000);
+            return 0;
+        }
+        if (!strcmp(phase, "exited")) {
+            const cJSON *x = jget(sb, "status.exit_code");
+            progress_clear(&pg);
+            if (need_session)
+                return cli_fail(c, CLI_EXIT_FAIL, "see: openshell sandbox get NAME",
+                                "sandbox '%s' exited (status %.0f) before it was ready", name,
+                                cJSON_IsNumber(x) ? x->valuedouble : -1);
+            cli_warn(c, "sandbox '%s': its main process already exited (status %.0f)", name,
+                     cJSON_IsNumber(x) ? x->valuedouble : -1);
             return 0;
         }
         if (!strcmp(phase, "error")) {
@@ -724,6 +781,13 @@ wait_ready(struct cli_ctx *c, const char *name, long timeout_s, cJSON **last)
         }
         if (!strcmp(jstr(cond, "reason"), "NoComputeDriver")) {
             progress_clear(&pg);
+            if (need_session)
+                return cli_fail(c, CLI_EXIT_FAIL,
+                                "start the gateway with a compute driver (gateway start uses the "
+                                "local one), or pass --detach",
+                                "gateway '%s' has no compute driver: nothing to attach to in "
+                                "sandbox '%s'",
+                                c->gw.name, name);
             cli_warn(c,
                      "gateway '%s' has no compute driver yet: sandbox '%s' is a record only "
                      "(phase %s)",
@@ -734,12 +798,13 @@ wait_ready(struct cli_ctx *c, const char *name, long timeout_s, cJSON **last)
             progress_clear(&pg);
             return cli_fail(c, CLI_EXIT_FAIL, "raise --timeout or OPENSHELL_PROVISION_TIMEOUT",
                             "sandbox provisioning timed out after %lds. Last reported status: "
-                            "%s%s%s",
-                            timeout_s, phase, cond ? ": " : "", cond ? jstr(cond, "reason") : "");
+                            "%s%s%s%s",
+                            timeout_s, phase, cond ? ": " : "", cond ? jstr(cond, "reason") : "",
+                            !strcmp(phase, "ready") ? " (supervisor not connected)" : "");
         }
         fflush(stderr);
         {
-            struct timespec ts = { 0, 100 * 1000000L };
+            struct timespec ts = { 0, 50 * 1000000L };
             nanosleep(&ts, NULL);
         }
     }
@@ -752,8 +817,22 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
     const char *pfile = a->policy;
     cJSON *req = cJSON_CreateObject(), *spec, *ans = NULL, *last = NULL;
     char *body = NULL, *path = NULL, name[256] = "";
+    bool attach, created = false;
     int status, rc;
 
+    if (a->detach && a->no_keep)
+        applet_usage_error(c->prog, "--no-keep goes with an attached command, not --detach");
+    if (a->tty && a->no_tty)
+        applet_usage_error(c->prog, "--tty and --no-tty exclude each other");
+    /* Attach to CMD unless --detach; without CMD, to a login shell when
+     * stdin is a terminal (piped or CI: implicit detach, as the
+     * reference). */
+    attach = !a->detach && (a->npos > 0 || (isatty(0) == 1 && isatty(1) == 1) || a->no_keep);
+    if (attach && c->output != CLI_OUT_TABLE)
+        applet_usage_error(c->prog,
+                           "-o %s goes with --detach (an attached command owns the "
+                           "output)",
+                           c->output == CLI_OUT_JSON ? "json" : "yaml");
     if (!pfile && getenv("OPENSHELL_SANDBOX_POLICY") && *getenv("OPENSHELL_SANDBOX_POLICY"))
         pfile = getenv("OPENSHELL_SANDBOX_POLICY");
     if (pfile && (rc = check_policy(c, pfile, &policy)) != 0)
@@ -765,13 +844,15 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
     if (a->nlabels)
         cJSON_AddItemToObject(req, "labels", kv_object(a->labels, a->nlabels));
     spec = cJSON_AddObjectToObject(req, "spec");
-    if (a->npos) {
+    if (a->npos && !attach) {
+        /* --detach: CMD is the sandbox's main process. Attached, the
+         * sandbox is idle and CMD runs through exec. */
         cJSON *cmd = cJSON_AddArrayToObject(spec, "command");
         for (int i = 0; i < a->npos; i++)
             cJSON_AddItemToArray(cmd, cJSON_CreateString(a->pos[i]));
+        if (a->tty)
+            cJSON_AddBoolToObject(spec, "tty", true);
     }
-    if (a->tty)
-        cJSON_AddBoolToObject(spec, "tty", true);
     if (a->from) /* what the sandbox starts from: the driver resolves it */
         cJSON_AddStringToObject(cJSON_AddObjectToObject(spec, "template"), "image", a->from);
     if (a->nenvs)
@@ -793,6 +874,7 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
         rc = cli_api_fail(c, status, ans, NULL);
         goto out;
     }
+    created = true;
     buf_copy_fixed(name, sizeof(name), jstr(ans, "metadata.name"));
     if (policy.len) {
         /* The policy as a revision: the gateway validates it again (the
@@ -804,6 +886,7 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
         if (rc == 0 && status != 200) {
             rc = cli_api_fail(c, status, pans, "fix the policy; the sandbox was not kept");
             delete_one(c, name);
+            created = false;
         }
         cJSON_Delete(pans);
         if (rc)
@@ -811,16 +894,39 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
     }
     fprintf(stderr, "\nCreated sandbox: %s%s%s\n\n", c->color ? "\033[1;36m" : "", name,
             c->color ? "\033[0m" : "");
-    if (!c->adhoc)
+    if (!c->adhoc && !a->no_keep)
         cli_last_sandbox_set(c->cfg, c->gw.name, c->workspace, name, NULL);
-    if ((rc = wait_ready(c, name, a->timeout_s, &last)) != 0)
+    if ((rc = wait_ready(c, name, a->timeout_s, attach, &last)) != 0)
         goto out;
-    if (c->output != CLI_OUT_TABLE) {
-        cJSON *v = sb_view(last);
-        cli_print_data(c, v);
-        cJSON_Delete(v);
+    if (!attach) {
+        if (c->output != CLI_OUT_TABLE) {
+            cJSON *v = sb_view(last);
+            cli_print_data(c, v);
+            cJSON_Delete(v);
+        }
+        goto out;
+    }
+    {
+        static char *shell[] = {
+            "/bin/sh", "-c", "if [ -x /bin/bash ]; then exec /bin/bash -l; fi; exec /bin/sh -l"
+        };
+        struct cli_exec_opts o;
+        memset(&o, 0, sizeof(o));
+        o.argv = a->npos ? a->pos : shell;
+        o.argc = a->npos ? a->npos : 3;
+        o.tty = a->tty || (!a->no_tty && isatty(0) == 1 && isatty(1) == 1);
+        o.stdin_on = o.tty || isatty(0) != 1;
+        o.connect_wait_ms = a->timeout_s * 1000;
+        fflush(stdout);
+        rc = cli_exec(c, name, &o);
     }
 out:
+    if (created && a->no_keep) {
+        /* --no-keep: the sandbox goes with the session, also on failure. */
+        int drc = delete_one(c, name);
+        if (rc == 0 && drc != 0)
+            rc = drc;
+    }
     cJSON_Delete(req);
     cJSON_Delete(ans);
     cJSON_Delete(last);
@@ -843,6 +949,8 @@ cli_sandbox(int argc, char **argv)
         fputs(sandbox_usage, stdout);
         return 0;
     }
+    if ((rc = cli_sandbox_io(argc - 1, argv + 1)) >= 0)
+        return rc;
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
         if (strcmp(argv[1], subs[i]) != 0)
             continue;

@@ -23,6 +23,9 @@ for k in list(ENV):
     if k.startswith("OPENSHELL_") and k not in ("OPENSHELL_BIN", "OPENSHELL_BUILD"):
         del ENV[k]
 ENV.update(HOME=T, XDG_CONFIG_HOME=T + "/cfg", XDG_STATE_HOME=T + "/state", NO_COLOR="1")
+# Records only: this file tests the CLI's verbs and output, not sandboxes
+# (test/e2e/cli_io.py runs real ones).
+ENV["OPENSHELL_COMPUTE_DRIVER"] = "none"
 ENV.pop("XDG_RUNTIME_DIR", None)
 STATE = T + "/state/openshell/gateway"
 n = 0
@@ -163,7 +166,7 @@ def main():
 
     # Sandboxes.
     r = osh("sandbox", "create", "--name", "alpha", "--label", "team=ml", "--env", "A=1",
-            "-o", "json", "--", "/bin/echo", "hi")
+            "-o", "json", "--detach", "--", "/bin/echo", "hi")
     sb = jparse(r.stdout) or {}
     tap(r.returncode == 0 and sb.get("name") == "alpha" and sb.get("labels") == {"team": "ml"}
         and sb.get("command") == ["/bin/echo", "hi"] and sb.get("workspace") == "default"
@@ -240,7 +243,8 @@ def main():
     r2 = osh("sandbox", "list", "-o", "json")
     tap(r.returncode == 0 and "Deleted sandbox gamma" in r.stderr and jparse(r2.stdout) == [],
         "sandbox delete --all", show(r) + show(r2))
-    r = osh("sandbox", "create", "--name", "delta", "--from", "base", "--", "/bin/true")
+    r = osh("sandbox", "create", "--name", "delta", "--from", "base", "--detach", "--",
+            "/bin/true")
     tap(r.returncode == 0 and "[0.0s] Requesting sandbox..." in r.stderr
         and "Phase provisioning: NoComputeDriver" in r.stderr and "record only" in r.stderr
         and r.stdout == "", "sandbox create off a TTY: timestamped progress on stderr", show(r))
@@ -268,8 +272,9 @@ def main():
     r2 = osh("sandbox", "list", "-g", "gw.example.com")
     tap(r.returncode == 0 and "Endpoint: https://gw.example.com:8443" in r.stderr
         and "Type:     remote" in r.stderr and r2.returncode == 3
-        and "no unix socket" in r2.stderr and "hint:" in r2.stderr,
-        "gateway add HOST:PORT (https, named after the host); a TLS-only gateway: exit 3",
+        and "TLS CA is required" in r2.stderr and "hint: place the gateway's client bundle"
+        in r2.stderr and "no client TLS bundle yet" in r.stderr,
+        "gateway add HOST:PORT (https, named after the host); without its mTLS bundle: exit 3",
         show(r) + show(r2))
     osh("gateway", "remove", "gw.example.com")
     osh("gateway", "add", "unix://" + T + "/nothing.sock", "--name", "dead")
