@@ -61,7 +61,7 @@ curl:curl"
 # What the test suite runs besides the binary: real clients and checkers.
 TEST_TOOLS="curl:curl python3:python3 clang-format:clang-format unshare:util-linux
 git:git ip:iproute2 openssl:openssl setpriv:util-linux node:nodejs bash:bash su:util-linux
-h2load:nghttp2-client npm:npm"
+h2load:nghttp2-client npm:npm tmux:tmux"
 
 cmd_tools() {
     set="$TOOLS"
