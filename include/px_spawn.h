@@ -70,6 +70,12 @@ int px_spawn_start(struct px_spawn *ps, const struct px_spawn_opts *o, struct bu
 int px_spawn_bundle(const struct buf *ca_pem, struct err *e);
 /* Tell the proxy the agent's main pid. Returns 0 or -errno. */
 int px_spawn_announce(struct px_spawn *ps, pid_t agent);
+/* Pass the sandbox's credentials document (JSON_DOC, one JSON value, the
+ * body of GET /v1/supervisor/credentials) to the proxy as one control line
+ * {"type":"credentials","doc":JSON_DOC}\n. Returns 0, -EBADF without a
+ * control pipe, -EINVAL (E set) when JSON_DOC holds a newline or is over
+ * 1 MiB, or -errno of the write. */
+int px_spawn_send_credentials(struct px_spawn *ps, const char *json_doc, struct err *e);
 /* Close the control pipe (the proxy exits). */
 void px_spawn_fini(struct px_spawn *ps);
 

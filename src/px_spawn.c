@@ -325,6 +325,29 @@ px_spawn_announce(struct px_spawn *ps, pid_t agent)
     return write_full(ps->control_fd, line, strlen(line));
 }
 
+int
+px_spawn_send_credentials(struct px_spawn *ps, const char *json_doc, struct err *e)
+{
+    struct buf line = BUF_INIT;
+    size_t n = strlen(json_doc);
+    int rc;
+
+    if (ps->control_fd < 0)
+        return err_set(e, EBADF, "no control channel to the proxy");
+    /* One line: a newline inside would split the message. */
+    if (n == 0 || n > (1u << 20) || memchr(json_doc, '\n', n))
+        return err_set(e, EINVAL, "credentials document: empty, over 1 MiB or multi-line");
+    buf_puts(&line, "{\"type\":\"credentials\",\"doc\":");
+    buf_append(&line, json_doc, n);
+    buf_puts(&line, "}\n");
+    rc = write_full(ps->control_fd, line.data, line.len);
+    explicit_bzero(line.data, line.len);
+    buf_fini(&line);
+    if (rc < 0)
+        return err_set(e, -rc, "writing credentials to the proxy: %s", strerror(-rc));
+    return 0;
+}
+
 void
 px_spawn_fini(struct px_spawn *ps)
 {

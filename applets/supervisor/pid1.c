@@ -22,12 +22,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "log.h"
 #include "px_spawn.h"
 #include "sb_landlock.h"
 #include "sb_mount.h"
 #include "sb_ns.h"
 #include "sb_proc.h"
+#include "sb_user.h"
 #include "sb_seccomp.h"
 #include "supervisor.h"
 #include "xfuncs.h"
@@ -111,10 +114,13 @@ static void __attribute__((noreturn)) exec_cmd(char **argv, char **envp)
     _exit(err == ENOENT ? 127 : 126);
 }
 
-/* The agent, between fork and execve. Order matters and each step is
- * checked: a failure ends the child with 125 and the agent never runs. */
+/* The agent or an exec'd process, between fork and execve: one path for
+ * both, so an exec gets exactly the agent's restrictions. Order matters and
+ * each step is checked: a failure ends the child with 125 and nothing runs.
+ * X->stdio (when not -1) become fds 0-2; X->pty_name makes the pty's slave
+ * the controlling terminal instead. */
 static void __attribute__((noreturn))
-agent_exec(struct sb_plan *p, const struct sb_netns *ns, int ruleset, const char *pty_name)
+child_exec(struct sb_plan *p, int netns_fd, int ruleset, const struct sv_child *x)
 {
     const char *step = "";
     sigset_t none;
@@ -127,24 +133,32 @@ agent_exec(struct sb_plan *p, const struct sb_netns *ns, int ruleset, const char
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
 
-    /* Its own process group (PID 1 signals the group); with --tty its own
+    /* Its own process group (PID 1 signals the group); with a pty its own
      * session with the pty as controlling terminal, for job control. */
-    if (pty_name) {
+    if (x->pty_name) {
         int fd;
         if (setsid() < 0)
             setup_failed("setsid", strerror(errno));
-        fd = open(pty_name, O_RDWR);
+        fd = open(x->pty_name, O_RDWR);
         if (fd < 0 || ioctl(fd, TIOCSCTTY, 0) < 0)
             setup_failed("pty", strerror(errno));
         if (dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
             setup_failed("pty", strerror(errno));
         if (fd > 2)
             close(fd);
-    } else if (setpgid(0, 0) < 0) {
-        setup_failed("setpgid", strerror(errno));
+    } else {
+        if (setpgid(0, 0) < 0)
+            setup_failed("setpgid", strerror(errno));
+        for (int i = 0; i < 3; i++)
+            if (x->stdio[i] >= 0 && x->stdio[i] != i && dup2(x->stdio[i], i) < 0)
+                setup_failed("stdio", strerror(errno));
+    }
+    if (x->cwd && chdir(x->cwd) < 0) {
+        log_error("workdir %s: %s", x->cwd, strerror(errno));
+        _exit(SB_EXIT_SETUP);
     }
     /* Loopback only: the namespace PID 1 created for us. */
-    if ((rc = sb_netns_enter(ns->fd)) < 0)
+    if ((rc = sb_netns_enter(netns_fd)) < 0)
         setup_failed("join the agent network namespace", strerror(-rc));
     /* Nothing inherited but stdio (and the ruleset, closed after use). */
     if ((rc = sb_proc_close_fds(keep, ruleset >= 0 ? 1 : 0)) < 0)
@@ -164,17 +178,19 @@ agent_exec(struct sb_plan *p, const struct sb_netns *ns, int ruleset, const char
         }
         close(ruleset);
     }
-    /* Last: after this only execve. */
+    /* Last: after this only execve (or our own tar code). */
     if ((rc = sb_seccomp_install(&p->bpf)) < 0)
         setup_failed("seccomp", strerror(-rc));
-    if (p->idle) {
+    if (x->task)
+        _exit(x->task(x));
+    if (!x->argv) {
         /* --idle: no main process, only this placeholder under the agent's
          * restrictions (the proxy anchors caller identity at it); SIGTERM
          * ends it, and with it the sandbox. */
         for (;;)
             pause();
     }
-    exec_cmd(p->argv, p->envp);
+    exec_cmd(x->argv, x->envp);
 }
 
 /* The egress proxy (outer network namespace, this pid namespace): started
@@ -256,8 +272,238 @@ status_code(int st)
     return SB_EXIT_SETUP;
 }
 
+/* ------------------------------------------------------------------ exec relays */
+
+#define SV_MAX_CHILDREN 1024
+
+/* Processes PID 1 started for the outer supervisor (exec relays). */
+static struct {
+    long id;
+    pid_t pid;
+} sv_kids[SV_MAX_CHILDREN];
+static size_t sv_nkids;
+
+static void
+ctl_reply(int ctl, const char *op, long id, const char *key, long num, const char *err, int fd)
+{
+    struct buf b = BUF_INIT;
+
+    buf_printf(&b, "{\"op\":\"%s\",\"id\":%ld", op, id);
+    if (key)
+        buf_printf(&b, ",\"%s\":%ld", key, num);
+    if (err) {
+        buf_puts(&b, ",\"error\":");
+        buf_put_json_str(&b, err, strlen(err));
+    }
+    buf_putc(&b, '}');
+    if (sv_ctl_send(ctl, buf_cstr(&b), &fd, fd >= 0 ? 1 : 0) < 0)
+        log_warnx("control channel: cannot answer %s %ld: %s", op, id, strerror(errno));
+    buf_fini(&b);
+}
+
+/* A NULL-terminated copy of the string array J (NULL if J is not one or
+ * holds a non-string). Free with sb_env_free(). */
+static char **
+json_strv(const cJSON *j, size_t max)
+{
+    const cJSON *it;
+    char **v;
+    size_t n = 0;
+
+    if (!cJSON_IsArray(j) || (size_t)cJSON_GetArraySize(j) > max)
+        return NULL;
+    v = xcalloc((size_t)cJSON_GetArraySize(j) + 1, sizeof(*v));
+    cJSON_ArrayForEach(it, j)
+    {
+        if (!cJSON_IsString(it)) {
+            sb_env_free(v);
+            return NULL;
+        }
+        v[n++] = xstrdup(it->valuestring);
+    }
+    return v;
+}
+
+/* The agent's environment with OVER ("K=V", later wins) applied. */
+static char **
+env_merge(char *const *base, char *const *over)
+{
+    size_t nb = 0, no = 0, n = 0;
+    char **v;
+
+    while (base && base[nb])
+        nb++;
+    while (over && over[no])
+        no++;
+    v = xcalloc(nb + no + 1, sizeof(*v));
+    for (size_t i = 0; i < nb; i++) {
+        size_t k = strcspn(base[i], "=");
+        bool replaced = false;
+
+        for (size_t j = 0; j < no && !replaced; j++)
+            replaced = strncmp(over[j], base[i], k + 1) == 0;
+        if (!replaced)
+            v[n++] = xstrdup(base[i]);
+    }
+    for (size_t j = 0; j < no; j++) {
+        size_t k = strcspn(over[j], "=");
+        bool dup = false;
+
+        for (size_t i = j + 1; i < no && !dup; i++)
+            dup = strncmp(over[i], over[j], k + 1) == 0;
+        if (!dup && over[j][k] == '=')
+            v[n++] = xstrdup(over[j]);
+    }
+    return v;
+}
+
+/* A pty from the sandbox's devpts for an exec: master (returned), slave
+ * name in NAME; -errno on failure. */
+static int
+exec_pty(char *name, size_t size, int cols, int rows)
+{
+    struct winsize ws = { 0 };
+    int unlock = 0, n;
+    int m = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+
+    if (m < 0)
+        return -errno;
+    if (ioctl(m, TIOCSPTLCK, &unlock) < 0 || ioctl(m, TIOCGPTN, &n) < 0) {
+        int rc = -errno;
+        close(m);
+        return rc;
+    }
+    buf_fmt_fixed(name, size, "/dev/pts/%d", n);
+    ws.ws_col = (unsigned short)(cols > 0 && cols < 10000 ? cols : 80);
+    ws.ws_row = (unsigned short)(rows > 0 && rows < 10000 ? rows : 24);
+    ioctl(m, TIOCSWINSZ, &ws);
+    return m;
+}
+
+/* One message from the outer supervisor. */
+static void
+ctl_handle(struct sb_plan *p, int ctl, int netns_fd, int ruleset, struct px_spawn *px,
+           const char *msg, int *fds, int nfds)
+{
+    cJSON *j = cJSON_Parse(msg);
+    const cJSON *op = j ? cJSON_GetObjectItemCaseSensitive(j, "op") : NULL;
+    const cJSON *jid = j ? cJSON_GetObjectItemCaseSensitive(j, "id") : NULL;
+    long id = cJSON_IsNumber(jid) ? (long)jid->valuedouble : -1;
+
+    if (!cJSON_IsString(op)) {
+        log_warnx("control channel: malformed message");
+        goto out;
+    }
+    if (strcmp(op->valuestring, "credentials") == 0) {
+        const cJSON *doc = cJSON_GetObjectItemCaseSensitive(j, "doc");
+        char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
+        struct err e;
+
+        err_clear(&e);
+        if (text && px->pid && px_spawn_send_credentials(px, text, &e) < 0)
+            log_warnx("credentials for the proxy: %s", e.msg);
+        free(text);
+        goto out;
+    }
+    if (strcmp(op->valuestring, "signal") == 0) {
+        const cJSON *sig = cJSON_GetObjectItemCaseSensitive(j, "sig");
+
+        for (size_t i = 0; i < sv_nkids; i++)
+            if (sv_kids[i].id == id && cJSON_IsNumber(sig) && sig->valueint > 0 &&
+                sig->valueint < NSIG) {
+                if (kill(-sv_kids[i].pid, sig->valueint) < 0)
+                    kill(sv_kids[i].pid, sig->valueint);
+            }
+        goto out;
+    }
+    if (strcmp(op->valuestring, "spawn") == 0) {
+        const cJSON *tty = cJSON_GetObjectItemCaseSensitive(j, "tty");
+        const cJSON *cwd = cJSON_GetObjectItemCaseSensitive(j, "cwd");
+        const cJSON *task = cJSON_GetObjectItemCaseSensitive(j, "task");
+        const cJSON *path = cJSON_GetObjectItemCaseSensitive(j, "path");
+        const cJSON *cols = cJSON_GetObjectItemCaseSensitive(j, "cols");
+        const cJSON *rows = cJSON_GetObjectItemCaseSensitive(j, "rows");
+        char **argv = json_strv(cJSON_GetObjectItemCaseSensitive(j, "argv"), 4096);
+        char **over = json_strv(cJSON_GetObjectItemCaseSensitive(j, "env"), 4096);
+        struct sv_child x = { .stdio = { -1, -1, -1 } };
+        char pty_name[64];
+        int master = -1;
+        pid_t pid;
+
+        x.task = NULL;
+        if (cJSON_IsString(task) && strcmp(task->valuestring, "exec") != 0) {
+            x.task = sv_task_find(task->valuestring);
+            if (!x.task) {
+                ctl_reply(ctl, "failed", id, NULL, 0, "unknown operation", -1);
+                goto spawn_out;
+            }
+            x.path = cJSON_IsString(path) ? path->valuestring : NULL;
+        } else if (!argv || !argv[0] || !argv[0][0]) {
+            ctl_reply(ctl, "failed", id, NULL, 0, "empty command", -1);
+            goto spawn_out;
+        }
+        if (sv_nkids == SV_MAX_CHILDREN) {
+            ctl_reply(ctl, "failed", id, NULL, 0, "too many processes in the sandbox", -1);
+            goto spawn_out;
+        }
+        x.argv = argv;
+        x.envp = env_merge(p->envp, over);
+        x.cwd = cJSON_IsString(cwd) && cwd->valuestring[0] ? cwd->valuestring : "/sandbox";
+        if (cJSON_IsTrue(tty)) {
+            master = exec_pty(pty_name, sizeof(pty_name), cJSON_IsNumber(cols) ? cols->valueint : 0,
+                              cJSON_IsNumber(rows) ? rows->valueint : 0);
+            if (master < 0) {
+                ctl_reply(ctl, "failed", id, NULL, 0, "cannot open a pty", -1);
+                sb_env_free(x.envp);
+                goto spawn_out;
+            }
+            x.pty_name = pty_name;
+        } else {
+            for (int i = 0; i < 3 && i < nfds; i++)
+                x.stdio[i] = fds[i];
+        }
+        pid = fork();
+        if (pid == 0) {
+            close(ctl);
+            child_exec(p, netns_fd, ruleset, &x);
+        }
+        sb_env_free(x.envp);
+        if (pid < 0) {
+            ctl_reply(ctl, "failed", id, NULL, 0, strerror(errno), -1);
+        } else {
+            sv_kids[sv_nkids].id = id;
+            sv_kids[sv_nkids++].pid = pid;
+            ctl_reply(ctl, "started", id, "pid", pid, NULL, master);
+        }
+        if (master >= 0)
+            close(master);
+    spawn_out:
+        sb_env_free(argv);
+        sb_env_free(over);
+        goto out;
+    }
+    log_warnx("control channel: unknown operation '%.32s'", op->valuestring);
+out:
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+    cJSON_Delete(j);
+}
+
+/* A reaped process: an exec relay's? Then tell the outer supervisor. */
+static void
+ctl_reaped(int ctl, pid_t w, int st)
+{
+    for (size_t i = 0; i < sv_nkids; i++) {
+        if (sv_kids[i].pid != w)
+            continue;
+        ctl_reply(ctl, "exited", sv_kids[i].id, "code", status_code(st), NULL, -1);
+        sv_kids[i] = sv_kids[--sv_nkids];
+        return;
+    }
+}
+
 void
-sv_pid1(struct sb_plan *p)
+sv_pid1(struct sb_plan *p, int ctl_fd)
 {
     const int fwd[] = { SV_FORWARDED_SIGNALS };
     struct sb_mount_spec ms = { p->root, p->workdir, p->userns };
@@ -376,19 +622,32 @@ sv_pid1(struct sb_plan *p)
     agent = fork();
     if (agent < 0)
         setup_failed("fork", strerror(errno));
-    if (agent == 0)
-        agent_exec(p, &ns, ruleset, p->tty ? pty_name : NULL);
+    if (agent == 0) {
+        struct sv_child x = { .argv = p->argv,
+                              .envp = p->envp,
+                              .pty_name = p->tty ? pty_name : NULL,
+                              .stdio = { -1, -1, -1 } };
+        if (ctl_fd >= 0)
+            close(ctl_fd);
+        child_exec(p, ns.fd, ruleset, &x);
+    }
     /* Caller identity is anchored at the agent's main process. */
     if (px.pid && px_spawn_announce(&px, agent) < 0)
         log_warnx("cannot tell the proxy the agent's pid: its connections will be denied");
-    if (ruleset >= 0)
-        close(ruleset);
-    sb_netns_fini(&ns);
+    /* Exec relays need the netns and the ruleset for the sandbox's life. */
+    if (ctl_fd < 0) {
+        if (ruleset >= 0)
+            close(ruleset);
+        ruleset = -1;
+        sb_netns_fini(&ns);
+    }
     if (p->timeout_ms)
         deadline = now_ms() + p->timeout_ms;
 
     while (code < 0) {
-        struct pollfd pfd[3] = { { sfd, POLLIN, 0 }, { -1, POLLIN, 0 }, { -1, POLLIN, 0 } };
+        struct pollfd pfd[4] = {
+            { sfd, POLLIN, 0 }, { -1, POLLIN, 0 }, { -1, POLLIN, 0 }, { ctl_fd, POLLIN, 0 }
+        };
         int timeout = -1;
         uint64_t now = now_ms();
 
@@ -400,7 +659,7 @@ sv_pid1(struct sb_plan *p)
             timeout = kill_at > now ? (int)(kill_at - now) : 0;
         else if (deadline)
             timeout = deadline > now ? (int)(deadline - now) : 0;
-        rc = poll(pfd, 3, timeout);
+        rc = poll(pfd, 4, timeout);
         if (rc < 0 && errno != EINTR)
             setup_failed("poll", strerror(errno));
         now = now_ms();
@@ -428,6 +687,18 @@ sv_pid1(struct sb_plan *p)
              * from a pipe sees EOF as it would at a terminal. */
             if (!in_open)
                 (void)!write(master, "\x04", 1);
+        }
+        if (pfd[3].revents & (POLLIN | POLLHUP | POLLERR)) {
+            static char msg[SV_CTL_MAX + 1];
+            int fds[SV_CTL_MAX_FDS], nfds, n;
+
+            while ((n = sv_ctl_recv(ctl_fd, msg, sizeof(msg), fds, &nfds)) > 0 || n == -EMSGSIZE)
+                if (n > 0)
+                    ctl_handle(p, ctl_fd, ns.fd, ruleset, &px, msg, fds, nfds);
+            if (n == 0) {
+                /* The outer supervisor is gone: so is the sandbox. */
+                _exit(SB_EXIT_SETUP);
+            }
         }
         if (pfd[0].revents & POLLIN) {
             struct signalfd_siginfo si;
@@ -458,6 +729,8 @@ sv_pid1(struct sb_plan *p)
                                     WTERMSIG(st) == SIGHUP)
                                ? 0
                                : status_code(st);
+                else if (ctl_fd >= 0 && w != px.pid)
+                    ctl_reaped(ctl_fd, w, st);
                 else if (px.pid && w == px.pid) {
                     log_warnx("the egress proxy exited (status %d): the agent has no network",
                               status_code(st));

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -22,6 +23,7 @@
 #include "policy.h"
 #include "sb_ns.h"
 #include "supervisor.h"
+#include "sv_gw.h"
 #include "xfuncs.h"
 
 extern char **environ;
@@ -262,6 +264,15 @@ read_token(const char *prog, const char *path)
     (void)prog;
 }
 
+/* The private policy directory goes when we exit early. */
+static struct sv_gw *sv_exit_gw;
+
+static void
+cleanup_at_exit(void)
+{
+    sv_gw_cleanup(sv_exit_gw);
+}
+
 /* Build the plan or exit: 2 for bad input (with the policy loader's
  * FILE:LINE:COL diagnostics), 125 when the sandbox cannot be provided. */
 static void
@@ -328,6 +339,8 @@ supervisor_main(int argc, char **argv)
     struct sb_plan p;
     sigset_t set;
     int sync_pipe[2] = { -1, -1 };
+    int ctl[2] = { -1, -1 }, err_pipe[2] = { -1, -1 }, out_pipe[2] = { -1, -1 };
+    struct sv_gw *gw = NULL;
     pid_t pid;
 
     switch (sv_opts_parse(prog, argc, argv, &o)) {
@@ -343,6 +356,13 @@ supervisor_main(int argc, char **argv)
         read_token(prog, o.token_file);
     /* Show up as the supervisor in ps and /proc/1/comm, not as "exe". */
     prctl(PR_SET_NAME, "openshell-supervisor", 0, 0, 0);
+    /* With a gateway: its policy (written to a private file, which
+     * becomes --policy) and credentials, before anything is built. */
+    if (o.gateway) {
+        gw = sv_gw_start(&o, sv_token);
+        sv_exit_gw = gw;
+        atexit(cleanup_at_exit);
+    }
     plan_or_exit(&o, &p);
     if (o.explain) {
         struct buf b = BUF_INIT;
@@ -361,12 +381,19 @@ supervisor_main(int argc, char **argv)
 
     if (p.userns && pipe2(sync_pipe, O_CLOEXEC) < 0)
         die_errno("pipe");
+    /* The session's channels to PID 1: control (spawn requests, exits) and
+     * its stderr and stdout as pipes (its and the proxy's log lines, the
+     * agent's output), echoed to ours and shipped to the gateway. */
+    if (gw && (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0 ||
+               pipe2(err_pipe, O_CLOEXEC) < 0 || (!p.tty && pipe2(out_pipe, O_CLOEXEC) < 0)))
+        die_errno("supervisor channels");
     if (p.tty)
         raw_tty();
     pid = sb_ns_clone(SB_NS_FLAGS | (p.userns ? CLONE_NEWUSER : 0));
     if (pid < 0) {
         errno = -pid;
         restore_tty();
+        sv_gw_cleanup(gw);
         log_error("cannot create the sandbox namespaces: clone: %s%s", strerror(errno),
                   p.userns ? " (are unprivileged user namespaces disabled?)" : "");
         return SB_EXIT_SETUP;
@@ -374,6 +401,20 @@ supervisor_main(int argc, char **argv)
     if (pid == 0) {
         /* PID 1 and everything it forks never hold the token. */
         explicit_bzero(sv_token, sizeof(sv_token));
+        if (gw) {
+            explicit_bzero(gw->auth, sizeof(gw->auth));
+            close(ctl[0]);
+            close(err_pipe[0]);
+            if (dup2(err_pipe[1], STDERR_FILENO) < 0)
+                _exit(SB_EXIT_SETUP);
+            close(err_pipe[1]);
+            if (out_pipe[1] >= 0) {
+                close(out_pipe[0]);
+                if (dup2(out_pipe[1], STDOUT_FILENO) < 0)
+                    _exit(SB_EXIT_SETUP);
+                close(out_pipe[1]);
+            }
+        }
         if (p.userns) {
             char c;
             /* Wait until the parent has written our uid/gid maps. */
@@ -382,7 +423,7 @@ supervisor_main(int argc, char **argv)
                 _exit(SB_EXIT_SETUP);
             close(sync_pipe[0]);
         }
-        sv_pid1(&p);
+        sv_pid1(&p, gw ? ctl[1] : -1);
     }
     if (p.userns) {
         struct err e;
@@ -391,6 +432,7 @@ supervisor_main(int argc, char **argv)
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
             restore_tty();
+            sv_gw_cleanup(gw);
             log_error("user namespace: %s", e.msg);
             return SB_EXIT_SETUP;
         }
@@ -403,6 +445,20 @@ supervisor_main(int argc, char **argv)
      * the child inherits the flag). PID 1 sets it for itself too. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     log_debug("sandbox %s: PID 1 is %d", p.name, (int)pid);
+    if (gw) {
+        int code;
+
+        close(ctl[1]);
+        close(err_pipe[1]);
+        if (out_pipe[1] >= 0)
+            close(out_pipe[1]);
+        sv_exit_gw = NULL;
+        code = sv_gw_run(gw, pid, ctl[0], err_pipe[0], out_pipe[0], &set);
+        restore_tty();
+        sb_plan_fini(&p);
+        free(o.env);
+        return code;
+    }
 
     for (;;) {
         siginfo_t si;
