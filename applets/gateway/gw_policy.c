@@ -6,7 +6,8 @@
  * the sandbox's CAS update (status.policy: latest version and hash) and a
  * new revision row (status "pending"; older pending revisions become
  * "superseded"). A revision becomes "loaded" or "failed" when a supervisor
- * reports it (not in this slice: no supervisor session yet).
+ * reports it. PATCH (incremental operations) lives in gw_policy_ops.c and
+ * writes through gw_policy_write() here.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include "api.h"
 #include "buf.h"
 #include "gw.h"
+#include "gw_policy.h"
 #include "h2.h"
 #include "log.h"
 #include "policy.h"
@@ -68,8 +70,8 @@ sha256_hex(const void *p, size_t n, char out[72])
 
 /* Validate TEXT with the policy engine; on failure E holds up to five of
  * its diagnostics. */
-static int
-policy_check(const char *text, size_t len, struct err *e)
+int
+gw_policy_check_text(const char *text, size_t len, struct err *e)
 {
     struct policy_diags d;
     struct policy *p = NULL;
@@ -122,22 +124,22 @@ sandbox_lookup(struct gw *gw, struct h2_stream *st, struct h2_req *req)
     return o;
 }
 
-static bool
-is_global(const struct h2_req *req)
+bool
+gw_policy_is_global(const struct h2_req *req)
 {
     return strncmp(req->path, "/v1/gateway/", 12) == 0;
 }
 
 /* The owner of the revisions: the sandbox of the path, or for
  * /v1/gateway/policy the gateway's global settings object. */
-static struct store_obj *
-owner_lookup(struct gw *gw, struct h2_stream *st, struct h2_req *req)
+struct store_obj *
+gw_policy_owner(struct gw *gw, struct h2_stream *st, struct h2_req *req)
 {
     struct store_obj *o = NULL;
     struct err e;
     int rc;
 
-    if (!is_global(req))
+    if (!gw_policy_is_global(req))
         return sandbox_lookup(gw, st, req);
     if ((rc = gw_settings_global(gw, &o, &e)) < 0) {
         api_respond_err(st, rc, &e);
@@ -156,16 +158,94 @@ owner_what(const struct store_obj *o, char *out, size_t n)
         snprintf(out, n, "the gateway (global policy)");
 }
 
+/*
+ * Store TEXT[LEN] (format FMT, already validated) as the next revision of
+ * OWNER in one transaction with OWNER's CAS update (EXPECT: its
+ * resource_version, 0 for any). Fills HASH and *VERSION; OWNER's
+ * resource_version is the new one on return. -ESTALE on a CAS conflict
+ * (E names the current version), else as store_put_revision.
+ */
+int
+gw_policy_write(struct gw *gw, struct store_obj *sb, uint64_t expect, const char *fmt,
+                const char *text, size_t len, int64_t *version, char hash[72], struct err *e)
+{
+    struct store_list revs = { 0 };
+    struct store_query q = { .type = REV_TYPE, .limit = 1 };
+    cJSON *payload = NULL, *status, *pol, *rev = NULL;
+    char *rev_text = NULL, *copy;
+    int rc;
+
+    sha256_hex(text, len, hash);
+    /* The next number: revisions are only ever added (deleted with their
+     * sandbox), so it is the count plus one; the store numbers the row in
+     * the transaction and the sandbox's CAS keeps racing writers apart. */
+    q.scope = sb->id;
+    if ((rc = store_list(gw->store, &q, &revs, e)) < 0)
+        return rc;
+    payload = cJSON_Parse(sb->payload);
+    if (!payload) {
+        rc = err_set(e, EIO, "%s: stored payload is not JSON", sb->name ? sb->name : sb->id);
+        goto out;
+    }
+    status = cJSON_GetObjectItemCaseSensitive(payload, "status");
+    if (!cJSON_IsObject(status))
+        status = cJSON_AddObjectToObject(payload, "status");
+    cJSON_DeleteItemFromObjectCaseSensitive(status, "policy");
+    pol = cJSON_AddObjectToObject(status, "policy");
+    cJSON_AddNumberToObject(pol, "latest_version", (double)(revs.total + 1));
+    cJSON_AddStringToObject(pol, "latest_hash", hash);
+    free(sb->payload);
+    sb->payload = api_json_print(payload);
+    rev = cJSON_CreateObject();
+    cJSON_AddStringToObject(rev, "format", fmt);
+    cJSON_AddStringToObject(rev, "hash", hash);
+    copy = xstrndup(text, len);
+    cJSON_AddItemToObject(rev, "policy", cJSON_CreateString(copy));
+    free(copy);
+    cJSON_AddNullToObject(rev, "load_error");
+    rev_text = api_json_print(rev);
+    if ((rc = store_put_revision(gw->store, sb, expect, REV_TYPE, rev_text, version, e)) < 0) {
+        if (rc == -ESTALE) {
+            char what[128];
+
+            owner_what(sb, what, sizeof(what));
+            err_set(e, ESTALE, "%s: resource_version is %llu, not %llu", what,
+                    (unsigned long long)sb->resource_version, (unsigned long long)expect);
+        }
+        goto out;
+    }
+    if (*version != (int64_t)revs.total + 1)
+        log_warnx("%s: revision %lld written, %zu expected", sb->name ? sb->name : sb->id,
+                  (long long)*version, revs.total + 1);
+    log_kv(LOG_LVL_INFO, "policy revision", "owner", sb->name ? sb->name : "global", "workspace",
+           sb->workspace, "hash", hash, NULL);
+out:
+    cJSON_Delete(payload);
+    cJSON_Delete(rev);
+    free(rev_text);
+    store_list_fini(&revs);
+    return rc;
+}
+
+/* Tell watchers and the supervisor(s) that OWNER has a new revision. */
+void
+gw_policy_written(struct gw *gw, const struct store_obj *sb)
+{
+    bool sandbox = strcmp(sb->type, SB_TYPE) == 0;
+
+    if (sandbox)
+        gw_watch_notify(gw, sb->id, sb);
+    gw_supervisor_notify(gw, sandbox ? sb->id : NULL, "policy");
+}
+
 static void
 h_put_policy(struct h2_stream *st, struct h2_req *req, void *arg)
 {
     struct gw *gw = arg;
     struct store_obj *sb = NULL;
-    struct store_list revs = { 0 };
-    struct store_query q = { .type = REV_TYPE, .limit = 1 };
-    cJSON *payload = NULL, *status, *pol, *rev = NULL, *resp = NULL, *body = NULL;
+    cJSON *resp = NULL, *body = NULL;
     const char *fmt = policy_format(st);
-    char hash[72], *rev_text = NULL;
+    char hash[72];
     uint64_t expect;
     int64_t version = 0;
     struct err e;
@@ -191,70 +271,25 @@ h_put_policy(struct h2_stream *st, struct h2_req *req, void *arg)
         rc = err_set(&e, EINVAL, "empty policy");
         goto fail;
     }
-    if ((rc = policy_check(req->body.data, req->body.len, &e)) < 0)
+    if ((rc = gw_policy_check_text(req->body.data, req->body.len, &e)) < 0)
         goto fail;
-    if (!(sb = owner_lookup(gw, st, req)))
+    if (!(sb = gw_policy_owner(gw, st, req)))
         goto out;
-    sha256_hex(req->body.data, req->body.len, hash);
-    /* The next number: revisions are only ever added (deleted with their
-     * sandbox), so it is the count plus one; the store numbers the row in
-     * the transaction and the sandbox's CAS keeps racing writers apart. */
-    q.scope = sb->id;
-    if ((rc = store_list(gw->store, &q, &revs, &e)) < 0)
+    if ((rc = gw_policy_write(gw, sb, expect, fmt, req->body.data, req->body.len, &version, hash,
+                              &e)) < 0)
         goto fail;
-    payload = cJSON_Parse(sb->payload);
-    if (!payload) {
-        rc = err_set(&e, EIO, "%s: stored payload is not JSON", sb->name);
-        goto fail;
-    }
-    status = cJSON_GetObjectItemCaseSensitive(payload, "status");
-    if (!cJSON_IsObject(status))
-        status = cJSON_AddObjectToObject(payload, "status");
-    cJSON_DeleteItemFromObjectCaseSensitive(status, "policy");
-    pol = cJSON_AddObjectToObject(status, "policy");
-    cJSON_AddNumberToObject(pol, "latest_version", (double)(revs.total + 1));
-    cJSON_AddStringToObject(pol, "latest_hash", hash);
-    free(sb->payload);
-    sb->payload = api_json_print(payload);
-    rev = cJSON_CreateObject();
-    cJSON_AddStringToObject(rev, "format", fmt);
-    cJSON_AddStringToObject(rev, "hash", hash);
-    cJSON_AddItemToObject(rev, "policy", cJSON_CreateString(req->body.data));
-    cJSON_AddNullToObject(rev, "load_error");
-    rev_text = api_json_print(rev);
-    if ((rc = store_put_revision(gw->store, sb, expect, REV_TYPE, rev_text, &version, &e)) < 0) {
-        if (rc == -ESTALE) {
-            char what[128];
-
-            owner_what(sb, what, sizeof(what));
-            err_set(&e, ESTALE, "%s: resource_version is %llu, not %llu", what,
-                    (unsigned long long)sb->resource_version, (unsigned long long)expect);
-        }
-        goto fail;
-    }
-    if (version != (int64_t)revs.total + 1)
-        log_warnx("sandbox %s: revision %lld written, %zu expected", sb->name, (long long)version,
-                  revs.total + 1);
-    log_kv(LOG_LVL_INFO, "policy revision", "owner", sb->name, "workspace", sb->workspace, "hash",
-           hash, NULL);
     resp = cJSON_CreateObject();
     cJSON_AddNumberToObject(resp, "version", (double)version);
     cJSON_AddStringToObject(resp, "policy_hash", hash);
     cJSON_AddStringToObject(resp, "status", "pending");
     api_respond_json(st, 200, resp, sb->resource_version);
-    if (strcmp(sb->type, SB_TYPE) == 0)
-        gw_watch_notify(gw, sb->id, sb);
-    gw_supervisor_notify(gw, strcmp(sb->type, SB_TYPE) == 0 ? sb->id : NULL, "policy");
+    gw_policy_written(gw, sb);
     goto out;
 fail:
     api_respond_err(st, rc, &e);
 out:
     cJSON_Delete(body);
-    cJSON_Delete(payload);
-    cJSON_Delete(rev);
     cJSON_Delete(resp);
-    free(rev_text);
-    store_list_fini(&revs);
     store_obj_free(sb);
 }
 
@@ -297,7 +332,7 @@ h_list_revisions(struct h2_stream *st, struct h2_req *req, void *arg)
     cJSON *j, *items;
     int rc;
 
-    if (!gw_authorized(gw, st) || !(sb = owner_lookup(gw, st, req)))
+    if (!gw_authorized(gw, st) || !(sb = gw_policy_owner(gw, st, req)))
         return;
     q.scope = sb->id;
     if ((rc = store_list(gw->store, &q, &l, &e)) < 0) {
@@ -340,7 +375,7 @@ get_revision(struct gw *gw, struct h2_stream *st, struct h2_req *req, const char
             return;
         }
     }
-    if (!(sb = owner_lookup(gw, st, req)))
+    if (!(sb = gw_policy_owner(gw, st, req)))
         return;
     q.scope = sb->id;
     if ((rc = store_list(gw->store, &q, &l, &e)) < 0) {
@@ -375,7 +410,7 @@ static void
 h_get_revision(struct h2_stream *st, struct h2_req *req, void *arg)
 {
     if (gw_authorized(arg, st))
-        get_revision(arg, st, req, req->params[is_global(req) ? 0 : 2]);
+        get_revision(arg, st, req, req->params[gw_policy_is_global(req) ? 0 : 2]);
 }
 
 static void
@@ -389,7 +424,7 @@ int
 gw_policy_check_json(const cJSON *policy, struct err *e)
 {
     char *text = api_json_print(policy);
-    int rc = policy_check(text, strlen(text), e);
+    int rc = gw_policy_check_text(text, strlen(text), e);
 
     free(text);
     return rc < 0 ? err_wrap(e, "spec.policy") : 0;
@@ -411,4 +446,6 @@ gw_policy_routes(struct gw *gw)
     h2_router_add(r, "GET", "/v1/gateway/policy", 0, h_get_policy, gw);
     h2_router_add(r, "GET", "/v1/gateway/policy/revisions", 0, h_list_revisions, gw);
     h2_router_add(r, "GET", "/v1/gateway/policy/revisions/{}", 0, h_get_revision, gw);
+    /* PATCH: incremental operations (gw_policy_ops.c). */
+    gw_policy_ops_routes(gw);
 }
