@@ -374,7 +374,8 @@ cli_exec(struct cli_ctx *c, const char *name, const struct cli_exec_opts *o)
             /* not found: which one, the sandbox or the endpoint? */
             rc = cli_stream_fail(&x.s, "list them with: openshell sandbox list");
         } else if (x.s.status == 503) {
-            rc = cli_stream_fail(&x.s, "wait until the sandbox is ready: openshell sandbox get");
+            cli_stream_fail(&x.s, "wait until the sandbox is ready: openshell sandbox get");
+            rc = CLI_EXIT_FAIL; /* the gateway answered: the sandbox is not there yet */
         } else {
             rc = cli_stream_fail(&x.s, NULL);
         }
@@ -748,6 +749,35 @@ out:
 
 /* ------------------------------------------------------------------ exec / connect */
 
+/* exec and connect need a ready sandbox (the reference's check): fail
+ * fast with its phase otherwise. */
+static int
+check_ready(struct cli_ctx *c, const char *name)
+{
+    char *path = cli_sb_path(c, name, "");
+    cJSON *sb = NULL;
+    const char *phase;
+    int status, rc = cli_call(c, "GET", path, NULL, NULL, 0, &status, &sb);
+
+    free(path);
+    if (rc)
+        return rc;
+    if (status == 404)
+        rc = cli_fail(c, CLI_EXIT_FAIL, "list them with: openshell sandbox list",
+                      "sandbox '%s' not found in workspace '%s'", name, c->workspace);
+    else if (status != 200)
+        rc = cli_api_fail(c, status, sb, NULL);
+    else if (strcmp((phase = cli_jstr(sb, "status.phase")), "ready") != 0) {
+        const cJSON *conds = cli_jget(sb, "status.conditions");
+        const cJSON *cond = cJSON_IsArray(conds) ? cJSON_GetArrayItem(conds, 0) : NULL;
+        rc = cli_fail(c, CLI_EXIT_FAIL, "see: openshell sandbox get NAME",
+                      "sandbox '%s' is not ready (phase: %s%s%s)", name, phase, cond ? ", " : "",
+                      cond ? cli_jstr(cond, "reason") : "");
+    }
+    cJSON_Delete(sb);
+    return rc;
+}
+
 static int
 io_exec(struct cli_ctx *c, struct io_args *a, bool connect)
 {
@@ -789,6 +819,8 @@ io_exec(struct cli_ctx *c, struct io_args *a, bool connect)
     o.connect_wait_ms = 5000;
     if ((rc = cli_connect(c, false)) != 0 ||
         (rc = cli_sandbox_name(c, a->npos, a->pos, name, sizeof(name))) != 0)
+        return rc;
+    if ((rc = check_ready(c, name)) != 0)
         return rc;
     if (!c->adhoc)
         cli_last_sandbox_set(c->cfg, c->gw.name, c->workspace, name, NULL);
