@@ -783,7 +783,11 @@ px_infer_timer(struct px_conn *c)
         px_infer_err(c, 503, "Service Unavailable", "inference service unavailable");
         return;
     case INF_STREAM:
-        if (quiet >= (uint64_t)c->srv->o.infer_idle_s * 1000) {
+        /* Only the backend's silence counts: a slow reader holding the
+         * relay back (its output still queued) is back-pressure. */
+        if (evbuffer_get_length(bufferevent_get_output(c->cli)) || px_cli_pending(c))
+            px_touch(c);
+        else if (quiet >= (uint64_t)c->srv->o.infer_idle_s * 1000) {
             px_infer_stream_fail(c, "upstream idle too long");
             return;
         }
