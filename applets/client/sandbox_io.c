@@ -531,12 +531,18 @@ parse(struct cli_ctx *c, int argc, char **argv, struct io_args *a)
 
     memset(a, 0, sizeof(*a));
     a->tail = 200;
+    /* Everything after the first "--" is the command: getopt never sees it
+     * (its permutation would lose where the operands end and CMD starts). */
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--")) {
+            a->cmd = argv + i + 1;
+            a->ncmd = argc - i - 1;
+            argc = i;
+            break;
+        }
     optind = 0;
     opterr = 0;
-    /* '+': options stop at the first operand, so CMD's own options stay
-     * its own even without "--". */
-    while ((opt = getopt_long(argc, argv, "+" CLI_COMMON_SHORTOPTS "ftin:", longopts, NULL)) !=
-           -1) {
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS "ftin:", longopts, NULL)) != -1) {
         if (cli_common_opt(c, opt, optarg))
             continue;
         switch (opt) {
@@ -574,25 +580,6 @@ parse(struct cli_ctx *c, int argc, char **argv, struct io_args *a)
     }
     a->pos = argv + optind;
     a->npos = argc - optind;
-    /* Everything after "--" is the command. getopt consumed a "--" that
-     * came before any operand; a later one is still in the operands. */
-    {
-        int dd = -1;
-        for (int i = 1; i < argc; i++)
-            if (!strcmp(argv[i], "--")) {
-                dd = i;
-                break;
-            }
-        if (dd >= 0 && dd < optind) {
-            a->cmd = argv + optind;
-            a->ncmd = argc - optind;
-            a->npos = 0;
-        } else if (dd >= optind) {
-            a->npos = dd - optind;
-            a->cmd = argv + dd + 1;
-            a->ncmd = argc - dd - 1;
-        }
-    }
     if (name_opt) {
         /* -n NAME: the reference's exec form; the operands are the command. */
         static char *one[1];
