@@ -12,6 +12,11 @@ int cli_gateway(int argc, char **argv);
 int cli_sandbox(int argc, char **argv);
 int cli_status(int argc, char **argv);
 int cli_completion(int argc, char **argv);
+/* provider ... and inference ... (provider.c, inference.c). */
+int cli_provider(int argc, char **argv);
+int cli_inference(int argc, char **argv);
+/* sandbox provider list|attach|detach (argv[0] is "provider"). */
+int cli_sandbox_provider(int argc, char **argv);
 /* policy set|get|list|update (argv[0] is the subcommand): the exit status,
  * or -1 when argv[0] is none of them. */
 int cli_policy_gw(int argc, char **argv);

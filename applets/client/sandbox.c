@@ -27,7 +27,8 @@ static const char sandbox_usage[] =
     "\n"
     "Commands:\n"
     "  create [--name N] [--label K=V]... [--env K=V]... [--policy FILE]\n"
-    "         [--tty|--no-tty] [--from SRC] [--timeout SECS] [--detach | --no-keep]\n"
+    "         [--tty|--no-tty] [--from SRC] [--provider P]... [--timeout SECS]\n"
+    "         [--detach | --no-keep]\n"
     "         [-- CMD ARGS...]\n"
     "                      create a sandbox, wait until it is ready, then run CMD in\n"
     "                      it attached to this terminal (default: a login shell when\n"
@@ -45,6 +46,8 @@ static const char sandbox_usage[] =
     "       [--all-workspaces]\n"
     "                      sandboxes of the workspace: NAME CREATED PHASE\n"
     "  get [NAME]          one sandbox (default: the last used one)\n"
+    "  provider list|attach|detach SANDBOX [PROVIDER]\n"
+    "                      the providers whose credentials the sandbox may use\n"
     "  delete NAME... | --all\n"
     "                      delete sandboxes\n"
     "\n"
@@ -82,6 +85,7 @@ enum {
     OPT_ALL,
     OPT_ALL_WS,
     OPT_FROM,
+    OPT_PROVIDER,
     OPT_NO_KEEP,
     OPT_NO_TTY,
     OPT_KEEP,
@@ -89,6 +93,8 @@ enum {
 
 struct sb_args {
     const char *name, *policy, *selector, *from;
+    const char *providers[32];
+    size_t nproviders;
     const char *labels[SB_MAX_ITEMS], *envs[SB_MAX_ITEMS];
     size_t nlabels, nenvs;
     bool tty, no_tty, detach, no_keep, names, ids, all, all_ws;
@@ -133,6 +139,7 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
         { "all", no_argument, NULL, OPT_ALL },
         { "all-workspaces", no_argument, NULL, OPT_ALL_WS },
         { "from", required_argument, NULL, OPT_FROM },
+        { "provider", required_argument, NULL, OPT_PROVIDER },
         { NULL, 0, NULL, 0 },
     };
     const char *tmo = getenv("OPENSHELL_PROVISION_TIMEOUT");
@@ -176,6 +183,11 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
         case OPT_IDS: a->ids = true; break;
         case OPT_ALL: a->all = true; break;
         case OPT_ALL_WS: a->all_ws = true; break;
+        case OPT_PROVIDER:
+            if (!*optarg || a->nproviders >= 32)
+                applet_usage_error(c->prog, "--provider: empty name or more than 32");
+            a->providers[a->nproviders++] = optarg;
+            break;
         case OPT_FROM:
             if (!*optarg)
                 applet_usage_error(c->prog, "--from: empty");
@@ -853,6 +865,11 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
         if (a->tty)
             cJSON_AddBoolToObject(spec, "tty", true);
     }
+    if (a->nproviders) {
+        cJSON *pv = cJSON_AddArrayToObject(spec, "providers");
+        for (size_t i = 0; i < a->nproviders; i++)
+            cJSON_AddItemToArray(pv, cJSON_CreateString(a->providers[i]));
+    }
     if (a->from) /* what the sandbox starts from: the driver resolves it */
         cJSON_AddStringToObject(cJSON_AddObjectToObject(spec, "template"), "image", a->from);
     if (a->nenvs)
@@ -951,6 +968,8 @@ cli_sandbox(int argc, char **argv)
     }
     if ((rc = cli_sandbox_io(argc - 1, argv + 1)) >= 0)
         return rc;
+    if (!strcmp(argv[1], "provider"))
+        return cli_sandbox_provider(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
         if (strcmp(argv[1], subs[i]) != 0)
             continue;
