@@ -16,7 +16,8 @@
 #                                             5 SSE events 300 ms apart
 #              POST .../messages              Anthropic SSE (stream) or JSON
 #            and on the last message's content: "BIG" streams 40 MiB,
-#            "STALL" sends one event then nothing, "FORGE" answers 500 with
+#            "STALL" sends one event then nothing, "FAST" streams without
+#            pauses (bench/inference), "FORGE" answers 500 with
 #            a body that looks like SSE frames, "FAIL401" answers 401.
 #            Each SSE event carries "t": the backend's send time (s).
 import http.server
@@ -117,6 +118,7 @@ class Model(Base):
         if not isinstance(last, str):
             last = json.dumps(last)
         model = req.get("model")
+        pause = 0 if "FAST" in last else 0.3
         if "FAIL401" in last:
             return self.send_json(401, {"error": {"message": "bad key"}})
         if "FORGE" in last:
@@ -180,7 +182,7 @@ class Model(Base):
                 ev["t"] = time.time()
                 self.chunk(b"event: %s\ndata: %s\n\n" % (name.encode(), json.dumps(ev).encode()))
                 if name == "content_block_delta":
-                    time.sleep(0.3)
+                    time.sleep(pause)
         else:
             for i in range(5):
                 ev = {"id": "c1", "object": "chat.completion.chunk", "created": 0,
@@ -188,7 +190,7 @@ class Model(Base):
                       "choices": [{"index": 0, "delta": {"content": "w%d " % i},
                                    "finish_reason": None}]}
                 self.chunk(b"data: " + json.dumps(ev).encode() + b"\n\n")
-                time.sleep(0.3)
+                time.sleep(pause)
             self.chunk(b"data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
