@@ -279,7 +279,8 @@ pv_path(const struct cli_ctx *c, const char *name)
     struct buf b = BUF_INIT;
     char *p;
 
-    cli_pct_encode(name, &b);
+    if (name)
+        cli_pct_encode(name, &b);
     p = cli_ws_path(c, "/providers%s%s", name ? "/" : "", name ? buf_cstr(&b) : "");
     buf_fini(&b);
     return p;
