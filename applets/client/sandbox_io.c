@@ -467,7 +467,8 @@ static const char io_usage[] =
     "\n"
     "NAME defaults to the last used sandbox (not for upload and download).\n"
     "Exit status: exec and connect exit with the command's status (128+N for\n"
-    "signal N), 124 --timeout, 255 connection lost mid-session; otherwise 0 ok,\n"
+    "signal N), 124 --timeout, 255 connection lost mid-session; upload and\n"
+    "download: 130 when interrupted (Ctrl-C); otherwise 0 ok,\n"
     "1 failed (unknown sandbox, no such file, not writable, not ready),\n"
     "2 usage error, 3 no gateway reachable.\n";
 
@@ -841,6 +842,26 @@ progress_show(struct progress *p, bool final)
         fputs("\r\033[K", stderr);
 }
 
+/* Ctrl-C or SIGTERM during a transfer: stop the loop, clean up, exit 130. */
+static bool io_interrupted;
+
+static void
+on_interrupt(int sig, void *arg)
+{
+    struct cli_ctx *c = arg;
+
+    (void)sig;
+    io_interrupted = true;
+    loop_stop(c->loop);
+}
+
+static void
+catch_interrupts(struct cli_ctx *c)
+{
+    loop_on_signal(c->loop, SIGINT, on_interrupt, c);
+    loop_on_signal(c->loop, SIGTERM, on_interrupt, c);
+}
+
 struct upload {
     struct cli_stream s;
     int fd; /* the tar child's output */
@@ -970,9 +991,15 @@ io_upload(struct cli_ctx *c, struct io_args *a)
     evutil_make_socket_nonblocking(u.fd);
     u.ev = event_new(loop_base(c->loop), u.fd, EV_READ | EV_PERSIST, up_read, &u);
     event_add(u.ev, NULL);
-    while (!u.s.closed && !(u.s.status && u.s.status != 200))
+    catch_interrupts(c);
+    while (!u.s.closed && !(u.s.status && u.s.status != 200) && !io_interrupted)
         cli_stream_run(&u.s);
     progress_show(&u.pg, true);
+    if (io_interrupted) {
+        kill(pid, SIGTERM);
+        rc = cli_fail(c, 130, NULL, "upload of %s interrupted", src);
+        goto out;
+    }
     if (u.s.status != 200) {
         kill(pid, SIGTERM);
         rc = cli_stream_fail(&u.s, u.s.status == 404 ? "check the sandbox name and that the "
@@ -1130,9 +1157,14 @@ io_download(struct cli_ctx *c, struct io_args *a)
     d.pg = (struct progress){ .on = isatty(2) == 1, .t0 = cli_now_ms(), .verb = "Downloading" };
     if ((rc = cli_stream_open(&d.s, c, "GET", path, NULL, NULL, 0, false)) != 0)
         goto out;
-    while (!d.s.closed && !d.write_failed)
+    catch_interrupts(c);
+    while (!d.s.closed && !d.write_failed && !io_interrupted)
         cli_stream_run(&d.s);
     progress_show(&d.pg, true);
+    if (io_interrupted) {
+        rc = cli_fail(c, 130, NULL, "download of %s interrupted; nothing was written", src);
+        goto out;
+    }
     close(d.fd);
     d.fd = -1;
     crc = wait_child(pid);
