@@ -23,5 +23,7 @@ int cli_policy_gw(int argc, char **argv);
 /* sandbox logs|exec|connect|upload|download (argv[0] is the subcommand):
  * the exit status, or -1 when argv[0] is none of them. */
 int cli_sandbox_io(int argc, char **argv);
+/* "openshell logs": sandbox logs with the reference's top-level flags. */
+int cli_logs(int argc, char **argv);
 
 #endif

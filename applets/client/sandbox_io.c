@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -434,6 +435,9 @@ out:
 
 static const char io_usage[] =
     "Usage: openshell sandbox logs [NAME] [--follow] [--tail N] [--level L] [--source S]\n"
+    "                              [--since 30s|5m|1h]\n"
+    "       openshell logs [NAME] [-n N] [--tail] [--level L] [--source S] [--since D]\n"
+    "                 (the reference's form: -n lines, --tail streams)\n"
     "       openshell sandbox exec [NAME] [-t|--no-tty] [-i] [--workdir DIR] [--env K=V]...\n"
     "                              [--timeout SECS] -- CMD [ARGS...]\n"
     "       openshell sandbox connect [NAME]\n"
@@ -481,11 +485,16 @@ enum {
     OPT_ENV,
     OPT_TIMEOUT,
     OPT_NO_TTY,
+    OPT_SINCE,
 };
+
+/* `openshell logs` (the reference's top-level form): -n N lines, --tail
+ * streams. `sandbox logs`: --tail N lines, --follow streams. */
+static bool ref_logs;
 
 struct io_args {
     bool follow, tty, no_tty, interactive;
-    long tail, timeout_s;
+    long tail, timeout_s, since_s;
     const char *level, *source, *workdir;
     const char *env[IO_MAX_ENV];
     size_t nenv;
@@ -524,6 +533,16 @@ parse(struct cli_ctx *c, int argc, char **argv, struct io_args *a)
         { "env", required_argument, NULL, OPT_ENV },
         { "timeout", required_argument, NULL, OPT_TIMEOUT },
         { "name", required_argument, NULL, 'n' },
+        { "since", required_argument, NULL, OPT_SINCE },
+        { NULL, 0, NULL, 0 },
+    };
+    static const struct option ref_longopts[] = {
+        CLI_COMMON_LONGOPTS,
+        { "tail", no_argument, NULL, 'f' },
+        { "follow", no_argument, NULL, 'f' },
+        { "level", required_argument, NULL, OPT_LEVEL },
+        { "source", required_argument, NULL, OPT_SOURCE },
+        { "since", required_argument, NULL, OPT_SINCE },
         { NULL, 0, NULL, 0 },
     };
     static const char *const levels[] = { "trace", "debug", "info", "warn", "error", NULL };
@@ -543,7 +562,8 @@ parse(struct cli_ctx *c, int argc, char **argv, struct io_args *a)
         }
     optind = 0;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS "ftin:", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS "ftin:",
+                              ref_logs ? ref_longopts : longopts, NULL)) != -1) {
         if (cli_common_opt(c, opt, optarg))
             continue;
         switch (opt) {
@@ -566,7 +586,25 @@ parse(struct cli_ctx *c, int argc, char **argv, struct io_args *a)
         case 't': a->tty = true; break;
         case OPT_NO_TTY: a->no_tty = true; break;
         case 'i': a->interactive = true; break;
-        case 'n': name_opt = optarg; break;
+        case 'n':
+            if (ref_logs)
+                a->tail = parse_num(c, "-n", optarg, 1000000);
+            else
+                name_opt = optarg;
+            break;
+        case OPT_SINCE: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            long mul = !strcmp(end, "s")   ? 1
+                       : !strcmp(end, "m") ? 60
+                       : !strcmp(end, "h") ? 3600
+                                           : 0;
+            if (end == optarg || v <= 0 || !mul || v > 86400L * 365)
+                applet_usage_error(c->prog, "--since '%s': expected a duration like 30s, 5m or 1h",
+                                   optarg);
+            a->since_s = v * mul;
+            break;
+        }
         case OPT_WORKDIR: a->workdir = optarg; break;
         case OPT_ENV:
             if (!strchr(optarg, '=') || optarg[0] == '=')
@@ -601,6 +639,7 @@ struct logs {
     struct buf line;
     bool raw;
     unsigned long printed;
+    double since_ms; /* wall clock: older lines are not shown (0: all) */
 };
 
 static void
@@ -610,6 +649,14 @@ print_log_line(struct logs *l, const char *s, size_t n)
 
     if (!n)
         return;
+    if (l->since_ms > 0) {
+        cJSON *t = cJSON_ParseWithLength(s, n);
+        const cJSON *ts = cli_jget(t, "ts_ms");
+        bool old = cJSON_IsNumber(ts) && ts->valuedouble < l->since_ms;
+        cJSON_Delete(t);
+        if (old)
+            return;
+    }
     if (l->raw) {
         fwrite(s, 1, n, stdout);
         fputc('\n', stdout);
@@ -689,6 +736,7 @@ static int
 io_logs(struct cli_ctx *c, struct io_args *a)
 {
     struct logs l = { .c = c, .line = BUF_INIT, .raw = c->output != CLI_OUT_TABLE };
+    struct timespec now;
     struct cli_stream s;
     struct buf q = BUF_INIT;
     char name[256], *path;
@@ -697,6 +745,12 @@ io_logs(struct cli_ctx *c, struct io_args *a)
     if ((rc = cli_connect(c, false)) != 0 ||
         (rc = cli_sandbox_name(c, a->npos, a->pos, name, sizeof(name))) != 0)
         return rc;
+    if (a->since_s) {
+        clock_gettime(CLOCK_REALTIME, &now);
+        l.since_ms = ((double)now.tv_sec - (double)a->since_s) * 1000;
+        if (a->tail == 200)
+            a->tail = 100000; /* --since alone: everything the gateway keeps */
+    }
     buf_printf(&q, "/logs?tail=%ld", a->tail);
     if (a->follow)
         buf_puts(&q, "&follow=1");
@@ -1242,7 +1296,7 @@ cli_sandbox_io(int argc, char **argv)
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
         if (strcmp(argv[0], subs[i]) != 0)
             continue;
-        snprintf(prog, sizeof(prog), "openshell sandbox %s", subs[i]);
+        snprintf(prog, sizeof(prog), "openshell %s%s", ref_logs ? "" : "sandbox ", subs[i]);
         cli_ctx_init(&c, prog);
         parse(&c, argc, argv, &a);
         switch (i) {
@@ -1256,4 +1310,12 @@ cli_sandbox_io(int argc, char **argv)
         return rc;
     }
     return -1;
+}
+
+int
+cli_logs(int argc, char **argv)
+{
+    ref_logs = true;
+    argv[0] = "logs";
+    return cli_sandbox_io(argc, argv);
 }

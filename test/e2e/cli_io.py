@@ -240,7 +240,15 @@ def log_tests():
     tap(r.returncode == 0 and lines and all(x.get("source") == "proxy" for x in lines),
         "logs --source proxy", show(r))
     r = osh("sandbox", "logs", "io", "--tail", "2", "-o", "json")
-    tap(r.returncode == 0 and len(r.stdout.splitlines()) <= 2, "logs --tail 2", show(r))
+    tap(r.returncode == 0 and len(r.stdout.splitlines()) == 2, "logs --tail 2", show(r))
+    r = osh("logs", "io", "-n", "1", "-o", "json")
+    tap(r.returncode == 0 and len(r.stdout.splitlines()) == 1,
+        "openshell logs NAME -n 1 (the reference's top-level form)", show(r))
+    r = osh("logs", "io", "--since", "1h", "-o", "json")
+    r2 = osh("logs", "io", "--since", "1s", "-o", "json")
+    tap(r.returncode == 0 and len(r.stdout.splitlines()) >= 2 and r2.returncode == 0
+        and len(r2.stdout.splitlines()) < len(r.stdout.splitlines()),
+        "logs --since keeps only recent lines", show(r) + show(r2))
     p = subprocess.Popen([BIN, "sandbox", "logs", "io", "--follow", "--tail", "0"],
                          env=cli.env(), cwd=T, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
