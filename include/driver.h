@@ -11,6 +11,9 @@
  *                before drv_create() returns)
  *   ID/exit      "CODE SIGNAL\n" of the main process once it ended
  *   ID/output    its stdout and stderr
+ * The caller may put its own files in ID/ before drv_create() (the gateway:
+ * the sandbox token, logs, the work directory); drv_delete() removes the
+ * whole directory.
  * drv_create() double-forks a monitor in its own session (reparented to
  * init, so the caller may exit or be killed); the monitor ignores SIGTERM,
  * starts ARGV, waits for it and records its exit. The pid plus the start

@@ -5,7 +5,8 @@
  * SO_PEERCRED: root or the gateway's own uid), the health and readiness
  * probes, gateway info and sandbox records (create, list with label
  * selectors, get, patch, delete, watch) from the SQLite store under the
- * state directory. There is no compute driver yet: sandboxes are records.
+ * state directory, starts one supervisor per sandbox (local compute driver)
+ * and serves their sessions, exec, file transfer and logs.
  * doc/api.md is the contract.
  *
  * Shutdown (SIGTERM/SIGINT): stop accepting, end watch streams, GOAWAY on
@@ -36,7 +37,6 @@
 #include "api.h"
 #include "driver.h"
 #include "gw.h"
-#include "gw_provider.h"
 #include "gw_pki.h"
 #include "h2.h"
 #include "log.h"
@@ -69,9 +69,9 @@ static const char gateway_usage[] =
     "      --name NAME         gateway name for the client bundle (default openshell)\n"
     "      --idle-timeout SECS close connections without a stream after SECS\n"
     "                          (default 300; 0: never)\n"
-    "      --compute-driver D  local: start one supervisor per sandbox with a\n"
-    "                          spec.command (detached, state in STATE_DIR/sandboxes);\n"
-    "                          none (default): sandbox records only\n"
+    "      --compute-driver D  local (default): one detached supervisor per sandbox,\n"
+    "                          connected back over the socket (state in\n"
+    "                          STATE_DIR/sandboxes); none: sandbox records only\n"
     "  -h, --help              show this help\n"
     "  -V, --version           print the version\n" APPLET_COMMON_HELP;
 
@@ -628,7 +628,7 @@ gateway_main(int argc, char **argv)
         die("state store: %s", e.msg);
     if (gw_workspace_ensure_default(&gw, &e) < 0)
         die("state store: default workspace: %s", e.msg);
-    if (o.driver && strcmp(o.driver, "local") == 0) {
+    if (!o.driver || strcmp(o.driver, "local") == 0) {
         char *dd = xasprintf("%s/sandboxes", gw.state_dir);
 
         if (!(gw.drv = drv_local_new(dd, &e)))
@@ -649,10 +649,9 @@ gateway_main(int argc, char **argv)
     gw_policy_routes(&gw);
     gw_settings_routes(&gw);
     gw_supervisor_routes(&gw);
-    gw_provider_routes(&gw);
-    gw_inference_routes(&gw);
     gw_session_routes(&gw);
     gw_log_routes(&gw);
+    gw_sandbox_reconcile(&gw);
     limits.idle_timeout_ms = (uint32_t)o.idle_timeout_s * 1000;
     gw.srv = h2_server_new(loop_base(gw.loop), gw.router, &limits);
     h2_server_set_conn_close_cb(gw.srv, conn_closed, &gw);

@@ -54,6 +54,13 @@ bool gw_authorized(struct gw *gw, struct h2_stream *st);
 void gw_sandbox_routes(struct gw *gw);
 /* Sandbox O (id ID) changed, or was deleted (O NULL): tell its watchers. */
 void gw_watch_notify(struct gw *gw, const char *id, const struct store_obj *o);
+/* The local driver: start sandbox ID (mint its token, write it 0600,
+ * start its supervisor, idle without a command). 0 or -errno with E. */
+int gw_sandbox_start(struct gw *gw, const char *id, const char *name, const struct cJSON *command,
+                     struct err *e);
+/* At start, with a driver: finish deletes and creates a crash cut short,
+ * remove driver state without a record. Supervisors reconnect by themselves. */
+void gw_sandbox_reconcile(struct gw *gw);
 /* Register the policy revision routes (gw_policy.c). */
 void gw_policy_routes(struct gw *gw);
 /* Validate a policy given as JSON with the policy engine. 0 or -EINVAL. */
@@ -78,6 +85,9 @@ struct cJSON *gw_settings_effective(struct gw *gw, const struct store_obj *sb, s
                                     int *rc);
 /* Sandbox tokens and /v1/supervisor/... (gw_supervisor.c). */
 void gw_supervisor_routes(struct gw *gw);
+/* Mint a token for sandbox SANDBOX_ID into OUT[SIZE >= 48] (older ones
+ * revoked). 0 or -errno with E. */
+int gw_token_mint(struct gw *gw, const char *sandbox_id, char *out, size_t size, struct err *e);
 /* The sandbox whose token the request bears (*OUT, the caller's), or a
  * 401 answer and -EPERM (another negative errno after an error answer). */
 int gw_sandbox_principal(struct gw *gw, struct h2_stream *st, struct store_obj **out);

@@ -1,8 +1,10 @@
 /*
  * gw_sandbox.c: sandbox records (create, list, get, patch, delete) and their
- * watch streams, straight from the store. There is no compute driver yet:
- * a created sandbox stays "provisioning" with a Ready=False condition that
- * says so (doc/api.md).
+ * watch streams, straight from the store. With the local compute driver
+ * (the default) each sandbox has a supervisor and its phase is derived
+ * from the driver and the supervisor's session; without one (--compute-driver
+ * none) a created sandbox stays "provisioning" with a Ready=False condition
+ * that says so (doc/api.md).
  *
  * Stored shape: the row's labels column holds metadata.labels; the payload
  * holds {"annotations":{},"spec":{},"status":{}}; id, name, workspace,
@@ -12,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -19,7 +24,6 @@
 #include "buf.h"
 #include "driver.h"
 #include "gw.h"
-#include "gw_provider.h"
 #include "h2.h"
 #include "log.h"
 #include "store.h"
@@ -223,19 +227,8 @@ check_spec(cJSON *spec, struct err *e)
                                "spec.resource_requirements.gpu.count: expected an integer 0-64");
         }
     }
-    /* An empty command means an interactive login shell (the reference's
-     * normalisation). */
-    a = cJSON_GetObjectItemCaseSensitive(spec, "command");
-    if (!a || cJSON_IsNull(a) || cJSON_GetArraySize(a) == 0) {
-        cJSON *cmd = cJSON_CreateArray();
-
-        cJSON_AddItemToArray(cmd, cJSON_CreateString("/bin/bash"));
-        cJSON_AddItemToArray(cmd, cJSON_CreateString("-l"));
-        cJSON_DeleteItemFromObjectCaseSensitive(spec, "command");
-        cJSON_AddItemToObject(spec, "command", cmd);
-        cJSON_DeleteItemFromObjectCaseSensitive(spec, "tty");
-        cJSON_AddBoolToObject(spec, "tty", true);
-    }
+    /* No command: the sandbox has no main process and serves exec only
+     * (the supervisor's --idle). */
     return 0;
 }
 
@@ -258,17 +251,25 @@ static struct gw *sb_gw;
 static void
 overlay_phase(const struct store_obj *o, cJSON *status)
 {
+    const cJSON *ph = cJSON_GetObjectItemCaseSensitive(status, "phase");
     struct drv_status ds;
+    const char *phase;
     struct err e;
 
-    if (!sb_gw || !sb_gw->drv || drv_get(sb_gw->drv, o->id, &ds, &e) < 0)
+    if (!sb_gw || !sb_gw->drv || (cJSON_IsString(ph) && strcmp(ph->valuestring, "deleting") == 0) ||
+        drv_get(sb_gw->drv, o->id, &ds, &e) < 0)
         return;
+    phase = drv_phase_name(ds.phase);
+    /* Ready means usable: the supervisor runs and holds its session. */
+    if (ds.phase == DRV_READY && !gw_session_connected(sb_gw, o->id))
+        phase = "provisioning";
     cJSON_DeleteItemFromObjectCaseSensitive(status, "phase");
-    cJSON_AddStringToObject(status, "phase", drv_phase_name(ds.phase));
+    cJSON_AddStringToObject(status, "phase", phase);
     cJSON_DeleteItemFromObjectCaseSensitive(status, "conditions");
     if (ds.pid)
         cJSON_AddNumberToObject(status, "supervisor_pid", ds.pid);
     if (ds.phase == DRV_EXITED) {
+        cJSON_DeleteItemFromObjectCaseSensitive(status, "exit_code");
         cJSON_AddNumberToObject(status, "exit_code", ds.exit_code);
         if (ds.exit_signal)
             cJSON_AddNumberToObject(status, "exit_signal", ds.exit_signal);
@@ -471,25 +472,62 @@ gw_require_json(struct h2_stream *st)
     return 0;
 }
 
-/* The local driver: one openshell-supervisor per sandbox running COMMAND
- * (the same re-execution as `openshell run`; check_spec() gave it the
- * default command when none was asked for). */
-static int
-start_sandbox(struct gw *gw, const char *id, const cJSON *command, struct err *e)
+/* The local driver: one openshell-supervisor per sandbox, connected back
+ * to this gateway with a fresh sandbox token (0600 in the sandbox's
+ * directory), running spec.command or, without one, idle. */
+int
+gw_sandbox_start(struct gw *gw, const char *id, const char *name, const cJSON *command,
+                 struct err *e)
 {
+    char token[64];
+    char *dir = gw_sandbox_dir(gw, id), *tpath = xasprintf("%s/token", dir);
+    char *work = xasprintf("%s/work", dir), *gwarg = xasprintf("unix:%s", gw->sock_path);
     const char **argv;
     const cJSON *it;
     size_t n = 0;
-    int rc;
+    int fd, rc;
 
-    if (!cJSON_IsArray(command) || cJSON_GetArraySize(command) == 0)
-        return 0;
-    argv = xcalloc((size_t)cJSON_GetArraySize(command) + 3, sizeof(*argv));
+    if ((rc = gw_token_mint(gw, id, token, sizeof(token), e)) < 0)
+        goto out;
+    fd = open(tpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 || write_full(fd, token, strlen(token)) < 0 || fsync(fd) < 0) {
+        rc = err_errno(e, "sandbox %s: writing %s", name, tpath);
+        if (fd >= 0)
+            close(fd);
+        goto out;
+    }
+    close(fd);
+    if (mkdir(work, 0700) < 0 && errno != EEXIST) {
+        rc = err_errno(e, "sandbox %s: creating %s", name, work);
+        goto out;
+    }
+    argv = xcalloc((size_t)(cJSON_IsArray(command) ? cJSON_GetArraySize(command) : 0) + 16,
+                   sizeof(*argv));
     argv[n++] = "openshell-supervisor";
-    argv[n++] = "--";
-    cJSON_ArrayForEach(it, command) argv[n++] = it->valuestring;
+    argv[n++] = "--gateway";
+    argv[n++] = gwarg;
+    argv[n++] = "--sandbox-id";
+    argv[n++] = id;
+    argv[n++] = "--token-file";
+    argv[n++] = tpath;
+    argv[n++] = "--name";
+    argv[n++] = name;
+    argv[n++] = "--workdir";
+    argv[n++] = work;
+    if (cJSON_IsArray(command) && cJSON_GetArraySize(command) > 0) {
+        argv[n++] = "--";
+        cJSON_ArrayForEach(it, command) argv[n++] = it->valuestring;
+    } else {
+        argv[n++] = "--idle";
+    }
     rc = drv_create(gw->drv, id, "/proc/self/exe", argv, NULL, e);
     free(argv);
+out:
+    explicit_bzero(token, sizeof(token));
+    free(dir);
+    free(tpath);
+    free(work);
+    free(gwarg);
     return rc;
 }
 
@@ -526,9 +564,7 @@ h_create(struct h2_stream *st, struct h2_req *req, void *arg)
         cJSON *spec = spec_c ? cJSON_Duplicate(spec_c, true) : cJSON_CreateObject();
 
         cJSON_AddItemToObject(payload, "spec", spec);
-        if ((rc = check_spec(spec, &e)) < 0 ||
-            (rc = gw_provider_check_attach(
-                 gw, req->params[0], cJSON_GetObjectItemCaseSensitive(spec, "providers"), &e)) < 0)
+        if ((rc = check_spec(spec, &e)) < 0)
             goto fail;
     }
     status = cJSON_AddObjectToObject(payload, "status");
@@ -556,13 +592,14 @@ h_create(struct h2_stream *st, struct h2_req *req, void *arg)
     o.labels = labels ? api_json_print(labels) : NULL;
     rc = store_create(gw->store, &o, &e);
     if (rc == 0 && gw->drv &&
-        (rc = start_sandbox(gw, id,
-                            cJSON_GetObjectItemCaseSensitive(
-                                cJSON_GetObjectItemCaseSensitive(payload, "spec"), "command"),
-                            &e)) < 0) {
+        (rc = gw_sandbox_start(gw, id, name,
+                               cJSON_GetObjectItemCaseSensitive(
+                                   cJSON_GetObjectItemCaseSensitive(payload, "spec"), "command"),
+                               &e)) < 0) {
         struct err e2;
 
-        /* Durable record, failed start: the record goes again. */
+        /* Durable record, failed start: the record and its state go again. */
+        drv_delete(gw->drv, id, 0, &e2);
         store_delete(gw->store, SB_TYPE, id, 0, &e2);
     }
     if (rc == 0) {
@@ -771,6 +808,134 @@ out:
     store_obj_free(o);
 }
 
+/* Delete O: phase "deleting" (durable, watchers see it; a gateway killed
+ * now finishes the job at its next start), the driver stops the sandbox
+ * (SIGTERM, SIGKILL after 2 s) and removes its state, then the record. */
+static int
+sandbox_delete(struct gw *gw, struct store_obj *o, struct err *e)
+{
+    cJSON *p = parse_stored(o->payload), *status;
+    int rc;
+
+    status = cJSON_GetObjectItemCaseSensitive(p, "status");
+    if (!cJSON_IsObject(status)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(p, "status");
+        status = cJSON_AddObjectToObject(p, "status");
+    }
+    if (gw->drv) {
+        cJSON_DeleteItemFromObjectCaseSensitive(status, "phase");
+        cJSON_AddStringToObject(status, "phase", "deleting");
+        free(o->payload);
+        o->payload = api_json_print(p);
+        if ((rc = store_update(gw->store, o, 0, e)) < 0)
+            goto out;
+        gw_watch_notify(gw, o->id, o);
+    }
+    gw_session_forget(gw, o->id);
+    if (gw->drv && (rc = drv_delete(gw->drv, o->id, 2000, e)) < 0 && rc != -ENOENT)
+        goto out;
+    if ((rc = store_delete(gw->store, SB_TYPE, o->id, 0, e)) < 0)
+        goto out;
+    if (!gw->drv) {
+        /* Logs live in the sandbox's directory even without a driver. */
+        char *dir = xasprintf("%s/sandboxes/%s", gw->state_dir, o->id);
+        char *f1 = xasprintf("%s/log.ndjson", dir), *f2 = xasprintf("%s/log.ndjson.1", dir);
+
+        unlink(f1);
+        unlink(f2);
+        rmdir(dir);
+        free(f1);
+        free(f2);
+        free(dir);
+    }
+    gw_watch_notify(gw, o->id, NULL);
+    gw_log_end(gw, o->id, "sandbox deleted");
+out:
+    cJSON_Delete(p);
+    return rc;
+}
+
+struct reconcile {
+    struct gw *gw;
+    size_t orphans;
+};
+
+static void
+reconcile_dir(const char *id, void *arg)
+{
+    struct reconcile *rc = arg;
+    struct store_obj *o = NULL;
+    struct err e;
+
+    if (store_get(rc->gw->store, SB_TYPE, id, &o, &e) == -ENOENT) {
+        if (drv_delete(rc->gw->drv, id, 2000, &e) < 0)
+            log_warnx("reconcile: sandbox state %s without a record: %s", id, e.msg);
+        else
+            rc->orphans++;
+    }
+    store_obj_free(o);
+}
+
+void
+gw_sandbox_reconcile(struct gw *gw)
+{
+    struct store_query q = { .type = SB_TYPE, .limit = STORE_LIST_MAX };
+    struct reconcile r = { gw, 0 };
+    struct store_obj **all = NULL;
+    size_t n = 0, started = 0, deleted = 0;
+    char c1[24], c2[24], c3[24];
+    struct store_list l;
+    struct err e;
+
+    if (!gw->drv)
+        return;
+    /* Collect first: finishing a delete changes the list. */
+    for (q.offset = 0;; q.offset += l.n) {
+        if (store_list(gw->store, &q, &l, &e) < 0) {
+            log_warnx("reconcile: listing sandboxes: %s", e.msg);
+            break;
+        }
+        all = xrealloc(all, (n + l.n + 1) * sizeof(*all));
+        for (size_t i = 0; i < l.n; i++)
+            all[n++] = store_obj_dup(l.items[i]);
+        store_list_fini(&l);
+        if (l.n == 0 || q.offset + l.n >= l.total)
+            break;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct store_obj *o = all[i];
+        cJSON *p = parse_stored(o->payload);
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(p, "status");
+        const cJSON *ph = st ? cJSON_GetObjectItemCaseSensitive(st, "phase") : NULL;
+        const cJSON *spec = cJSON_GetObjectItemCaseSensitive(p, "spec");
+        struct drv_status ds;
+
+        if (cJSON_IsString(ph) && strcmp(ph->valuestring, "deleting") == 0) {
+            /* Cut off mid-delete: finish it. */
+            if (sandbox_delete(gw, o, &e) == 0)
+                deleted++;
+            else
+                log_warnx("reconcile: deleting %s: %s", o->name, e.msg);
+        } else if (drv_get(gw->drv, o->id, &ds, &e) == -ENOENT || ds.phase == DRV_PROVISIONING) {
+            /* Cut off mid-create (record written, supervisor not started). */
+            if (gw_sandbox_start(gw, o->id, o->name,
+                                 cJSON_GetObjectItemCaseSensitive(spec, "command"), &e) < 0)
+                log_warnx("reconcile: starting %s: %s", o->name, e.msg);
+            else
+                started++;
+        }
+        cJSON_Delete(p);
+        store_obj_free(o);
+    }
+    free(all);
+    drv_list(gw->drv, reconcile_dir, &r, &e);
+    snprintf(c1, sizeof(c1), "%zu", started);
+    snprintf(c2, sizeof(c2), "%zu", deleted);
+    snprintf(c3, sizeof(c3), "%zu", r.orphans);
+    log_kv(LOG_LVL_INFO, "reconciled", "started", c1, "finished_deletes", c2, "orphans_removed", c3,
+           NULL);
+}
+
 static void
 h_delete(struct h2_stream *st, struct h2_req *req, void *arg)
 {
@@ -788,25 +953,19 @@ h_delete(struct h2_stream *st, struct h2_req *req, void *arg)
     }
     if (!(o = lookup(gw, st, req)))
         return;
-    /* The driver stops it (SIGTERM, SIGKILL after 2 s) and removes its
-     * state first; then the record goes. */
-    if (gw->drv && (rc = drv_delete(gw->drv, o->id, 2000, &e)) < 0 && rc != -ENOENT) {
-        api_respond_err(st, rc, &e);
+    if (expect && expect != o->resource_version) {
+        err_set(&e, ESTALE, "sandbox %s: resource_version is %llu, not %llu", o->name,
+                (unsigned long long)o->resource_version, (unsigned long long)expect);
+        api_respond_err(st, -ESTALE, &e);
         store_obj_free(o);
         return;
     }
-    if ((rc = store_delete(gw->store, SB_TYPE, o->id, expect, &e)) < 0) {
-        if (rc == -ESTALE)
-            err_set(&e, ESTALE, "sandbox %s: resource_version is %llu, not %llu", o->name,
-                    (unsigned long long)o->resource_version, (unsigned long long)expect);
+    if ((rc = sandbox_delete(gw, o, &e)) < 0) {
         api_respond_err(st, rc, &e);
     } else {
         log_kv(LOG_LVL_INFO, "sandbox deleted", "name", o->name, "workspace", o->workspace, "id",
                o->id, NULL);
         h2_stream_respond(st, 200, "application/json", NULL, 0, "{\"deleted\":true}\n", 17);
-        gw_watch_notify(gw, o->id, NULL);
-        gw_session_forget(gw, o->id);
-        gw_log_end(gw, o->id, "sandbox deleted");
     }
     store_obj_free(o);
 }

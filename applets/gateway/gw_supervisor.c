@@ -85,14 +85,38 @@ tokens_revoke(struct gw *gw, const char *id, size_t *n, struct err *e)
     return rc;
 }
 
+int
+gw_token_mint(struct gw *gw, const char *sandbox_id, char *out, size_t size, struct err *e)
+{
+    struct store_obj t = { 0 };
+    char hash[65], id[37];
+    size_t revoked;
+    int rc;
+
+    if (size < TOKEN_LEN + 1)
+        BUG();
+    if ((rc = tokens_revoke(gw, sandbox_id, &revoked, e)) < 0)
+        return rc;
+    token_new(out);
+    token_hash(out, hash);
+    store_new_id(id);
+    t.id = id;
+    t.type = (char *)TOKEN_TYPE;
+    t.name = hash;
+    t.workspace = (char *)"";
+    t.scope = (char *)sandbox_id;
+    t.payload = (char *)"{}";
+    return store_create(gw->store, &t, e);
+}
+
 /* POST .../sandboxes/{name}/token: mint a token (revoking older ones).
  * DELETE .../token: revoke. */
 static void
 h_token(struct h2_stream *st, struct h2_req *req, void *arg)
 {
     struct gw *gw = arg;
-    struct store_obj *sb = NULL, t = { 0 };
-    char token[TOKEN_LEN + 1], hash[65], id[37];
+    struct store_obj *sb = NULL;
+    char token[TOKEN_LEN + 1];
     bool del = strcmp(req->method, "DELETE") == 0;
     size_t revoked = 0;
     struct err e;
@@ -114,16 +138,7 @@ h_token(struct h2_stream *st, struct h2_req *req, void *arg)
         cJSON_Delete(j);
         goto out;
     }
-    token_new(token);
-    token_hash(token, hash);
-    store_new_id(id);
-    t.id = id;
-    t.type = (char *)TOKEN_TYPE;
-    t.name = hash;
-    t.workspace = (char *)"";
-    t.scope = sb->id;
-    t.payload = (char *)"{}";
-    if ((rc = store_create(gw->store, &t, &e)) < 0)
+    if ((rc = gw_token_mint(gw, sb->id, token, sizeof(token), &e)) < 0)
         goto fail;
     log_kv(LOG_LVL_INFO, "sandbox token minted", "sandbox", sb->name, NULL);
     j = cJSON_CreateObject();

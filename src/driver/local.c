@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,8 +204,17 @@ drv_create(struct drv *d, const char *id, const char *path, const char *const *a
     if (!argv || !argv[0] || !path || path[0] != '/')
         return err_set(e, EINVAL, "sandbox %s: the command must be an absolute path", id);
     sdir = xasprintf("%s/%s", d->dir, id);
-    if (mkdir(sdir, 0700) < 0)
+    /* The directory may hold what the caller put there first (the token,
+     * logs); a recorded monitor means the sandbox exists. */
+    if (mkdir(sdir, 0700) < 0 && errno != EEXIST)
         return err_errno(e, "sandbox %s: %s", id, sdir);
+    {
+        char mpath[4096];
+
+        snprintf(mpath, sizeof(mpath), "%s/monitor", sdir);
+        if (access(mpath, F_OK) == 0)
+            return err_set(e, EEXIST, "sandbox %s: already started", id);
+    }
     if (pipe2(pfd, O_CLOEXEC) < 0)
         return err_errno(e, "sandbox %s: pipe", id);
     a = fork();
@@ -365,22 +375,31 @@ drv_stop(struct drv *d, const char *id, int grace_ms, struct err *e)
     return 0;
 }
 
+static int
+drv_rm_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    (void)sb;
+    (void)ftw;
+    if (type == FTW_DP)
+        return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
+    return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
 int
 drv_delete(struct drv *d, const char *id, int grace_ms, struct err *e)
 {
     AUTOFREE char *sdir = NULL;
-    static const char *const files[] = { "exit", "monitor", "output", ".exit.tmp", ".monitor.tmp" };
-    char path[4096];
+    struct stat sb;
     int rc;
 
-    if ((rc = drv_stop(d, id, grace_ms, e)) < 0)
+    if ((rc = drv_stop(d, id, grace_ms, e)) < 0 && rc != -ENOENT)
         return rc;
     sdir = xasprintf("%s/%s", d->dir, id);
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-        snprintf(path, sizeof(path), "%s/%s", sdir, files[i]);
-        unlink(path);
-    }
-    if (rmdir(sdir) < 0)
+    if (lstat(sdir, &sb) < 0 && errno == ENOENT)
+        return rc;
+    /* Everything under it (token, logs, the work directory), depth first,
+     * never following a symlink the sandbox may have left. */
+    if (nftw(sdir, drv_rm_one, 16, FTW_DEPTH | FTW_PHYS) < 0)
         return err_errno(e, "sandbox %s: removing %s", id, sdir);
     return 0;
 }

@@ -43,6 +43,7 @@ def start():
         os.symlink(BIN, lnk)
     log = open(LOG, "a")
     gw = subprocess.Popen([lnk, "--state-dir", STATE, "--socket", SOCK, "--listen", "none",
+                           "--compute-driver", "none",
                            "--idle-timeout", "1", "--log-format", "text"],
                           stdout=log, stderr=log)
     for _ in range(200):
@@ -157,8 +158,8 @@ def main():
     tap(r[0] == 201 and r[1].get("etag") == '"1"' and md.get("name") == "alpha" and
         md.get("resource_version") == 1 and md.get("labels") == {"env": "prod", "team": "a"} and
         j["status"]["phase"] == "provisioning" and
-        j["spec"]["command"] == ["/bin/bash", "-l"] and j["spec"]["tty"] is True,
-        "POST sandbox: 201, ETag, provisioning, default command", r)
+        "command" not in j["spec"] and "tty" not in j["spec"],
+        "POST sandbox: 201, ETag, provisioning, no command (an idle sandbox)", r)
     alpha_id = md.get("id", "")
     for name, labels in (("beta", {"env": "dev", "team": "a"}),
                          ("gamma", {"env": "prod", "team": "b", "example.com/tier": "1"})):

@@ -44,6 +44,7 @@ def start():
         os.symlink(BIN, lnk)
     log = open(LOG, "a")
     gw = subprocess.Popen([lnk, "--state-dir", STATE, "--socket", SOCK, "--listen", "none",
+                           "--compute-driver", "none",
                            "--log-format", "text"],
                           stdout=log, stderr=log)
     for _ in range(250):

@@ -29,10 +29,11 @@ start() {
 }
 U=http://x/v1/workspaces/default/sandboxes
 C="curl -sS --unix-socket $S --http2-prior-knowledge"
-# phase NAME [WANT]: the sandbox's phase; with WANT, wait (5 s) for it.
+# phase NAME [WANT]: the sandbox's phase; with WANT, wait (15 s) for it
+# (ready needs the supervisor's session, which reconnects with backoff).
 cat >"$T/phase" <<EOS
 #!/bin/sh
-for _ in \$(seq 100); do
+for _ in \$(seq 300); do
     p=\$($C "$U/\$1" | sed -n 's/.*"phase":"\\([a-z]*\\)".*/\\1/p')
     [ -z "\$2" ] || [ "\$p" = "\$2" ] && break
     sleep 0.05
@@ -49,7 +50,7 @@ testing "create with a command: 201" "$C -o /dev/null -w '%{http_code}' -H conte
 testing "it exits" "$T/phase three exited" "exited"
 testing "with the main process's exit status" "$C $U/three | grep -o '\"exit_code\":[0-9-]*'" '"exit_code":3'
 testing "create a long one: 201" "$C -o /dev/null -w '%{http_code}' -H content-type:application/json -d '{\"name\":\"long\",\"spec\":{\"command\":[\"/bin/sleep\",\"30\"]}}' $U" "201"
-testing "it is ready" "$T/phase long" "ready"
+testing "it is ready (its supervisor connected)" "$T/phase long ready" "ready"
 SPID=$($C $U/long | sed -n 's/.*"supervisor_pid":\([0-9]*\).*/\1/p')
 export SPID
 check "its monitor runs outside the gateway's session" "[ \"\$(ps -o sid= -p $SPID)\" != \"\$(ps -o sid= -p $GW)\" ]"
@@ -57,7 +58,7 @@ check "the supervisor runs the command (sleep 30 in the session)" "ps -eo sid,ar
 kill -9 $GW; wait $GW 2>/dev/null; GW=
 check "the sandbox survives kill -9 of the gateway" "kill -0 $SPID"
 if start; then tap_ok "gateway restarts"; else tap_not_ok "gateway restarts" "$(cat "$T/gw.log")"; fi
-testing "the restarted gateway finds it running" "$T/phase long" "ready"
+testing "the restarted gateway finds it running (its supervisor reconnects)" "$T/phase long ready" "ready"
 testing "and the exited one exited" "$T/phase three" "exited"
 ID=$($C $U/long | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
 testing "delete stops it" "$C -X DELETE $U/long" '{"deleted":true}'

@@ -77,7 +77,8 @@ def main():
     db.commit()
     db.close()
     sock = os.path.join(T, "old.sock")
-    gw = subprocess.Popen([GW, "--state-dir", st, "--socket", sock, "--listen", "none"],
+    gw = subprocess.Popen([GW, "--state-dir", st, "--socket", sock, "--listen", "none",
+                           "--compute-driver", "none"],
                           stderr=subprocess.DEVNULL)
     for _ in range(200):
         if os.path.exists(sock):
