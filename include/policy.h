@@ -221,6 +221,7 @@ struct policy_l4_result {
     enum policy_tls tls;            /* of the first endpoint with extended config, else auto */
     bool enforce;                   /* first L7 endpoint enforces (per request: see L7 result) */
     bool allow_encoded_slash;       /* some L7 endpoint keeps %2F in paths */
+    bool body_rewrite;              /* some rest endpoint has request_body_credential_rewrite */
     bool has_allowed_ips;           /* SSRF uses the allowed_ips list (see policy_ssrf_check) */
     const char *endpoint_host;      /* host pattern of the first matched endpoint ("" hostless) */
     char reason[POLICY_REASON_MAX]; /* deny reason, "" on allow */

@@ -86,6 +86,12 @@ enum px_cred_status px_cred_target(struct px_cred_ctx *x, const char *target, st
  * anywhere else in the value fails. */
 enum px_cred_status px_cred_header(struct px_cred_ctx *x, const char *name, const char *value,
                                    struct buf *out);
+/* Rewrite a request body P[0..N) of content type CT (may be NULL) into
+ * OUT, for an endpoint with request_body_credential_rewrite: JSON (values
+ * JSON-escaped), form (percent-encoded) and text bodies; other types are
+ * copied unchanged (the caller's marker check then refuses them). */
+enum px_cred_status px_cred_body(struct px_cred_ctx *x, const char *p, size_t n, const char *ct,
+                                 struct buf *out);
 /* Does P[0..N) hold a placeholder marker, raw or percent-encoded, in any
  * letter case (also the "-OPENSHELL-RESOLVE-ENV-" alias form)? */
 bool px_cred_marker(const char *p, size_t n);

@@ -154,6 +154,11 @@ px_exchange_reset(struct px_conn *c)
     px_creds_unref(c->creds);
     c->creds = NULL;
     memset(&c->scan, 0, sizeof(c->scan));
+    c->hold = false;
+    if (c->hold_body.data)
+        explicit_bzero(c->hold_body.data, c->hold_body.len);
+    buf_fini(&c->hold_body);
+    buf_fini(&c->hold_target);
 }
 
 static void

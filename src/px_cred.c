@@ -440,14 +440,23 @@ px_resolve_key(struct px_cred_ctx *x, const char *key, size_t klen, const struct
     return PX_CRED_UNAVAILABLE;
 }
 
-/* Where to encode: in a path segment or a query value. */
-enum px_enc { PX_ENC_NONE, PX_ENC_PATH, PX_ENC_QUERY };
+/* Where to encode: in a path segment, a query value, a JSON string. */
+enum px_enc { PX_ENC_NONE, PX_ENC_PATH, PX_ENC_QUERY, PX_ENC_JSON };
 
 static void
 px_pct(struct buf *out, const char *v, size_t n, enum px_enc enc)
 {
     static const char hex[] = "0123456789ABCDEF";
 
+    if (enc == PX_ENC_JSON) {
+        struct buf j = BUF_INIT;
+
+        buf_put_json_str(&j, v, n); /* "...": drop the quotes */
+        buf_append(out, j.data + 1, j.len - 2);
+        explicit_bzero(j.data, j.len);
+        buf_fini(&j);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)v[i];
         bool keep = isalnum(ch) || strchr("-._~", ch);
@@ -541,6 +550,24 @@ px_cred_target(struct px_cred_ctx *x, const char *target, struct buf *out)
         p = amp + 1;
     }
     return PX_CRED_OK;
+}
+
+enum px_cred_status
+px_cred_body(struct px_cred_ctx *x, const char *p, size_t n, const char *ct, struct buf *out)
+{
+    enum px_enc enc;
+
+    if (ct && strcasestr(ct, "json"))
+        enc = PX_ENC_JSON;
+    else if (ct && strcasestr(ct, "application/x-www-form-urlencoded"))
+        enc = PX_ENC_QUERY;
+    else if (!ct || strncasecmp(ct, "text/", 5) == 0)
+        enc = PX_ENC_NONE;
+    else {
+        buf_append(out, p, n);
+        return PX_CRED_OK;
+    }
+    return px_subst(x, p, n, enc, false, out);
 }
 
 /* Is P[0..N) exactly one placeholder? */

@@ -234,6 +234,7 @@ px_decide_l4(struct px_conn *c, const char *method, const char *target)
         buf_copy_fixed(c->policy_name, sizeof(c->policy_name), l4->policy ? l4->policy : "");
         c->l7 = l4->l7;
         c->tls_skip = l4->tls == POLICY_TLS_SKIP;
+        c->body_rewrite = l4->body_rewrite;
     } else if (c->tunnel) {
         buf_fmt_fixed(detail, sizeof(detail), "CONNECT %s:%u not permitted by policy", c->host,
                       c->port);
@@ -340,12 +341,16 @@ px_build_request(struct px_conn *c, const char *path, bool close_upstream, struc
 
         if (strcasecmp(n, "host") == 0 || http1_request_hop_header(r, n))
             continue;
+        if (c->hold && strcasecmp(n, "content-length") == 0)
+            continue; /* the rewritten body has its own length */
         buf_printf(out, "%s: ", n);
         if ((st = px_cred_header(&x, n, r->headers[i].value, out)) != PX_CRED_OK)
             goto fail;
         buf_puts(out, "\r\n");
     }
-    if (r->chunked)
+    if (c->hold)
+        buf_printf(out, "Content-Length: %zu\r\n", c->hold_body.len);
+    else if (r->chunked)
         buf_puts(out, "Transfer-Encoding: chunked\r\n");
     /* The forward path says who relayed (as the reference does), once. */
     if (!c->tunnel && !http1_request_header(r, "via"))
@@ -366,7 +371,7 @@ px_build_request(struct px_conn *c, const char *path, bool close_upstream, struc
         log_debug("conn %llu: %u credential placeholder(s) resolved for %s:%u",
                   (unsigned long long)c->id, x.injected, c->host, c->port);
     buf_fini(&target);
-    if (c->req_body && px_creds_count(c->creds))
+    if (c->req_body && px_creds_count(c->creds) && !c->hold)
         http1_body_set_tap(c->req_body, px_body_tap, c);
     return true;
 fail:
@@ -422,6 +427,120 @@ px_body_move(struct http1_body *b, bool reframe, struct evbuffer *src, struct bu
     return (long)total;
 }
 
+/* A body to rewrite (request_body_credential_rewrite): collected whole,
+ * decoded, at most PX_REWRITE_MAX bytes; then its placeholders are
+ * resolved and the request goes upstream with a Content-Length. */
+#define PX_REWRITE_MAX (256 * 1024)
+
+static void
+px_hold_finish(struct px_conn *c)
+{
+    struct px_cred_ctx x = { .creds = c->creds, .host = c->host, .port = c->port };
+    const char *ct = http1_request_header(c->req, "content-type");
+    struct buf body = BUF_INIT, head = BUF_INIT;
+    enum px_cred_status st;
+
+    st = px_cred_body(&x, c->hold_body.data, c->hold_body.len, ct, &body);
+    if (st == PX_CRED_OK && px_cred_marker(body.data, body.len)) {
+        st = PX_CRED_UNAVAILABLE;
+        buf_copy_fixed(x.why, sizeof(x.why), "credential placeholder left in the request body");
+    }
+    if (st != PX_CRED_OK) {
+        if (body.data)
+            explicit_bzero(body.data, body.len);
+        buf_fini(&body);
+        px_cred_fail(c, st, x.why);
+        return;
+    }
+    explicit_bzero(c->hold_body.data, c->hold_body.len);
+    buf_reset(&c->hold_body);
+    buf_append(&c->hold_body, body.data, body.len); /* for the Content-Length */
+    if (!px_build_request(c, buf_cstr(&c->hold_target), c->tunnel ? !c->req->keep_alive : true,
+                          &head)) {
+        explicit_bzero(body.data, body.len);
+        buf_fini(&body);
+        buf_fini(&head);
+        return;
+    }
+    buf_append(&head, body.data, body.len);
+    explicit_bzero(body.data, body.len);
+    buf_fini(&body);
+    c->req_body_done = true;
+    if (!c->tunnel) {
+        buf_reset(&c->pending);
+        buf_append(&c->pending, head.data, head.len);
+        explicit_bzero(head.data, head.len);
+        buf_fini(&head);
+        px_resolve(c);
+        return;
+    }
+    bufferevent_write(c->up, head.data, head.len);
+    c->bytes_up += head.len;
+    explicit_bzero(head.data, head.len);
+    buf_fini(&head);
+    bufferevent_enable(c->up, EV_READ);
+    px_timer(c, c->srv->o.response_timeout_s);
+    px_pump_response(c);
+}
+
+static void
+px_hold_collect(struct px_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->cli);
+    struct evbuffer_iovec v[16];
+    const char *why = "";
+    bool done = false;
+    size_t total = 0;
+    int nv = evbuffer_peek(in, -1, NULL, v, 16);
+
+    if (nv > 16)
+        nv = 16;
+    if (nv <= 0)
+        (void)http1_body_feed(c->req_body, "", 0, &c->hold_body, &done, &why);
+    for (int i = 0; i < nv && !done; i++) {
+        long used =
+            http1_body_feed(c->req_body, v[i].iov_base, v[i].iov_len, &c->hold_body, &done, &why);
+
+        if (used < 0) {
+            px_log_decision(c, "deny", "framing", c->method, c->path, why);
+            px_reply_empty(c, 400, "Bad Request");
+            return;
+        }
+        total += (size_t)used;
+        if ((size_t)used < v[i].iov_len)
+            break;
+    }
+    evbuffer_drain(in, total);
+    px_touch(c);
+    if (c->hold_body.len > PX_REWRITE_MAX) {
+        px_log_decision(c, "deny", "credentials", c->method, c->path,
+                        "body to rewrite over 262144 bytes");
+        px_reply_json(c, 413, "Payload Too Large", "credential_rewrite_body_too_large",
+                      "a request body whose credentials are rewritten is limited to 262144 bytes",
+                      NULL);
+        return;
+    }
+    if (done)
+        px_hold_finish(c);
+    else if (total && evbuffer_get_length(in))
+        px_hold_collect(c);
+}
+
+/* Start collecting the body of the request in c->req, to be sent with
+ * TARGET once rewritten. */
+static void
+px_hold_start(struct px_conn *c, const char *target)
+{
+    c->hold = true;
+    buf_reset(&c->hold_body);
+    buf_reset(&c->hold_target);
+    buf_puts(&c->hold_target, target);
+    http1_body_set_decode(c->req_body);
+    c->state = PX_REQ;
+    px_timer(c, c->srv->o.header_timeout_s);
+    px_hold_collect(c);
+}
+
 void
 px_pump_request_body(struct px_conn *c)
 {
@@ -430,6 +549,10 @@ px_pump_request_body(struct px_conn *c)
     bool done = false;
     long used;
 
+    if (c->hold) {
+        px_hold_collect(c);
+        return;
+    }
     while (!c->req_body_done) {
         used = px_body_move(c->req_body, c->req->chunked, in, c->up, &c->bytes_up, &done, &why);
         if (used < 0) {
@@ -437,8 +560,8 @@ px_pump_request_body(struct px_conn *c)
                 px_log_decision(c, "deny", "credentials", c->method, c->path,
                                 "credential placeholder in the request body");
                 px_reply_json(c, 403, "Forbidden", "credential_in_body",
-                              "a credential placeholder in the request body is not resolved "
-                              "(request_body_credential_rewrite is not supported)",
+                              "a credential placeholder in the request body is not resolved: "
+                              "the endpoint does not set request_body_credential_rewrite",
                               NULL);
                 return;
             }
@@ -668,6 +791,12 @@ px_tunnel_request(struct px_conn *c)
     c->creds = px_creds_ref(c->srv->creds);
     c->req_body = http1_body_request(r);
     c->req_body_done = false;
+    if (c->body_rewrite && px_creds_count(c->creds) && (r->chunked || r->length > 0)) {
+        bufferevent_enable(c->up, EV_READ);
+        px_hold_start(c, buf_cstr(&canon));
+        buf_fini(&canon);
+        return;
+    }
     if (!px_build_request(c, buf_cstr(&canon), !r->keep_alive && !r->websocket, &head)) {
         buf_fini(&head);
         buf_fini(&canon);
@@ -747,6 +876,11 @@ px_forward_request(struct px_conn *c)
     c->creds = px_creds_ref(c->srv->creds);
     c->req_body = http1_body_request(r);
     c->req_body_done = false;
+    if (c->body_rewrite && px_creds_count(c->creds) && (r->chunked || r->length > 0)) {
+        px_hold_start(c, buf_cstr(&canon));
+        buf_fini(&canon);
+        return;
+    }
     /* One request per upstream connection, unless it upgrades. */
     if (!px_build_request(c, buf_cstr(&canon), !r->websocket, &c->pending)) {
         buf_fini(&canon);

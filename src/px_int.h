@@ -178,6 +178,10 @@ struct px_conn {
     /* Credentials: the document this request is served under. */
     struct px_creds *creds;
     struct px_cred_scan scan; /* the request body is checked for placeholders */
+    bool body_rewrite;        /* the endpoint opted into body rewriting */
+    bool hold;                /* collecting the body to rewrite it (hold_*) */
+    struct buf hold_body;     /* decoded body */
+    struct buf hold_target;   /* the target to build the head with */
 
     /* inference.local (px_infer.c) */
     bool infer;

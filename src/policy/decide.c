@@ -290,6 +290,7 @@ policy_decide_l4(const struct policy *p, const struct policy_request *req,
                     out->enforce = ep->enforce;
                 }
                 out->allow_encoded_slash |= ep->allow_encoded_slash;
+                out->body_rewrite |= ep->body_rewrite;
             }
         }
     }

@@ -1359,6 +1359,7 @@ ld_endpoint(struct ld *l, const struct py_node *n, struct pol_endpoint *ep)
         ld_pop(l, o);
     }
     ep->allow_encoded_slash = r.allow_encoded_slash > 0;
+    ep->body_rewrite = r.body_rewrite > 0 && !strcmp(proto, "rest");
     if (ep->allow_encoded_slash && !l7)
         ld_warn(l, n, "allow_encoded_slash has no effect without protocol rest or websocket");
     ep->extended = (*proto && !tcp) || ep->nallowed_ips > 0 || ep->tls_set;

@@ -142,6 +142,7 @@ struct pol_endpoint {
     bool tls_set; /* tls key given (part of "extended config") */
     bool enforce; /* effective enforcement (our default: enforce; sql: audit) */
     bool allow_encoded_slash;
+    bool body_rewrite; /* request_body_credential_rewrite (rest) */
     bool extended; /* non-tcp protocol, allowed_ips, or tls */
     struct pol_cidr *allowed_ips;
     size_t nallowed_ips;

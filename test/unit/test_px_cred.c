@@ -193,6 +193,32 @@ test_header(void)
 }
 
 static int
+test_body(void)
+{
+    struct px_creds *c = load();
+    struct px_cred_ctx x = { .creds = c, .host = "api.example.com", .port = 443 };
+    struct buf b = BUF_INIT;
+    static const char json[] = "{\"t\":\"" PX_CRED_MARKER "SPACE\"}";
+    static const char form[] = "a=1&t=" PX_CRED_MARKER "SPACE";
+
+    CHECK_INT(px_cred_body(&x, json, strlen(json), "application/json", &b), PX_CRED_OK);
+    CHECK_STR(buf_cstr(&b), "{\"t\":\"a b&c\"}");
+    buf_reset(&b);
+    CHECK_INT(px_cred_body(&x, form, strlen(form), "application/x-www-form-urlencoded", &b),
+              PX_CRED_OK);
+    CHECK_STR(buf_cstr(&b), "a=1&t=a%20b%26c");
+    buf_reset(&b);
+    CHECK_INT(px_cred_body(&x, form, strlen(form), "image/png", &b), PX_CRED_OK);
+    CHECK(px_cred_marker(b.data, b.len)); /* left for the caller to refuse */
+    buf_reset(&b);
+    x.host = "elsewhere.test";
+    CHECK_INT(px_cred_body(&x, json, strlen(json), "application/json", &b), PX_CRED_MISMATCH);
+    buf_fini(&b);
+    px_creds_unref(c);
+    return TAP_PASS;
+}
+
+static int
 test_marker_and_scan(void)
 {
     static const char enc[] = "%6F%70%65%6E%73%68%65%6C%6C%3A%72%65%73%6F%6C%76%65%3A%65%6E%76%3A";
@@ -218,4 +244,4 @@ test_marker_and_scan(void)
 }
 
 TAP_MAIN(TAP_TEST(test_parse), TAP_TEST(test_parse_refusals), TAP_TEST(test_target),
-         TAP_TEST(test_header), TAP_TEST(test_marker_and_scan))
+         TAP_TEST(test_header), TAP_TEST(test_body), TAP_TEST(test_marker_and_scan))
