@@ -38,7 +38,7 @@ SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=
 check "build the ASan gateway" "cd '$TOP' && gcc -std=gnu11 -g -O1 $SAN -D_GNU_SOURCE -Iinclude -Iapplets \
     -I'$B/gen' -I'$HOST_DEPS/include' -o '$T/openshell-gateway' '$T/asan_main.c' \
     applets/gateway/*.c src/store.c src/h2.c src/api.c src/buf.c src/err.c src/log.c src/loop.c \
-    src/xfuncs.c src/tls.c src/driver/*.c src/policy/*.c -L'$HOST_DEPS/lib' -lnghttp2 -lmbedtls -lmbedx509 \
+    src/xfuncs.c src/tls.c src/seal.c src/driver/*.c src/policy/*.c -L'$HOST_DEPS/lib' -lnghttp2 -lmbedtls -lmbedx509 \
     -lmbedcrypto -levent_core -lcjson -lyaml -lsqlite3 -lpthread -lm"
 if [ ! -x "$T/openshell-gateway" ]; then
     done_testing
