@@ -143,7 +143,7 @@ struct pol_endpoint {
     bool enforce; /* effective enforcement (our default: enforce; sql: audit) */
     bool allow_encoded_slash;
     bool body_rewrite; /* request_body_credential_rewrite (rest) */
-    bool extended; /* non-tcp protocol, allowed_ips, or tls */
+    bool extended;     /* non-tcp protocol, allowed_ips, or tls */
     struct pol_cidr *allowed_ips;
     size_t nallowed_ips;
     struct pol_l7rule *allow;
