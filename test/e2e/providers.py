@@ -19,6 +19,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BIN = os.environ["OPENSHELL_BIN"]
+# providers_asan.sh runs this file against a gateway built with ASan/LSan.
+GW_BIN = os.environ.get("PROVIDERS_GATEWAY_BIN")
 T = tempfile.mkdtemp(prefix="openshell-prov-e2e.")
 STATE = os.path.join(T, "state")
 SOCK = os.path.join(T, "gw.sock")
@@ -37,6 +39,7 @@ SECRETS = [S_OPENAI, S_ROTATED, S_GH, S_GENERIC, S_GOOD, S_BAD, S_ANTH]
 n = 0
 failed = 0
 gw = None
+gw_status = []  # exit statuses of the gateways stopped by SIGTERM
 answers = []  # every API/CLI answer text, searched for secrets at the end
 
 
@@ -56,7 +59,7 @@ def start(expect_fail=False):
     global gw
     lnk = os.path.join(T, "openshell-gateway")
     if not os.path.exists(lnk):
-        os.symlink(BIN, lnk)
+        os.symlink(GW_BIN or BIN, lnk)
     log = open(LOG, "a")
     gw = subprocess.Popen([lnk, "--state-dir", STATE, "--socket", SOCK, "--listen", "none",
                            "--compute-driver", "none", "--log-format", "text"],
@@ -75,10 +78,11 @@ def stop():
     if gw and gw.poll() is None:
         gw.terminate()
         try:
-            gw.wait(10)
+            gw_status.append(gw.wait(20))
         except subprocess.TimeoutExpired:
             gw.kill()
             gw.wait()
+            gw_status.append("killed")
     gw = None
     if os.path.exists(SOCK):
         os.unlink(SOCK)
@@ -515,6 +519,12 @@ def main():
         test_tampering()
     finally:
         stop()
+    if GW_BIN:
+        log = open(LOG, errors="replace").read()
+        bad = [x for x in ("Sanitizer", "runtime error", "LeakSanitizer") if x in log]
+        tap(not bad and gw_status and all(x == 0 for x in gw_status),
+            "the ASan gateway: exit 0 at every SIGTERM, no sanitizer report",
+            "statuses %s\n%s" % (gw_status, log[-3000:]))
     print("1..%d" % n)
     shutil.rmtree(T, ignore_errors=True)
     return 1 if failed else 0
