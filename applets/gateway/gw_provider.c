@@ -899,6 +899,9 @@ out:
     cJSON_Delete(config);
     if (body)
         secrets_delete(body);
+    /* The request buffer held the values too. */
+    if (req->body.data)
+        explicit_bzero(req->body.data, req->body.len);
 }
 
 static void
@@ -1102,6 +1105,8 @@ out:
     cJSON_Delete(payload);
     if (body)
         secrets_delete(body);
+    if (req->body.data)
+        explicit_bzero(req->body.data, req->body.len);
     store_obj_free(o);
 }
 
@@ -1146,8 +1151,9 @@ h_delete(struct h2_stream *st, struct h2_req *req, void *arg)
     if (users.len) {
         rc = err_set(&e, EPROTO,
                      "provider %s is attached to sandbox %s; detach it first (openshell sandbox "
-                     "provider detach SANDBOX %s) or delete the sandbox",
-                     o->name, buf_cstr(&users), o->name);
+                     "provider detach %s %s) or delete the sandbox",
+                     o->name, buf_cstr(&users),
+                     strchr(buf_cstr(&users), ',') ? "SANDBOX" : buf_cstr(&users), o->name);
         goto fail;
     }
     if (route_uses(gw, o->workspace, o->name)) {
