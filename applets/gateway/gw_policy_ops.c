@@ -47,10 +47,11 @@
 #include "store.h"
 #include "xfuncs.h"
 
-#define OPS_MAX 100      /* operations in one request */
-#define RETRIES 5        /* optimistic retries without If-Match */
-#define Y2J_DEPTH 64     /* nesting of a converted YAML document */
-#define Y2J_NODES 500000 /* nodes visited while converting */
+#define OPS_MAX 100                  /* operations in one request */
+#define POLICY_TEXT_MAX (256 * 1024) /* as PUT: the reference's cap */
+#define RETRIES 5                    /* optimistic retries without If-Match */
+#define Y2J_DEPTH 64                 /* nesting of a converted YAML document */
+#define Y2J_NODES 500000             /* nodes visited while converting */
 
 /* ------------------------------------------------------------ YAML -> JSON */
 
@@ -1027,6 +1028,10 @@ h_patch_policy(struct h2_stream *st, struct h2_req *req, void *arg)
         if ((rc = apply_ops(policy, ops, warnings, &e)) < 0)
             goto fail;
         text = api_json_print(policy);
+        if (strlen(text) > POLICY_TEXT_MAX) {
+            rc = err_set(&e, EFBIG, "the merged policy is over %d bytes", POLICY_TEXT_MAX);
+            goto fail;
+        }
         if ((rc = gw_policy_check_text(text, strlen(text), &e)) < 0) {
             err_wrap(&e, "the operations give an invalid policy");
             goto fail;

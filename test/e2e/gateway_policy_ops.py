@@ -324,6 +324,12 @@ def main():
                  "invalid_argument", "dry_run")
     expect_error("not JSON: 415", curl("PATCH", SB + "/ops/policy", "x", ctype="text/plain"),
                  415, "unsupported_media_type")
+    pad = "p" * 80
+    big = [add_rule("big", [ep("big.example.com", 443)],
+                    ["/usr/local/bin/%s-%02d-%03d" % (pad, j, i) for i in range(250)])
+           for j in range(12)]
+    expect_error("a merged policy over 256 KiB: 413", patch("ops", big), 413,
+                 "payload_too_large", "over 262144 bytes")
     expect_error("unknown sandbox: 404",
                  patch("nosuch", [{"op": "remove_rule", "name": "a"}]), 404, "not_found")
     r = patch("ops", [{"op": "add_allow_rules", "host": "h", "port": 1,
