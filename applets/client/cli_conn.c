@@ -636,6 +636,13 @@ cli_select(struct cli_ctx *c, bool autostart)
     return 0;
 }
 
+/* Bulk transfers (files, exec output) want more in flight than the
+ * defaults: a 4 MiB receive window per stream, 1 MiB queued per stream. */
+static const struct h2_limits cli_h2_limits = {
+    .stream_window = 4u * 1024 * 1024,
+    .stream_out_high = 1024 * 1024,
+};
+
 /* ------------------------------------------------------------------ TLS */
 
 struct hs_wait {
@@ -794,7 +801,7 @@ connect_tls(struct cli_ctx *c)
         goto out;
     }
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
-    if (!(c->conn = h2_client_new(loop_base(c->loop), bev, true, NULL, &e)))
+    if (!(c->conn = h2_client_new(loop_base(c->loop), bev, true, &cli_h2_limits, &e)))
         rc = cli_fail(c, CLI_EXIT_UNREACHABLE, NULL, "gateway '%s': %s", c->gw.name, e.msg);
 out:
     free(dir);
@@ -824,7 +831,7 @@ cli_connect(struct cli_ctx *c, bool autostart)
                         "served by this gateway",
                         "gateway '%s' at %s: no way to reach it", c->gw.name, c->gw.endpoint);
     c->loop = loop_new();
-    if (h2_client_connect_unix(loop_base(c->loop), sock, NULL, &c->conn, &e) < 0)
+    if (h2_client_connect_unix(loop_base(c->loop), sock, &cli_h2_limits, &c->conn, &e) < 0)
         return cli_fail(c, CLI_EXIT_UNREACHABLE,
                         c->gw.state_dir[0] ? "start it with: openshell gateway start"
                                            : "check that the gateway runs, or select another "

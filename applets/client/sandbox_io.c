@@ -42,7 +42,8 @@
 #include "tar.h"
 #include "xfuncs.h"
 
-#define IO_CHUNK (64 * 1024)
+#define IO_CHUNK (256 * 1024)
+#define IO_PIPE_SIZE (1024 * 1024)
 #define IO_MAX_ENV 256
 /* Exit status when the stream to the sandbox is lost mid-session (as ssh). */
 #define IO_EXIT_LOST 255
@@ -991,6 +992,7 @@ spawn_tar_create(const char *path, int *fd, struct err *e)
         _exit(0);
     }
     close(p[1]);
+    fcntl(p[0], F_SETPIPE_SZ, IO_PIPE_SIZE); /* fewer wake-ups; best effort */
     *fd = p[0];
     return pid;
 }
@@ -1173,6 +1175,7 @@ io_download(struct cli_ctx *c, struct io_args *a)
         rc = cli_fail(c, CLI_EXIT_FAIL, NULL, "pipe: %s", strerror(errno));
         goto out;
     }
+    fcntl(p[1], F_SETPIPE_SZ, IO_PIPE_SIZE);
     fflush(NULL);
     pid = fork();
     if (pid == 0) {
