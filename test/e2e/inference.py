@@ -27,15 +27,19 @@ import tempfile
 import time
 
 import e2elib
+import proxy_cred_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.environ.get("OPENSHELL_BIN", "")
+PROXY = [BIN, "applet", "openshell-proxy"]  # or the ASan build (second round)
+TAG = ""
 results = []
 KEY = "sk-BACKEND-KEY-1234"
 AKEY = "ant-BACKEND-KEY-5678"
 
 
 def point(ok, name, diag=""):
+    name = TAG + name
     results.append((bool(ok), name, diag))
     print("%s %d - %s" % ("ok" if ok else "not ok", len(results), name), flush=True)
     if not ok and diag:
@@ -96,11 +100,12 @@ def setup():
         json.dump(route_doc(), f)
     E.log = t + "/proxy.log"
     E.proxy = subprocess.Popen(
-        [BIN, "applet", "openshell-proxy", "--policy", t + "/policy.yaml", "--listen",
+        PROXY + ["--policy", t + "/policy.yaml", "--listen",
          "127.0.0.1:0", "--port-file", t + "/port", "--credentials", E.cred,
          "--bundle-out", t + "/bundle.pem", "--ca-out", t + "/sandbox-ca.pem",
          "--inference-idle-timeout", "2", "--log-format", "text", "--log-level", "debug"],
-        stdout=subprocess.DEVNULL, stderr=open(E.log, "w"))
+        stdout=subprocess.DEVNULL, stderr=open(E.log, "w"),
+        env=dict(os.environ, **proxy_cred_lib.ENV))
     for _ in range(200):
         if os.path.exists(t + "/port") and open(t + "/port").read().strip():
             break
@@ -494,6 +499,33 @@ def tests_log():
           "the proxy log has inference records and no key", leaked)
 
 
+def asan_round():
+    """The same tests (but node) against the proxy built with ASan/UBSan/LSan;
+    then it must stop cleanly on SIGTERM with no sanitizer report."""
+    global PROXY, TAG
+    build = tempfile.mkdtemp(prefix="openshell-infer-asan.")
+    try:
+        exe, why = proxy_cred_lib.build_asan_proxy(build)
+        if not exe:
+            skip("inference.local under ASan", why)
+            return
+        PROXY, TAG = [exe], "asan: "
+        try:
+            setup()
+            tests_curl()
+            tests_tunnel()
+            tests_anthropic_and_swap()
+            E.proxy.terminate()
+            rc = E.proxy.wait(30)
+            report = proxy_cred_lib.sanitizer_report(E.log)
+            point(rc == 0 and not report,
+                  "the proxy exits 0 on SIGTERM with no sanitizer report (rc %d)" % rc, report)
+        finally:
+            teardown()
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
 def main():
     if not BIN or not os.access(BIN, os.X_OK):
         print("1..0 # SKIP OPENSHELL_BIN not set")
@@ -513,6 +545,11 @@ def main():
         point(False, "test harness", traceback.format_exc())
     finally:
         teardown()
+    try:
+        asan_round()
+    except Exception:
+        import traceback
+        point(False, "test harness (asan)", traceback.format_exc())
     print("1..%d" % len(results))
     return 0 if all(r[0] for r in results) else 1
 

@@ -22,9 +22,12 @@ import tempfile
 import time
 
 import e2elib
+import proxy_cred_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.environ.get("OPENSHELL_BIN", "")
+PROXY = [BIN, "applet", "openshell-proxy"]  # or the ASan build (second round)
+TAG = ""
 results = []
 
 SECRETS = ["ghp-SECRET-one", "pathSECRETtwo", "SECRET-rotated-3", "SECRET-ctl-4",
@@ -33,6 +36,7 @@ PH = "openshell:resolve:env:"
 
 
 def point(ok, name, diag=""):
+    name = TAG + name
     results.append((bool(ok), name, diag))
     print("%s %d - %s" % ("ok" if ok else "not ok", len(results), name), flush=True)
     if not ok and diag:
@@ -82,14 +86,16 @@ def write_creds(path, doc):
 def start_proxy(extra, log):
     port_file = E.tmp + "/port.%d" % len(E.procs)
     p = subprocess.Popen(
-        [BIN, "applet", "openshell-proxy", "--policy", E.tmp + "/policy.yaml",
+        PROXY + ["--policy", E.tmp + "/policy.yaml",
          "--listen", "127.0.0.1:0", "--port-file", port_file,
          "--resolve", "api.test:" + E.up, "--resolve", "uploads.test:" + E.up,
          "--resolve", "skip.test:" + E.up, "--resolve", "body.test:" + E.up, "--upstream-ca", E.tmp + "/ca.pem",
          "--bundle-out", E.tmp + "/bundle.pem", "--log-format", "text",
          "--log-level", "debug"] + extra,
-        stdout=subprocess.DEVNULL, stderr=open(log, "w"), pass_fds=E.pass_fds)
+        stdout=subprocess.DEVNULL, stderr=open(log, "w"), pass_fds=E.pass_fds,
+        env=dict(os.environ, **proxy_cred_lib.ENV))
     E.procs.append(p)
+    E.logs.append(log)
     for _ in range(200):
         if os.path.exists(port_file) and open(port_file).read().strip():
             break
@@ -99,6 +105,7 @@ def start_proxy(extra, log):
 
 def setup():
     E.tmp = tempfile.mkdtemp(prefix="openshell-cred-e2e.")
+    E.logs = []
     E.procs = []
     E.pass_fds = ()
     E.net = e2elib.Netns("pc").create()
@@ -406,6 +413,35 @@ def tests():
           "logs hold no secret, no placeholder, no key name; paths show [CREDENTIAL]", leaked)
 
 
+def asan_round():
+    """The same tests against the proxy built with ASan/UBSan/LSan; each
+    proxy must then stop cleanly on SIGTERM with no sanitizer report."""
+    global PROXY, TAG
+    build = tempfile.mkdtemp(prefix="openshell-cred-asan.")
+    try:
+        exe, why = proxy_cred_lib.build_asan_proxy(build)
+        if not exe:
+            print("ok %d - credentials under ASan # SKIP %s" % (len(results) + 1, why))
+            results.append((True, "asan", ""))
+            return
+        PROXY, TAG = [exe], "asan: "
+        try:
+            setup()
+            tests()
+            rcs, reports = [], []
+            for p, log in zip(E.procs, E.logs):
+                if p.poll() is None:
+                    p.terminate()
+                rcs.append(p.wait(30))
+                reports.append(proxy_cred_lib.sanitizer_report(log))
+            point(rcs[0] == 0 and not any(reports),
+                  "the proxies end with no sanitizer report (rc %s)" % rcs, reports)
+        finally:
+            teardown()
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
 def main():
     if not BIN or not os.access(BIN, os.X_OK):
         print("1..0 # SKIP OPENSHELL_BIN not set")
@@ -416,11 +452,16 @@ def main():
     try:
         setup()
         tests()
-    except Exception as ex:  # report, then clean up
+    except Exception:  # report, then clean up
         import traceback
         point(False, "test harness", traceback.format_exc())
     finally:
         teardown()
+    try:
+        asan_round()
+    except Exception:
+        import traceback
+        point(False, "test harness (asan)", traceback.format_exc())
     print("1..%d" % len(results))
     return 0 if all(r[0] for r in results) else 1
 
