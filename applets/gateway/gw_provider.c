@@ -1453,6 +1453,33 @@ out:
     store_obj_free(sb);
 }
 
+int
+gw_provider_workspace_release(struct gw *gw, const char *ws, struct err *e)
+{
+    struct store_query q = { .type = GW_PROVIDER_TYPE, .workspace = ws, .limit = 1 };
+    struct store_obj *r = NULL;
+    struct store_list l;
+    int rc;
+
+    if ((rc = store_list(gw->store, &q, &l, e)) < 0)
+        return rc;
+    if (l.total) {
+        rc = err_set(e, EPROTO, "workspace %s still holds %zu provider(s): delete them first", ws,
+                     l.total);
+        store_list_fini(&l);
+        return rc;
+    }
+    store_list_fini(&l);
+    /* The route goes with its workspace (the reference's cascade). */
+    if ((rc = store_get_by_name(gw->store, "inference_route", ws, "inference.local", &r, e)) ==
+        -ENOENT)
+        return 0;
+    if (rc == 0 && (rc = gw_cred_revision_bump(gw, e)) == 0)
+        rc = store_delete(gw->store, "inference_route", r->id, 0, e);
+    store_obj_free(r);
+    return rc;
+}
+
 void
 gw_provider_routes(struct gw *gw)
 {

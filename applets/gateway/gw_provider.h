@@ -65,6 +65,10 @@ void gw_secrets_free(cJSON *secrets);
 int gw_cred_revision(struct gw *gw, int64_t *out, struct err *e);
 int gw_cred_revision_bump(struct gw *gw, struct err *e);
 
+/* Workspace WS is about to be deleted: -EPROTO (E says why) while it
+ * holds providers; otherwise its inference route is deleted. 0 or -errno. */
+int gw_provider_workspace_release(struct gw *gw, const char *ws, struct err *e);
+
 /* Split an http(s) URL (no user info, query or fragment) into TLS, HOST
  * (lower case), PORT and PATH (borrowed from URL, "" or "/..."). 0 or
  * -EINVAL with E. */

@@ -13,6 +13,7 @@
 
 #include "api.h"
 #include "gw.h"
+#include "gw_provider.h"
 #include "h2.h"
 #include "log.h"
 #include "store.h"
@@ -236,6 +237,8 @@ h_delete(struct h2_stream *st, struct h2_req *req, void *arg)
         goto fail;
     }
     store_list_fini(&l);
+    if ((rc = gw_provider_workspace_release(gw, o->name, &e)) < 0)
+        goto fail;
     if ((rc = store_delete(gw->store, WS_TYPE, o->id, expect, &e)) < 0)
         goto fail;
     log_kv(LOG_LVL_INFO, "workspace deleted", "name", o->name, NULL);

@@ -35,7 +35,8 @@ S_GENERIC = "gen-secret-Ll5Tt6Yy"
 S_GOOD = "sk-backend-good-Hh2Uu8"
 S_BAD = "sk-backend-bad-Pp0Oo9"
 S_ANTH = "sk-ant-anthro-Cc3Dd4"
-SECRETS = [S_OPENAI, S_ROTATED, S_GH, S_GENERIC, S_GOOD, S_BAD, S_ANTH]
+S_TEAM = "team-key"
+SECRETS = [S_OPENAI, S_ROTATED, S_GH, S_GENERIC, S_GOOD, S_BAD, S_ANTH, S_TEAM]
 n = 0
 failed = 0
 gw = None
@@ -441,6 +442,25 @@ def test_inference():
         srv.shutdown()
 
 
+def test_workspace():
+    r = curl("POST", "/v1/workspaces", {"name": "team"})
+    ok = r[0] in (200, 201)
+    r = curl("POST", "/v1/workspaces/team/providers", {"name": "tp", "spec": {
+        "type": "openai", "credentials": {"OPENAI_API_KEY": S_TEAM}}})
+    r2 = curl("PUT", "/v1/workspaces/team/inference", {"provider": "tp", "model": "m",
+                                                          "no_verify": True})
+    r3 = curl("DELETE", "/v1/workspaces/team")
+    tap(ok and r[0] == 201 and r2[0] == 200 and
+        err_is(r3, 412, "failed_precondition", "provider"),
+        "a workspace holding providers cannot be deleted (412)", r3[2])
+    r = curl("GET", WS + "/providers/tp")
+    tap(r[0] == 404, "providers are per workspace", r[2])
+    curl("DELETE", "/v1/workspaces/team/inference")
+    r = curl("DELETE", "/v1/workspaces/team/providers/tp")
+    r2 = curl("DELETE", "/v1/workspaces/team")
+    tap(r[0] == 200 and r2[0] == 200, "once its providers are gone it can", r2[2])
+
+
 def grep_state(needle):
     hits = []
     for root, _, files in os.walk(STATE):
@@ -515,6 +535,7 @@ def main():
         test_api_strict()
         test_attach_and_document()
         test_inference()
+        test_workspace()
         test_no_leaks()
         test_tampering()
     finally:
