@@ -120,6 +120,15 @@ def tests():
     tap(("SVC_TOKEN=" + PH) in r.stdout and SECRET not in r.stdout,
         "the sandbox's environment holds the placeholder, never the value", show(r))
 
+    # The agent (the sandbox's main process) starts with the placeholder.
+    r = osh("sandbox", "create", "--name", "pa", "--provider", "svc", "--policy", E["policy"],
+            "--detach", "--", "sh", "-c", "env > /tmp/agent.env; exec sleep 600", timeout=120)
+    got = wait_until(lambda: osh("sandbox", "exec", "pa", "--", "cat", "/tmp/agent.env").stdout,
+                     20) or ""
+    tap(r.returncode == 0 and ("SVC_TOKEN=" + PH) in got and SECRET not in got,
+        "the agent's own environment holds the placeholder, never the value", show(r) + got)
+    osh("sandbox", "delete", "pa")
+
     # Fetching the document is asynchronous to create: retry until the
     # proxy has it (bounded).
     def first():
