@@ -497,7 +497,12 @@ gw_sandbox_start(struct gw *gw, const char *id, const char *name, const cJSON *c
         goto out;
     }
     close(fd);
-    if (mkdir(work, 0700) < 0 && errno != EEXIST) {
+    /* /sandbox inside. Root's sandboxes run as another user the policy
+     * picks (run_as_user, else "sandbox" or nobody), so the directory is
+     * open to all; outside, only the gateway's 0700 parent leads to it.
+     * Otherwise the sandbox runs as the gateway's own user. */
+    if ((mkdir(work, 0700) < 0 && errno != EEXIST) ||
+        chmod(work, geteuid() == 0 ? 0777 : 0700) < 0) {
         rc = err_errno(e, "sandbox %s: creating %s", name, work);
         goto out;
     }
