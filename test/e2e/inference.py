@@ -62,6 +62,9 @@ E = Env()
 def route_doc(api="openai", rev=1, model="route-model"):
     if api is None:
         inf = None
+    elif api == "openai-tls":
+        inf = {"provider": "openai", "api": "openai", "base_url": "https://api.test:9443/v1/",
+               "model": model, "api_key": KEY}
     elif api == "openai":
         inf = {"provider": "openai", "api": "openai", "base_url": "http://%s:9080/v1" % E.up,
                "model": model, "api_key": KEY}
@@ -103,7 +106,9 @@ def setup():
         PROXY + ["--policy", t + "/policy.yaml", "--listen",
          "127.0.0.1:0", "--port-file", t + "/port", "--credentials", E.cred,
          "--bundle-out", t + "/bundle.pem", "--ca-out", t + "/sandbox-ca.pem",
-         "--inference-idle-timeout", "2", "--log-format", "text", "--log-level", "debug"],
+         "--inference-idle-timeout", "2", "--log-format", "text", "--log-level", "debug",
+         "--resolve", "api.test:" + E.up, "--resolve", "evil.test:" + E.up,
+         "--upstream-ca", t + "/ca.pem"],
         stdout=subprocess.DEVNULL, stderr=open(E.log, "w"),
         env=dict(os.environ, **proxy_cred_lib.ENV))
     for _ in range(200):
@@ -394,7 +399,25 @@ def tests_anthropic_and_swap():
           "anthropic-version defaulted, model forced", (out, r))
     out, err = curl("/v1/chat/completions", {"model": "x", "messages": []})
     point(" 400" in out.split("\n")[0], "openai path on an anthropic route -> 400", out)
-    write_doc(route_doc(None, rev=3))
+    write_doc(route_doc("openai-tls", rev=3, model="tls-model"))
+    n0 = len(uplog())
+    out, err = curl("/v1/chat/completions", {"model": "x", "messages": [
+        {"role": "user", "content": "hi"}]})
+    r = uplog()[n0:][-1] if uplog()[n0:] else {}
+    point(out.startswith("HTTP/1.1 200") and hdr(r, "Authorization") == "Bearer " + KEY and
+          json.loads(r.get("body", "{}")).get("model") == "tls-model" and
+          r.get("target") == "/v1/chat/completions",
+          "an https backend: verified TLS to the route's host, key and model injected", (out, r))
+    doc = route_doc("openai-tls", rev=4)
+    doc["inference"]["base_url"] = "https://evil.test:9443/v1"
+    write_doc(doc)
+    n0 = len(uplog())
+    out, err = curl("/v1/chat/completions", {"model": "x", "messages": []})
+    point(out.startswith("HTTP/1.1 503") and "inference service unavailable" in out and
+          len(uplog()) == n0,
+          "an https backend whose certificate does not name the host -> 503, nothing sent "
+          "(the key never leaves)", out)
+    write_doc(route_doc(None, rev=5))
     out, err = curl("/v1/chat/completions", {"model": "x", "messages": []})
     point(" 503" in out.split("\n")[0] and "cluster inference is not configured" in out,
           "no route -> 503 cluster inference is not configured", out)

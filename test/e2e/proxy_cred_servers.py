@@ -20,6 +20,7 @@
 #            pauses (bench/inference), "FORGE" answers 500 with
 #            a body that looks like SSE frames, "FAIL401" answers 401.
 #            Each SSE event carries "t": the backend's send time (s).
+# ADDR:9443  the same model backend over TLS (CERT/KEY)
 import http.server
 import json
 import socket
@@ -213,6 +214,7 @@ def serve(port, handler, tls=False):
 serve(8080, Recorder)
 serve(8443, Recorder, tls=True)
 serve(9080, Model)
+serve(9443, Model, tls=True)
 print("ready", flush=True)
 while True:
     time.sleep(3600)
