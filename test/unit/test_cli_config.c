@@ -224,5 +224,48 @@ test_yaml(void)
     return TAP_PASS;
 }
 
+/* The client TLS bundle import: all three files or nothing, 0600. */
+static int
+test_mtls_import(void)
+{
+    char src[300], ca[320], crt[320], key[320], dst[400];
+    struct stat st;
+    struct err e;
+    FILE *f;
+
+    fresh_cfg();
+    snprintf(src, sizeof(src), "%.*s/src", (int)(strrchr(cfg, '/') - cfg), cfg);
+    CHECK(mkdir(src, 0700) == 0);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", src);
+    snprintf(crt, sizeof(crt), "%s/c.pem", src);
+    snprintf(key, sizeof(key), "%s/k.pem", src);
+    CHECK((f = fopen(ca, "w")) != NULL);
+    fputs("CA\n", f);
+    fclose(f);
+    CHECK((f = fopen(crt, "w")) != NULL);
+    fputs("CRT\n", f);
+    fclose(f);
+    /* the key is missing: nothing may be written */
+    CHECK(cli_mtls_import(cfg, "gw", ca, crt, key, &e) == -ENOENT);
+    CHECK(strstr(e.msg, "k.pem") != NULL);
+    snprintf(dst, sizeof(dst), "%s/gateways/gw/mtls/ca.crt", cfg);
+    CHECK(stat(dst, &st) < 0 && errno == ENOENT);
+    CHECK((f = fopen(key, "w")) != NULL);
+    fputs("KEY\n", f);
+    fclose(f);
+    CHECK(cli_mtls_import(cfg, "gw", ca, crt, key, &e) == 0);
+    snprintf(dst, sizeof(dst), "%s/gateways/gw/mtls/tls.key", cfg);
+    CHECK(stat(dst, &st) == 0 && (st.st_mode & 0777) == 0600);
+    {
+        struct buf b = BUF_INIT;
+        CHECK(read_file(dst, 100, &b, NULL) == 0);
+        CHECK_STR(buf_cstr(&b), "KEY\n");
+        buf_fini(&b);
+    }
+    cleanup();
+    return TAP_PASS;
+}
+
 TAP_MAIN(TAP_TEST(test_names), TAP_TEST(test_yaml), TAP_TEST(test_registry), TAP_TEST(test_resolve),
-         TAP_TEST(test_last_sandbox), TAP_TEST(test_endpoints), TAP_TEST(test_table))
+         TAP_TEST(test_last_sandbox), TAP_TEST(test_endpoints), TAP_TEST(test_table),
+         TAP_TEST(test_mtls_import))
