@@ -50,7 +50,7 @@ export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:exitcode=86"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 PORT=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 HOME=$T/home "$T/openshell-gateway" --state-dir "$T/state" --socket "$S" --listen "127.0.0.1:$PORT" \
-    --log-level warn 2>"$T/gw.err" &
+    --compute-driver none --log-level warn 2>"$T/gw.err" &
 GW=$!
 trap 'kill $GW 2>/dev/null; rm -rf "$T"' EXIT
 for _ in $(seq 200); do [ -S "$S" ] && break; sleep 0.05; done
@@ -96,6 +96,12 @@ check "TLS: plain text on the TLS port is dropped" "printf 'GET / HTTP/1.1\\r\\n
 import socket,sys
 s=socket.create_connection((\"127.0.0.1\", $PORT)); s.sendall(sys.stdin.buffer.read()); s.recv(100); s.close()'"
 testing "delete" "$C -o /dev/null -w '%{http_code}' -X DELETE $SB/a" "200"
+# Supervisor sessions, relays (exec both forms, files, back-pressure, clients
+# and supervisors vanishing, oversized frames, the relay limit), logs and
+# restarts: gateway_session.py against this ASan build (it starts and stops
+# its own gateway twice and checks each exits 0, so a leak or a sanitizer
+# abort fails it).
+check "sessions, relays and logs under ASan (gateway_session.py)" "OPENSHELL_BIN='$T/openshell-gateway' GWSESS_QUICK=1 /usr/bin/python3 '$TOP/test/e2e/gateway_session.py' >'$T/sess.tap' 2>&1; rc=\$?; grep -v '^ok' '$T/sess.tap'; exit \$rc"
 kill -TERM $GW
 wait $GW
 rc=$?
