@@ -153,6 +153,7 @@ px_exchange_reset(struct px_conn *c)
     buf_reset(&c->pending);
     px_creds_unref(c->creds);
     c->creds = NULL;
+    c->injected = 0;
     memset(&c->scan, 0, sizeof(c->scan));
     c->hold = false;
     if (c->hold_body.data)
@@ -529,7 +530,18 @@ px_upstream_connected(struct px_conn *c)
         px_process_input(c);
         return;
     }
-    /* Forward: the rewritten request was prepared before the dial. */
+    /* Forward: the rewritten request was prepared before the dial. Values
+     * resolved under a credentials revision replaced meanwhile (rotated or
+     * revoked) are not sent (reference 8.3). */
+    if (c->injected && c->creds != c->srv->creds) {
+        explicit_bzero(c->pending.data, c->pending.len);
+        buf_reset(&c->pending);
+        px_log_decision(c, "deny", "credentials", c->method, c->path,
+                        "credentials changed before the request was sent");
+        px_reply_json(c, 500, "Internal Server Error", "credential_injection_failed",
+                      "credentials changed before the request was sent", NULL);
+        return;
+    }
     if (!c->l7)
         px_log_decision(c, "allow", "forward", c->method, c->path, NULL);
     c->state = PX_REQ;

@@ -367,6 +367,7 @@ px_build_request(struct px_conn *c, const char *path, bool close_upstream, struc
         buf_copy_fixed(x.why, sizeof(x.why), "credential placeholder left in the request");
         goto fail;
     }
+    c->injected += x.injected;
     if (x.injected)
         log_debug("conn %llu: %u credential placeholder(s) resolved for %s:%u",
                   (unsigned long long)c->id, x.injected, c->host, c->port);

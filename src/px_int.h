@@ -179,6 +179,7 @@ struct px_conn {
     struct px_creds *creds;
     struct px_cred_scan scan; /* the request body is checked for placeholders */
     bool body_rewrite;        /* the endpoint opted into body rewriting */
+    unsigned injected;        /* placeholders resolved into this request */
     bool hold;                /* collecting the body to rewrite it (hold_*) */
     struct buf hold_body;     /* decoded body */
     struct buf hold_target;   /* the target to build the head with */
