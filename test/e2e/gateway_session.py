@@ -99,6 +99,7 @@ class Stream:
             cmd += ["-T", ".", "-H", "content-type: " + ctype]
         for k, v in headers.items():
             cmd += ["-H", "%s: %s" % (k, v)]
+        cmd += getattr(self, "extra", [])
         self.p = subprocess.Popen(cmd + [BASE + path], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         procs.append(self.p)
@@ -199,8 +200,9 @@ class Session(Stream):
 
 
 class Frames(Stream):
-    def __init__(self, path, token=None):
+    def __init__(self, path, token=None, extra=None):
         h = {"authorization": "Bearer " + token} if token else {}
+        self.extra = extra or []
         super().__init__("POST", path, h, "application/x-openshell-frames")
 
     def frames(self):
@@ -430,6 +432,40 @@ def rest(sess, tok_a, tok_b, sid_a, res):
     th.join(30)
     got = hashlib.sha256(b"".join(p for t, p in cl.frames() if t == STDOUT)).hexdigest()
     tap(got == sent.hexdigest(), "frames exec: 8 MiB of STDOUT arrive intact")
+    cl.kill()
+    rel.kill()
+
+    # a slow reader: the gateway holds a bounded amount, the data is intact
+    def rss():
+        for line in open("/proc/%d/status" % gw.pid):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+    cl = Frames(SB + "/a/exec", extra=["--limit-rate", "512k"])
+    cl.write(frame(INIT, json.dumps({"command": ["/bin/cat"]})))
+    rl = sess.wait_line(lambda j: j.get("type") == "relay")
+    rel = claim(tok_a, rl["relay_id"])
+    before = rss()
+    peak = [before]
+    done = threading.Event()
+
+    def pump2():
+        for _ in range(16):
+            rel.write(frame(STDOUT, blob))
+            peak[0] = max(peak[0], rss())
+        rel.write(frame(EXIT, '{"exit_code":0}'))
+        done.set()
+    th = threading.Thread(target=pump2)
+    th.start()
+    while not done.is_set() and not cl.eof:
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.05)
+    cl.wait_for(lambda: any(f[0] == EXIT for f in cl.frames()), 60)
+    th.join(30)
+    got = b"".join(p for t, p in cl.frames() if t == STDOUT)
+    tap(got == blob * 16 and peak[0] - before < 16 * 1024 * 1024,
+        "a slow exec reader (512 KiB/s) gets 4 MiB intact; the gateway grows by %d KiB" %
+        ((peak[0] - before) // 1024), (len(got), before, peak[0]))
     cl.kill()
     rel.kill()
 
