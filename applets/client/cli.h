@@ -179,6 +179,10 @@ struct cli_exec_opts {
  * (timeout), 255 (stream lost), CLI_EXIT_* (refused) after printing why. */
 int cli_exec(struct cli_ctx *c, const char *name, const struct cli_exec_opts *o);
 
+/* Upload the local SRC into directory DST of sandbox NAME (connected C):
+ * 0 or CLI_EXIT_* (130 interrupted) after printing why. */
+int cli_upload(struct cli_ctx *c, const char *name, const char *src, const char *dst);
+
 /* Is a local gateway listening on SOCK (GET /healthz answers 200)? */
 bool cli_socket_healthy(const char *sock);
 /* Start the local gateway NAME (idempotent); QUIET skips the "already

@@ -28,7 +28,7 @@ static const char sandbox_usage[] =
     "Commands:\n"
     "  create [--name N] [--label K=V]... [--env K=V]... [--policy FILE]\n"
     "         [--tty|--no-tty] [--from SRC] [--provider P]... [--timeout SECS]\n"
-    "         [--detach | --no-keep]\n"
+    "         [--detach | --no-keep] [--upload LOCAL[:DEST]]...\n"
     "         [-- CMD ARGS...]\n"
     "                      create a sandbox, wait until it is ready, then run CMD in\n"
     "                      it attached to this terminal (default: a login shell when\n"
@@ -36,6 +36,8 @@ static const char sandbox_usage[] =
     "                      status. --detach: CMD becomes the sandbox's main process\n"
     "                      and nothing attaches. --no-keep: delete the sandbox when\n"
     "                      the command ends. The sandbox is kept by default.\n"
+    "                      --upload copies LOCAL into DEST (default /sandbox) once\n"
+    "                      the sandbox is ready, before the command.\n"
     "  exec [NAME] [-t] [-i] -- CMD   run a command in a sandbox (see exec --help)\n"
     "  connect [NAME]      an interactive login shell in a sandbox\n"
     "  upload NAME SRC [DST], download NAME SRC [DST]\n"
@@ -89,14 +91,15 @@ enum {
     OPT_NO_KEEP,
     OPT_NO_TTY,
     OPT_KEEP,
+    OPT_UPLOAD,
 };
 
 struct sb_args {
     const char *name, *policy, *selector, *from;
     const char *providers[32];
     size_t nproviders;
-    const char *labels[SB_MAX_ITEMS], *envs[SB_MAX_ITEMS];
-    size_t nlabels, nenvs;
+    const char *labels[SB_MAX_ITEMS], *envs[SB_MAX_ITEMS], *uploads[SB_MAX_ITEMS];
+    size_t nuploads, nlabels, nenvs;
     bool tty, no_tty, detach, no_keep, names, ids, all, all_ws;
     long timeout_s, limit, offset;
     char **pos; /* positional arguments (the command after --) */
@@ -131,6 +134,7 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
         { "no-keep", no_argument, NULL, OPT_NO_KEEP },
         { "keep", no_argument, NULL, OPT_KEEP },
         { "no-tty", no_argument, NULL, OPT_NO_TTY },
+        { "upload", required_argument, NULL, OPT_UPLOAD },
         { "limit", required_argument, NULL, OPT_LIMIT },
         { "offset", required_argument, NULL, OPT_OFFSET },
         { "selector", required_argument, NULL, OPT_SELECTOR },
@@ -176,6 +180,13 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
         case OPT_NO_KEEP: a->no_keep = true; break;
         case OPT_KEEP: break; /* the default; accepted as the reference does */
         case OPT_NO_TTY: a->no_tty = true; break;
+        case OPT_UPLOAD:
+            if (!*optarg)
+                applet_usage_error(c->prog, "--upload: empty");
+            if (a->nuploads >= SB_MAX_ITEMS)
+                applet_usage_error(c->prog, "too many --upload");
+            a->uploads[a->nuploads++] = optarg;
+            break;
         case OPT_LIMIT: a->limit = parse_num(c, "--limit", optarg, 1000000); break;
         case OPT_OFFSET: a->offset = parse_num(c, "--offset", optarg, 1000000000); break;
         case OPT_SELECTOR: a->selector = optarg; break;
@@ -913,8 +924,17 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
             c->color ? "\033[0m" : "");
     if (!c->adhoc && !a->no_keep)
         cli_last_sandbox_set(c->cfg, c->gw.name, c->workspace, name, NULL);
-    if ((rc = wait_ready(c, name, a->timeout_s, attach, &last)) != 0)
+    if ((rc = wait_ready(c, name, a->timeout_s, attach || a->nuploads, &last)) != 0)
         goto out;
+    for (size_t i = 0; i < a->nuploads; i++) {
+        /* --upload LOCAL[:DEST] (DEST default /sandbox), before the command */
+        const char *up = a->uploads[i], *colon = strrchr(up, ':');
+        char *local = colon ? xstrndup(up, (size_t)(colon - up)) : xstrdup(up);
+        rc = cli_upload(c, name, local, colon && colon[1] ? colon + 1 : "/sandbox");
+        free(local);
+        if (rc)
+            goto out;
+    }
     if (!attach) {
         if (c->output != CLI_OUT_TABLE) {
             cJSON *v = sb_view(last);

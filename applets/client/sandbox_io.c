@@ -913,6 +913,11 @@ on_interrupt(int sig, void *arg)
 static void
 catch_interrupts(struct cli_ctx *c)
 {
+    static bool done;
+
+    if (done)
+        return;
+    done = true;
     loop_on_signal(c->loop, SIGINT, on_interrupt, c);
     loop_on_signal(c->loop, SIGTERM, on_interrupt, c);
 }
@@ -1008,31 +1013,24 @@ wait_child(pid_t pid)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-static int
-io_upload(struct cli_ctx *c, struct io_args *a)
+int
+cli_upload(struct cli_ctx *c, const char *name, const char *src, const char *dst)
 {
     struct upload u;
-    const char *src, *dst;
     struct buf q = BUF_INIT;
     struct stat st;
     struct err e;
     char *path;
     pid_t pid;
-    int rc, crc;
+    int rc = 0, crc;
 
-    if (a->npos < 2 || a->npos > 3)
-        applet_usage_error(c->prog, "expected NAME SRC [DST]");
-    src = a->pos[1];
-    dst = a->npos == 3 ? a->pos[2] : "/sandbox";
     if (lstat(src, &st) < 0)
         return cli_fail(c, CLI_EXIT_FAIL, NULL, "cannot upload %s: %s", src, strerror(errno));
-    if ((rc = cli_connect(c, false)) != 0)
-        return rc;
     memset(&u, 0, sizeof(u));
     u.fd = -1;
     buf_puts(&q, "/files?path=");
     cli_pct_encode(dst, &q);
-    path = cli_sb_path(c, a->pos[0], buf_cstr(&q));
+    path = cli_sb_path(c, name, buf_cstr(&q));
     buf_fini(&q);
     if ((pid = spawn_tar_create(src, &u.fd, &e)) < 0) {
         free(path);
@@ -1064,7 +1062,7 @@ io_upload(struct cli_ctx *c, struct io_args *a)
         goto out;
     }
     if (u.s.reset) {
-        rc = cli_fail(c, CLI_EXIT_UNREACHABLE, NULL, "upload to '%s' was cut off", a->pos[0]);
+        rc = cli_fail(c, CLI_EXIT_UNREACHABLE, NULL, "upload to '%s' was cut off", name);
         goto out;
     }
 out:
@@ -1080,6 +1078,21 @@ out:
     cli_stream_fini(&u.s);
     free(path);
     return rc;
+}
+
+static int
+io_upload(struct cli_ctx *c, struct io_args *a)
+{
+    struct stat st;
+    int rc;
+
+    if (a->npos < 2 || a->npos > 3)
+        applet_usage_error(c->prog, "expected NAME SRC [DST]");
+    if (lstat(a->pos[1], &st) < 0)
+        return cli_fail(c, CLI_EXIT_FAIL, NULL, "cannot upload %s: %s", a->pos[1], strerror(errno));
+    if ((rc = cli_connect(c, false)) != 0)
+        return rc;
+    return cli_upload(c, a->pos[0], a->pos[1], a->npos == 3 ? a->pos[2] : "/sandbox");
 }
 
 struct download {

@@ -304,6 +304,12 @@ def create_tests():
     r = osh("sandbox", "create", "--no-keep", "--", "cat", stdin="piped in\n", timeout=60)
     tap(r.returncode == 0 and r.stdout == "piped in\n", "create --no-keep -- cat: stdin flows",
         show(r))
+    with open(T + "/note.txt", "w") as f:
+        f.write("uploaded first\n")
+    r = osh("sandbox", "create", "--no-keep", "--upload", T + "/note.txt:/tmp/in", "--", "cat",
+            "/tmp/in/note.txt", timeout=60)
+    tap(r.returncode == 0 and r.stdout == "uploaded first\n",
+        "create --upload LOCAL:DEST lands before the command runs", show(r))
     r = osh("sandbox", "create", "--name", "kept", "--", "sh", "-c", "exit 0", timeout=60)
     r2 = osh("sandbox", "get", "-o", "json")
     tap(r.returncode == 0 and (jparse(r2.stdout) or {}).get("name") == "kept",
