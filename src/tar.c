@@ -575,6 +575,12 @@ checksum_ok(const struct hdr *h)
     long sum_u = 0, sum_s = 0;
     size_t i;
 
+#ifdef TAR_FUZZING
+    /* test/fuzz/fuzz_tar.c only: let mutated headers reach the code behind
+     * the checksum. Never defined in the product build. */
+    (void)want;
+    return true;
+#endif
     if (parse_num(h->chksum, sizeof(h->chksum), &want) < 0)
         return false;
     for (i = 0; i < BLK; i++) {

@@ -955,6 +955,64 @@ test_create_skips_special(void)
     return TAP_PASS;
 }
 
+/* The fuzzer's kept corpus (test/fuzz/corpus_tar), replayed under the
+ * sanitizers: every input ends cleanly, and nothing lands outside the
+ * destination (its parent holds only the destination afterwards). */
+static int
+test_fuzz_corpus(void)
+{
+    const char *top = getenv("OPENSHELL_TOP");
+    struct tar_opts o = { .max_total = 1 << 20, .max_entries = 1000, .keep_mode = true };
+    char dir[4096];
+    struct dirent **list;
+    int n, i, replayed = 0;
+
+    snprintf(dir, sizeof(dir), "%s/test/fuzz/corpus_tar", top ? top : ".");
+    n = scandir(dir, &list, NULL, alphasort);
+    if (n < 0)
+        TAP_SKIP_BECAUSE("no test/fuzz/corpus_tar");
+    for (i = 0; i < n; i++) {
+        char path[8192], cmd[8192];
+        const char *box = fresh_dir("fz"), *dst;
+        struct err e;
+        struct dirent *de;
+        DIR *d;
+        int fd, dfd, others = 0;
+
+        if (list[i]->d_name[0] == '.') {
+            free(list[i]);
+            continue;
+        }
+        snprintf(path, sizeof(path), "%s/%s", dir, list[i]->d_name);
+        free(list[i]);
+        snprintf(cmd, sizeof(cmd), "%s/dest", box);
+        if (mkdir(cmd, 0700) < 0)
+            return TAP_FAIL;
+        dst = cmd;
+        fd = open(path, O_RDONLY);
+        dfd = open(dst, O_RDONLY | O_DIRECTORY);
+        CHECK(fd >= 0 && dfd >= 0);
+        (void)tar_extract(fd, dfd, &o, NULL, &e);
+        close(fd);
+        close(dfd);
+        d = opendir(box);
+        while (d && (de = readdir(d)))
+            if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && strcmp(de->d_name, "dest"))
+                others++;
+        if (d)
+            closedir(d);
+        if (others) {
+            tap_diag("%s: wrote outside the destination", path);
+            return TAP_FAIL;
+        }
+        replayed++;
+    }
+    free(list);
+    tap_diag("%d corpus inputs replayed", replayed);
+    CHECK(replayed > 0);
+    return TAP_PASS;
+}
+
 static int
 test_cleanup(void)
 {
@@ -973,4 +1031,5 @@ TAP_MAIN(TAP_TEST(test_round_trip), TAP_TEST(test_gnu_tar_reads_ours),
          TAP_TEST(test_attack_link_device_fifo), TAP_TEST(test_attack_truncated),
          TAP_TEST(test_attack_bad_checksum), TAP_TEST(test_attack_size_overflow),
          TAP_TEST(test_limits), TAP_TEST(test_names_sane), TAP_TEST(test_existing_entries),
-         TAP_TEST(test_pipe_stream), TAP_TEST(test_create_skips_special), TAP_TEST(test_cleanup))
+         TAP_TEST(test_pipe_stream), TAP_TEST(test_create_skips_special),
+         TAP_TEST(test_fuzz_corpus), TAP_TEST(test_cleanup))
