@@ -24,6 +24,9 @@
  *    serves HOST:PORT (400 when none or several); an access preset is
  *    expanded into explicit rules before allow rules are added.
  *  - remove_rule NAME, remove_binary NAME PATH.
+ * As in the reference, merges refuse endpoints that only reach always-blocked
+ * addresses (localhost, metadata.google.internal, loopback, link-local and
+ * unspecified literals or allowed_ips); a full PUT leaves that to the proxy.
  * Removing something absent is not an error: the answer carries a warning.
  */
 #include <ctype.h>
@@ -36,6 +39,9 @@
 
 #include <cjson/cJSON.h>
 #include <yaml.h>
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
 
 #include "api.h"
 #include "buf.h"
@@ -503,6 +509,126 @@ blocks_of(cJSON *policy)
     return np;
 }
 
+/* ------------------------------------------------------------ always-blocked */
+
+/* The address bytes of TEXT ("IP" or "IP/LEN") as 16 bytes (IPv4 as
+ * IPv4-mapped IPv6) and the prefix length in that space. -1 when it is
+ * neither. */
+static int
+parse_net(const char *text, unsigned char a[16], int *len)
+{
+    char host[64];
+    const char *slash = strchr(text, '/');
+    size_t hl = slash ? (size_t)(slash - text) : strlen(text);
+    unsigned char v4[4];
+    bool is4;
+    int max;
+
+    if (hl == 0 || hl >= sizeof(host))
+        return -1;
+    memcpy(host, text, hl);
+    host[hl] = '\0';
+    memset(a, 0, 16);
+    if (inet_pton(AF_INET, host, v4) == 1) {
+        a[10] = a[11] = 0xff;
+        memcpy(a + 12, v4, 4);
+        is4 = true;
+    } else if (inet_pton(AF_INET6, host, a) == 1) {
+        is4 = false;
+    } else {
+        return -1;
+    }
+    max = is4 ? 32 : 128;
+    *len = max;
+    if (slash) {
+        char *end;
+        long l = strtol(slash + 1, &end, 10);
+
+        if (!slash[1] || *end || l < 0 || l > max)
+            return -1;
+        *len = (int)l;
+    }
+    if (is4)
+        *len += 96;
+    return 0;
+}
+
+/* Whether the first N bits of A and B agree. */
+static bool
+prefix_eq(const unsigned char *a, const unsigned char *b, int n)
+{
+    int i;
+
+    for (i = 0; i + 8 <= n; i += 8)
+        if (a[i / 8] != b[i / 8])
+            return false;
+    if (i < n) {
+        unsigned char m = (unsigned char)(0xff << (8 - (n - i)));
+
+        if ((a[i / 8] & m) != (b[i / 8] & m))
+            return false;
+    }
+    return true;
+}
+
+/* Whether TEXT (an IP or CIDR) overlaps an always-blocked range: loopback,
+ * link-local, unspecified (IPv4, IPv6 and IPv4-mapped forms). Sets *BAD when
+ * TEXT parses as neither. */
+static bool
+always_blocked(const char *text, bool *bad)
+{
+    static const struct {
+        const char *net;
+    } blocked[] = { { "127.0.0.0/8" }, { "169.254.0.0/16" }, { "0.0.0.0/32" },
+                    { "::1/128" },     { "fe80::/10" },      { "::/128" } };
+    unsigned char a[16], b[16];
+    int len, blen;
+
+    *bad = parse_net(text, a, &len) < 0;
+    if (*bad)
+        return false;
+    for (size_t i = 0; i < sizeof(blocked) / sizeof(blocked[0]); i++) {
+        if (parse_net(blocked[i].net, b, &blen) < 0)
+            BUG();
+        /* Two prefixes overlap when they agree on the shorter one. */
+        if (prefix_eq(a, b, len < blen ? len : blen))
+            return true;
+    }
+    return false;
+}
+
+/* The reference refuses, in merges only, endpoints that can only reach
+ * always-blocked addresses: localhost, the cloud metadata name, blocked
+ * literals, and allowed_ips overlapping blocked ranges. */
+static int
+check_reachable(const cJSON *ep, const char *where, struct err *e)
+{
+    const char *host = jstr(ep, "host");
+    const cJSON *ips = cJSON_GetObjectItemCaseSensitive(ep, "allowed_ips"), *it;
+    bool bad;
+    size_t k = 0;
+
+    if (host && (!strcasecmp(host, "localhost") || !strcasecmp(host, "metadata.google.internal")))
+        return err_set(e, EINVAL, "%s.host: %s is always blocked", where, host);
+    if (host && *host && always_blocked(host, &bad))
+        return err_set(e, EINVAL, "%s.host: %s is an always-blocked address", where, host);
+    cJSON_ArrayForEach(it, ips)
+    {
+        if (!cJSON_IsString(it))
+            return err_set(e, EINVAL, "%s.allowed_ips[%zu]: expected a string", where, k);
+        if (always_blocked(it->valuestring, &bad))
+            return err_set(e, EINVAL,
+                           "%s.allowed_ips[%zu]: %s overlaps loopback, link-local or "
+                           "unspecified addresses",
+                           where, k, it->valuestring);
+        if (bad)
+            return err_set(e, EINVAL, "%s.allowed_ips[%zu]: %s is not an IP or CIDR", where, k,
+                           it->valuestring);
+        k++;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------ operations */
 
 static int
@@ -596,7 +722,8 @@ op_add_rule(cJSON *policy, const cJSON *op, size_t i, cJSON *warnings, struct er
         char f[64];
 
         snprintf(f, sizeof(f), "rule.endpoints[%zu]", k++);
-        if ((rc = check_endpoint(it, at(&w, i, f), e)) < 0)
+        if ((rc = check_endpoint(it, at(&w, i, f), e)) < 0 ||
+            (rc = check_reachable(it, at(&w, i, f), e)) < 0)
             return rc;
     }
     if ((rc = api_get_array(rule, "binaries", at(&w, i, "rule"), &bins, e)) < 0)

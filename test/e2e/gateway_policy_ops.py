@@ -324,6 +324,31 @@ def main():
                  "invalid_argument", "dry_run")
     expect_error("not JSON: 415", curl("PATCH", SB + "/ops/policy", "x", ctype="text/plain"),
                  415, "unsupported_media_type")
+    # --- always-blocked destinations are refused in merges (as the reference)
+    for host, ips, msg in [
+        ("localhost", None, "endpoints[0].host: localhost is always blocked"),
+        ("METADATA.google.internal", None, "always blocked"),
+        ("127.0.0.1", None, "endpoints[0].host: 127.0.0.1 is an always-blocked address"),
+        ("169.254.169.254", None, "always-blocked address"),
+        ("::1", None, "always-blocked address"),
+        ("db.example.com", ["10.0.0.0/8", "127.0.0.0/16"],
+         "endpoints[0].allowed_ips[1]: 127.0.0.0/16 overlaps loopback"),
+        ("db.example.com", ["0.0.0.0/0"], "allowed_ips[0]: 0.0.0.0/0 overlaps"),
+        ("db.example.com", ["::ffff:169.254.1.1"], "overlaps"),
+        ("db.example.com", ["fe80::1/64"], "overlaps"),
+        ("db.example.com", ["not-an-ip"], "allowed_ips[0]: not-an-ip is not an IP or CIDR"),
+    ]:
+        e = ep(host, 5432)
+        if ips:
+            e["allowed_ips"] = ips
+        expect_error("add_rule to %s %s: 400" % (host, ips or ""),
+                     patch("ops", [add_rule("db", [e], ["/usr/bin/psql"])]), 400,
+                     "invalid_argument", msg)
+    r = patch("ops", [add_rule("db", [ep("db.example.com", 5432,
+                                         allowed_ips=["10.0.5.0/24", "192.168.1.7"])],
+                               ["/usr/bin/psql"])], dry_run=True)
+    tap(r[0] == 200, "add_rule with private (not always-blocked) allowed_ips is accepted", r)
+
     pad = "p" * 80
     big = [add_rule("big", [ep("big.example.com", 443)],
                     ["/usr/local/bin/%s-%02d-%03d" % (pad, j, i) for i in range(250)])
