@@ -335,6 +335,47 @@ def create_tests():
         "exec after delete: unknown sandbox", show(r2))
 
 
+def gateway_pid():
+    try:
+        with open(T + "/state/openshell/gateway/gateway.lock") as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def lost_tests():
+    """The gateway killed in the middle: clear errors, nothing half-written."""
+    r = osh("sandbox", "create", "--name", "lost", "--detach")
+    osh("sandbox", "exec", "lost", "--", "sh", "-c",
+        "head -c 1500000000 /dev/zero > /tmp/huge.bin", timeout=120)
+    os.mkdir(T + "/lost")
+    p = subprocess.Popen([BIN, "sandbox", "download", "lost", "/tmp/huge.bin", T + "/lost"],
+                         env=cli.env(), cwd=T, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    q = subprocess.Popen([BIN, "sandbox", "exec", "lost", "--", "sh", "-c",
+                          "while :; do echo tick; sleep 0.1; done"],
+                         env=cli.env(), cwd=T, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    time.sleep(1.0)
+    pid = gateway_pid()
+    if pid > 0:
+        os.kill(pid, signal.SIGKILL)
+    try:
+        _, err = p.communicate(timeout=30)
+        qout, qerr = q.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        q.kill()
+        tap(False, "the gateway killed mid-transfer: the CLI does not hang")
+        return
+    tap(pid > 0 and p.returncode == 3 and "cut off" in err and os.listdir(T + "/lost") == [],
+        "gateway killed during a download: exit 3, nothing half-written",
+        "rc=%s err=%s left=%s" % (p.returncode, err, os.listdir(T + "/lost")))
+    tap(q.returncode == 255 and "tick" in qout and "lost" in qerr,
+        "gateway killed during an exec: exit 255, the connection was lost",
+        "rc=%s err=%s" % (q.returncode, qerr))
+
+
 try:
     if os.geteuid() != 0:
         cli.skip("sandboxes over the gateway", "needs root for the local driver")
@@ -345,5 +386,6 @@ try:
         log_tests()
         policy_tests()
         create_tests()
+        lost_tests()
 finally:
     cli.finish()
