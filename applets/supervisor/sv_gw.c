@@ -337,6 +337,57 @@ sv_policy_write(struct sv_gw *g, const char *text, size_t len, struct err *e)
     return 0;
 }
 
+static bool
+sv_strv_eq(const char *const *a, size_t na, const char *const *b, size_t nb)
+{
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++)
+        if (strcmp(a[i], b[i]) != 0)
+            return false;
+    return true;
+}
+
+static bool
+sv_str_eq(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* filesystem_policy, landlock and process are fixed when the sandbox is
+ * built (the Landlock ruleset, the identity): a revision that states them
+ * differently cannot be applied to the running sandbox. A revision without
+ * them keeps the running ones. NULL when NEW is applicable, else the first
+ * field that differs. */
+static const char *
+sv_static_diff(const struct policy *old, const struct policy *new)
+{
+    const char *const *a, *const *b;
+    size_t na, nb;
+
+    if (policy_fs_present(new)) {
+        a = policy_fs_read_only(old, &na);
+        b = policy_fs_read_only(new, &nb);
+        if (!sv_strv_eq(a, na, b, nb))
+            return "filesystem_policy.read_only";
+        a = policy_fs_read_write(old, &na);
+        b = policy_fs_read_write(new, &nb);
+        if (!sv_strv_eq(a, na, b, nb))
+            return "filesystem_policy.read_write";
+        if (policy_fs_include_workdir(old) != policy_fs_include_workdir(new))
+            return "filesystem_policy.include_workdir";
+    }
+    /* best_effort is also what an absent section means. */
+    if (policy_landlock_compat(new) == POLICY_LANDLOCK_HARD_REQUIREMENT &&
+        policy_landlock_compat(old) != POLICY_LANDLOCK_HARD_REQUIREMENT)
+        return "landlock.compatibility";
+    if (policy_run_as_user(new) && !sv_str_eq(policy_run_as_user(old), policy_run_as_user(new)))
+        return "process.run_as_user";
+    if (policy_run_as_group(new) && !sv_str_eq(policy_run_as_group(old), policy_run_as_group(new)))
+        return "process.run_as_group";
+    return NULL;
+}
+
 /* A config document from the gateway: apply its policy when it is a new
  * one. START: before the sandbox (then an invalid policy is fatal: there is
  * no last good one). Returns 0, or -errno with E set for START. */
@@ -419,7 +470,36 @@ sv_apply_config(struct sv_gw *g, const char *body, size_t len, bool start, struc
         return start ? -EINVAL : 0;
     }
     policy_diags_fini(&d);
-    policy_unref(p);
+    if (start) {
+        g->start_policy = p;
+    } else {
+        const char *diff = sv_static_diff(g->start_policy, p);
+
+        policy_unref(p);
+        if (diff) {
+            char why[256];
+
+            buf_fmt_fixed(why, sizeof(why),
+                          "%s differs from the running sandbox's: filesystem_policy, landlock "
+                          "and process are fixed at creation (only network_policies reload)",
+                          diff);
+            sv_policy_status(g, version, source, false, why);
+            if (g->fail_closed) {
+                const char *deny = policy_default_yaml();
+
+                err_clear(&pe);
+                if (sv_policy_write(g, deny, strlen(deny), &pe) < 0)
+                    sv_gw_note(g, LOG_LVL_ERROR, "policy: %s", pe.msg);
+            }
+            sv_gw_note(g, LOG_LVL_WARN, "policy version %ld (%s) not applied; %s: %s", version,
+                       source,
+                       g->fail_closed ? "fail_closed: all egress denied"
+                                      : "the last good one stays in force",
+                       why);
+            cJSON_Delete(j);
+            return 0;
+        }
+    }
     err_clear(&pe);
     if (sv_policy_write(g, text, strlen(text), &pe) < 0) {
         sv_policy_status(g, version, source, false, pe.msg);
@@ -1163,6 +1243,7 @@ sv_gw_run(struct sv_gw *g, pid_t pid1, int ctl, int err_fd, int out_fd, const si
     buf_fini(&g->err_in);
     buf_fini(&g->out_in);
     sb_env_free(g->cred_env);
+    policy_unref(g->start_policy);
     if (g->cred_doc)
         explicit_bzero(g->cred_doc, strlen(g->cred_doc));
     free(g->cred_doc);

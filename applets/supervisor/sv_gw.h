@@ -29,6 +29,7 @@ struct h2_conn;
 struct h2_stream;
 struct loop;
 struct loop_timer;
+struct policy;
 struct sv_relay;
 
 struct sv_log {
@@ -49,6 +50,7 @@ struct sv_gw {
     char pol_source[16];
     char pol_hash[80];
     bool have_policy;
+    struct policy *start_policy; /* what the sandbox was built with */
     bool fail_closed;
     struct buf status_line; /* the last policy_status line (resent on connect) */
     /* credentials */
