@@ -16,7 +16,10 @@
  *    with the same host (case-insensitive), path and an overlapping port are
  *    merged (ports unioned, rules/deny_rules/allowed_ips unioned, booleans
  *    OR-ed, unset fields adopted, conflicting ones kept with a warning), other
- *    endpoints appended; binaries appended without duplicates.
+ *    endpoints appended; binaries appended without duplicates. A merge that
+ *    would pair a new binary with an undeclared endpoint of the block (or a
+ *    new endpoint with an undeclared binary) is refused, as the reference
+ *    does: every binary of a block reaches every endpoint of it.
  *  - remove_endpoint HOST PORT [NAME]: that port leaves every matching
  *    endpoint (of NAME only, if given); an endpoint left without ports goes,
  *    and so does a block left without endpoints.
@@ -692,6 +695,91 @@ check_endpoint(const cJSON *ep, const char *where, struct err *e)
     return 0;
 }
 
+/* Whether the endpoints EPS (an operation's) declare HOST:PORT. */
+static bool
+declares_endpoint(const cJSON *eps, const char *host, int port)
+{
+    const cJSON *it;
+
+    cJSON_ArrayForEach(it, eps)
+    {
+        if (ep_serves(it, host, port))
+            return true;
+    }
+    return false;
+}
+
+static bool
+declares_binary(const cJSON *bins, const char *path)
+{
+    const cJSON *it;
+
+    cJSON_ArrayForEach(it, bins)
+    {
+        const char *p = jstr(it, "path");
+
+        if (p && !strcmp(p, path))
+            return true;
+    }
+    return false;
+}
+
+/* The reference's merge checks: adding a binary to block CUR must declare
+ * every host:port CUR has; adding a host:port must declare every binary CUR
+ * has. -EINVAL naming the pair that would be granted silently. */
+static int
+check_no_widening(const cJSON *cur, const cJSON *eps, const cJSON *bins, const char *name,
+                  const char *where, struct err *e)
+{
+    const cJSON *cbins = cJSON_GetObjectItemCaseSensitive(cur, "binaries");
+    const cJSON *ceps = cJSON_GetObjectItemCaseSensitive(cur, "endpoints");
+    const cJSON *b, *ep;
+
+    cJSON_ArrayForEach(b, bins)
+    {
+        const char *path = jstr(b, "path");
+
+        if (declares_binary(cbins, path))
+            continue;
+        cJSON_ArrayForEach(ep, ceps)
+        {
+            int ports[256];
+            size_t n = ep_ports(ep, ports, 256);
+            const char *host = jstr(ep, "host");
+
+            for (size_t k = 0; host && k < n; k++)
+                if (!declares_endpoint(eps, host, ports[k]))
+                    return err_set(e, EINVAL,
+                                   "%s: adding binary %s to rule %s would also grant it %s:%d; "
+                                   "declare every endpoint of the rule, or use another rule "
+                                   "name",
+                                   where, path, name, host, ports[k]);
+        }
+    }
+    cJSON_ArrayForEach(ep, eps)
+    {
+        int ports[256];
+        size_t n = ep_ports(ep, ports, 256);
+        const char *host = jstr(ep, "host");
+
+        for (size_t k = 0; k < n; k++) {
+            if (declares_endpoint(ceps, host, ports[k]))
+                continue;
+            cJSON_ArrayForEach(b, cbins)
+            {
+                const char *path = jstr(b, "path");
+
+                if (path && !declares_binary(bins, path))
+                    return err_set(e, EINVAL,
+                                   "%s: adding %s:%d to rule %s would also grant it to %s; "
+                                   "declare every binary of the rule, or use another rule name",
+                                   where, host, ports[k], name, path);
+            }
+        }
+    }
+    return 0;
+}
+
 static int
 op_add_rule(cJSON *policy, const cJSON *op, size_t i, cJSON *warnings, struct err *e)
 {
@@ -760,7 +848,14 @@ op_add_rule(cJSON *policy, const cJSON *op, size_t i, cJSON *warnings, struct er
         free(gen);
         return 0;
     }
-    /* Merge into the block of that name. */
+    /* Merge into the block of that name, without widening it behind the
+     * caller's back: every program of a block reaches every endpoint of it,
+     * so a new binary must come with all the block's endpoints declared,
+     * and a new endpoint (or port) with all its binaries. */
+    if ((rc = check_no_widening(cur, eps, bins, name, at(&w, i, NULL), e)) < 0) {
+        free(gen);
+        return rc;
+    }
     cJSON_ArrayForEach(it, eps)
     {
         cJSON *ceps = cJSON_GetObjectItemCaseSensitive(cur, "endpoints"), *ce;

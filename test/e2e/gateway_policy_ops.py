@@ -204,6 +204,17 @@ def main():
     # --- ports unioned, then one removed
     r = patch("ops", [add_rule("allow_api_github_com_443",
                                [{"host": "API.github.com", "ports": [443, 8443]}])])
+    expect_error("a new port without the rule's binaries declared: 400 (no silent widening)", r,
+                 400, "invalid_argument", "adding API.github.com:8443 to rule "
+                 "allow_api_github_com_443 would also grant it to /usr/bin/curl")
+    r = patch("ops", [add_rule("allow_api_github_com_443", [ep("api.github.com", 443)],
+                               ["/usr/bin/wget"])])
+    expect_error("a new binary without the rule's endpoints declared: 400", r, 400,
+                 "invalid_argument", "adding binary /usr/bin/wget to rule allow_api_github_com_443 "
+                 "would also grant it github.com:443")
+    r = patch("ops", [add_rule("allow_api_github_com_443",
+                               [{"host": "API.github.com", "ports": [443, 8443]}],
+                               ["/usr/bin/curl", "/usr/bin/git"])])
     pol, _, _ = latest("ops")
     e0 = pol["network_policies"]["allow_api_github_com_443"]["endpoints"][0]
     tap(r[0] == 200 and e0.get("ports") == [443, 8443] and "port" not in e0,
@@ -388,7 +399,7 @@ def main():
                 "      - path: /usr/bin/pip\n")
     r = curl("PUT", SB + "/ops/policy", yaml_pol, ctype="application/yaml")
     tap(r[0] == 200, "PUT a YAML policy", r)
-    r = patch("ops", [add_rule("pypi", [ep("files.pythonhosted.org", 443)])])
+    r = patch("ops", [add_rule("pypi", [ep("files.pythonhosted.org", 443)], ["/usr/bin/pip"])])
     pol, text, _ = latest("ops")
     blk = pol.get("network_policies", {}).get("pypi", {})
     tap(r[0] == 200 and jb(r).get("base") == "sandbox" and
@@ -403,7 +414,7 @@ def main():
         "binaries": [{"path": "/usr/bin/npm"}]}}}
     r = curl("POST", SB, {"name": "specpol", "spec": {"policy": spec_pol}})
     tap(r[0] == 201, "create sandbox specpol with a spec.policy", r)
-    r = patch("specpol", [add_rule("npm", [ep("registry.yarnpkg.com", 443)])])
+    r = patch("specpol", [add_rule("npm", [ep("registry.yarnpkg.com", 443)], ["/usr/bin/npm"])])
     pol, text, _ = latest("specpol")
     tap(r[0] == 200 and jb(r).get("base") == "spec" and jb(r).get("version") == 1 and
         [e["host"] for e in pol["network_policies"]["npm"]["endpoints"]] ==
