@@ -1201,6 +1201,9 @@ sv_gw_run(struct sv_gw *g, pid_t pid1, int ctl, int err_fd, int out_fd, const si
         g->ev_out = event_new(base, out_fd, EV_READ | EV_PERSIST, sv_on_out_pipe, g);
         event_add(g->ev_out, NULL);
     }
+    /* The proxy gets the credentials fetched at start now, not only once
+     * the session is up. */
+    sv_send_credentials(g);
     loop_timer_start(g->t_watch, 5000, true);
     loop_timer_start(g->t_config, SV_CONFIG_PERIOD_MS, true);
     sv_connect(g);

@@ -22,7 +22,10 @@ task_fail(const char *what, const char *msg)
 {
     char line[1024];
 
-    if (buf_fmt_fixed(line, sizeof(line), "%s: %s\n", what, msg) < 0)
+    /* tar.h's messages name themselves ("tar: entry ..."). */
+    if (strncmp(msg, "tar: ", 5) == 0)
+        what = "";
+    if (buf_fmt_fixed(line, sizeof(line), "%s%s%s\n", what, what[0] ? ": " : "", msg) < 0)
         buf_copy_fixed(line, sizeof(line), "tar: failed\n");
     (void)!write(STDERR_FILENO, line, strlen(line));
 }
