@@ -300,13 +300,15 @@ def main():
 
     # The sandbox: a main process printing a tick and the proxy's answer.
     agent = ("id -u >/sandbox/agent.uid; while [ ! -e /sandbox/stop ]; do "
+             "if [ -e /sandbox/flood ]; then rm -f /sandbox/flood; i=0; "
+             "while [ $i -lt 2500 ]; do printf 'flood %%01000d\\n' $i; i=$((i+1)); done; fi; "
              "echo tick $(date +%%s%%3N) $(%s); sleep 0.2; done; exit 3" % in_sandbox_curl())
     sv = subprocess.Popen(base + ["--", "/bin/sh", "-c", agent],
                           stdout=open(os.path.join(T, "sv.out"), "w"),
                           stderr=open(os.path.join(T, "sv.err"), "w"))
     sup = wait_for(connected, 15)
     tap(sup and sup.get("pid") == sv.pid, "the supervisor holds a session (hello with its pid)",
-        json.dumps(sup) + open(os.path.join(T, "sv.err")).read())
+        "popen pid %d: " % sv.pid + json.dumps(sup) + open(os.path.join(T, "sv.err")).read())
     tap(sup and sup.get("policy_version") == 0, "hello carries the policy version (0: default)")
 
     # exec through the JSON API.
@@ -390,6 +392,22 @@ def main():
         fr[-1] == (EXIT, b'{"exit_code":0}'),
         "tty exec: a pty in the sandbox, a resize reaches it (stty size)", repr(text))
 
+    # Many at once.
+    res = {}
+
+    def one(i):
+        res[i] = exec_json(["/bin/sh", "-c", "sleep 0.3; echo n%d; exit %d" % (i, i % 5)])[1]
+    ths = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+    t0 = time.time()
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    tap(all(res[i].get("stdout") == "n%d\n" % i and res[i].get("exit_code") == i % 5
+            for i in range(16)) and time.time() - t0 < 4,
+        "16 concurrent execs, each with its own output and status (%.1f s)" % (time.time() - t0),
+        repr(res))
+
     # Files: untar / tar run inside the sandbox, as the agent.
     src = os.path.join(T, "up")
     os.makedirs(os.path.join(src, "d"))
@@ -449,7 +467,9 @@ def main():
     gw.kill()
     gw.wait()
     t_down = int(time.time() * 1000)
-    time.sleep(2.5)
+    # 2.5 MB of output while the gateway is away: past the 1 MiB queue.
+    open(os.path.join(wd, "flood"), "w").close()
+    time.sleep(3)
     t_up = int(time.time() * 1000)
     if not start_gateway():
         tap(False, "gateway restarts", open(os.path.join(T, "gw.log")).read())
@@ -469,6 +489,11 @@ def main():
     tap(ticks and all(c == "200" for c in ticks),
         "logs from the outage arrive, and the policy was enforced meanwhile (%d ticks)" %
         len(ticks or []), repr(ticks))
+    got = wait_for(lambda: [x for x in logs("&source=supervisor") if "dropped" in x["message"]],
+                   10)
+    tap(got and int(got[0]["message"].split()[0]) > 0,
+        "past the 1 MiB queue the oldest records go, and the drop is reported",
+        repr(got[:1]))
     code, j = exec_json(["/bin/echo", "again"])
     tap(j.get("stdout") == "again\n", "exec works after the reconnect", json.dumps(j))
 
