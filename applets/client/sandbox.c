@@ -277,6 +277,14 @@ sb_view(const cJSON *sb)
     cJSON_AddItemToObject(o, "command", v ? cJSON_Duplicate(v, true) : cJSON_CreateArray());
     v = jget(sb, "status.policy.latest_version");
     cJSON_AddNumberToObject(o, "current_policy_version", cJSON_IsNumber(v) ? v->valuedouble : 0);
+    v = jget(sb, "status.supervisor");
+    if (cJSON_IsObject(v)) {
+        /* the supervisor's session with the gateway (exec, files, logs) */
+        const cJSON *pid = cJSON_GetObjectItemCaseSensitive(v, "pid");
+        cJSON_AddBoolToObject(o, "supervisor_connected",
+                              cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(v, "connected")));
+        cJSON_AddNumberToObject(o, "supervisor_pid", cJSON_IsNumber(pid) ? pid->valuedouble : 0);
+    }
     return o;
 }
 
@@ -460,6 +468,15 @@ print_sandbox(const struct cli_ctx *c, const cJSON *v)
     printf("  Created:          %s\n", jstr(v, "created_at"));
     x = cJSON_GetObjectItemCaseSensitive(v, "resource_version");
     printf("  Resource version: %.0f\n", cJSON_IsNumber(x) ? x->valuedouble : 0);
+    x = cJSON_GetObjectItemCaseSensitive(v, "supervisor_connected");
+    if (x) {
+        const cJSON *pid = cJSON_GetObjectItemCaseSensitive(v, "supervisor_pid");
+        if (cJSON_IsTrue(x))
+            printf("  Supervisor:       connected (pid %.0f)\n",
+                   cJSON_IsNumber(pid) ? pid->valuedouble : 0);
+        else
+            printf("  Supervisor:       not connected\n");
+    }
     printf("  Command:          ");
     {
         bool first = true;
@@ -468,6 +485,8 @@ print_sandbox(const struct cli_ctx *c, const cJSON *v)
             printf("%s%s", first ? "" : " ", cJSON_IsString(x) ? x->valuestring : "?");
             first = false;
         }
+        if (first)
+            fputs("- (idle: commands run through exec)", stdout);
     }
     putchar('\n');
     printf("  Labels:           ");
@@ -779,7 +798,11 @@ wait_ready(struct cli_ctx *c, const char *name, long timeout_s, bool need_sessio
             if (pg.tty)
                 cli_ok(c, "Sandbox allocated (%.1fs)", (double)(now_ms() - t0) / 1000);
         }
-        progress_step(&pg, phase, cond ? jstr(cond, "reason") : "");
+        progress_step(&pg, phase,
+                      cond ? jstr(cond, "reason")
+                      : !strcmp(phase, "ready") && !supervisor_connected(sb)
+                          ? "supervisor connecting"
+                          : "");
         if (!strcmp(phase, "ready") && (!need_session || supervisor_connected(sb))) {
             progress_clear(&pg);
             cli_ok(c, "Sandbox ready (%.1fs)", (double)(now_ms() - t0) / 1000);
