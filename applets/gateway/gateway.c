@@ -37,6 +37,7 @@
 #include "api.h"
 #include "driver.h"
 #include "gw.h"
+#include "gw_provider.h"
 #include "gw_pki.h"
 #include "h2.h"
 #include "log.h"
@@ -649,6 +650,8 @@ gateway_main(int argc, char **argv)
     gw_policy_routes(&gw);
     gw_settings_routes(&gw);
     gw_supervisor_routes(&gw);
+    gw_provider_routes(&gw);
+    gw_inference_routes(&gw);
     gw_session_routes(&gw);
     gw_log_routes(&gw);
     gw_sandbox_reconcile(&gw);
