@@ -28,6 +28,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -683,12 +684,28 @@ probe_start(struct gw *gw, struct h2_stream *st, const char *ws, struct route *r
         /* Child: one blocking request, one line, _exit. It never returns
          * to the loop it inherited. */
         struct buf out = BUF_INIT;
+        int wfd = fds[1];
 
-        close(fds[0]);
+        /* Nothing of the gateway's stays open here (its lock, listeners,
+         * connections: a restarted gateway must not find them held), and
+         * its signal handlers (which write to the loop's wake-up pipe) go:
+         * our pipe moves to fd 3, everything above is closed. */
+        if (wfd != 3) {
+            if (dup2(wfd, 3) < 0)
+                _exit(1);
+            wfd = 3;
+        }
+        if (syscall(SYS_close_range, 4U, ~0U, 0U) < 0)
+            for (int fd = 4; fd < 65536; fd++)
+                close(fd);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
+        signal(SIGCHLD, SIG_DFL);
         signal(SIGPIPE, SIG_IGN);
         alarm(PROBE_TIMEOUT_MS / 1000 + 4);
         probe_run(r, &out);
-        write_full(fds[1], out.data ? out.data : "", out.len);
+        write_full(wfd, out.data ? out.data : "", out.len);
         _exit(0);
     }
     close(fds[1]);
