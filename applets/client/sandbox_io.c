@@ -90,9 +90,12 @@ tty_raw(void)
     if (!hooked) {
         hooked = true;
         atexit(tty_restore);
+        /* In raw mode ^C and ^\ are bytes for the sandbox; these come
+         * from elsewhere (kill, a closed terminal). */
         signal(SIGTERM, tty_fatal_signal);
         signal(SIGHUP, tty_fatal_signal);
         signal(SIGQUIT, tty_fatal_signal);
+        signal(SIGINT, tty_fatal_signal);
     }
     return 0;
 }
