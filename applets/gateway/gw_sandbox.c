@@ -24,6 +24,7 @@
 #include "buf.h"
 #include "driver.h"
 #include "gw.h"
+#include "gw_provider.h"
 #include "h2.h"
 #include "log.h"
 #include "store.h"
@@ -569,7 +570,9 @@ h_create(struct h2_stream *st, struct h2_req *req, void *arg)
         cJSON *spec = spec_c ? cJSON_Duplicate(spec_c, true) : cJSON_CreateObject();
 
         cJSON_AddItemToObject(payload, "spec", spec);
-        if ((rc = check_spec(spec, &e)) < 0)
+        if ((rc = check_spec(spec, &e)) < 0 ||
+            (rc = gw_provider_check_attach(
+                 gw, req->params[0], cJSON_GetObjectItemCaseSensitive(spec, "providers"), &e)) < 0)
             goto fail;
     }
     status = cJSON_AddObjectToObject(payload, "status");
