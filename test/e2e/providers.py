@@ -14,9 +14,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2elib  # noqa: E402
 
 BIN = os.environ["OPENSHELL_BIN"]
 # providers_asan.sh runs this file against a gateway built with ASan/LSan.
@@ -62,9 +66,11 @@ def start(expect_fail=False):
     if not os.path.exists(lnk):
         os.symlink(GW_BIN or BIN, lnk)
     log = open(LOG, "a")
+    # The verification probe trusts the test CA (https backends below).
+    env = dict(os.environ, SSL_CERT_FILE=T + "/tls/ca.pem")
     gw = subprocess.Popen([lnk, "--state-dir", STATE, "--socket", SOCK, "--listen", "none",
                            "--compute-driver", "none", "--log-format", "text"],
-                          stdout=log, stderr=log)
+                          stdout=log, stderr=log, env=env)
     for _ in range(250):
         if gw.poll() is not None:
             return False
@@ -434,6 +440,36 @@ def test_inference():
             r[2])
         r = curl("PUT", WS + "/inference", {"provider": "an"})
         tap(err_is(r, 400, "invalid_argument", "model"), "model missing: 400", r[2])
+        # https backends: one with a certificate from the CA the gateway
+        # trusts, one from another CA.
+        tls_servers = []
+        for d in ("tls", "tls-other"):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(T + "/%s/srv.pem" % d, T + "/%s/srv.key" % d)
+            tport = free_port()
+            tsrv = ThreadingHTTPServer(("127.0.0.1", tport), Backend)
+            tsrv.socket = ctx.wrap_socket(tsrv.socket, server_side=True)
+            threading.Thread(target=tsrv.serve_forever, daemon=True).start()
+            tls_servers.append((tsrv, tport))
+        try:
+            good_url = "https://127.0.0.1:%d/v1" % tls_servers[0][1]
+            Backend.seen.clear()
+            p = cli("inference", "set", "--provider", "good", "--model", "m-tls", "--base-url",
+                    good_url)
+            tap(p.returncode == 0 and good_url + "/models (openai)" in p.stdout and
+                any(x[2].get("Authorization") == "Bearer " + S_GOOD for x in Backend.seen),
+                "an https backend: verified over TLS against the trusted CA",
+                p.stdout + p.stderr)
+            p = cli("inference", "set", "--provider", "good", "--model", "m-tls", "--base-url",
+                    "https://localhost:%d/v1" % tls_servers[0][1])
+            tap(p.returncode == 0, "an https backend by name (certificate SAN)", p.stderr)
+            p = cli("inference", "set", "--provider", "good", "--model", "m-tls", "--base-url",
+                    "https://127.0.0.1:%d/v1" % tls_servers[1][1])
+            tap(p.returncode == 1 and "does not verify" in p.stderr,
+                "an https backend with a certificate from another CA: refused", p.stderr)
+        finally:
+            for tsrv, _ in tls_servers:
+                tsrv.shutdown()
         p = cli("inference", "delete")
         r = creds(tb)
         tap(p.returncode == 0 and r[1]["inference"] is None, "inference delete: no route",
@@ -527,6 +563,12 @@ def main():
     if not shutil.which("curl"):
         print("1..0 # SKIP curl not installed")
         return 0
+    if not shutil.which("openssl"):
+        print("1..0 # SKIP openssl not installed (test certificates)")
+        return 0
+    for d, cn in (("tls", "openshell providers test CA"), ("tls-other", "another CA")):
+        os.mkdir(T + "/" + d)
+        e2elib.make_test_ca(T + "/" + d, cn, ["localhost"], ["127.0.0.1"])
     if not start():
         print("1..0 # SKIP the gateway did not start: " + open(LOG).read()[-300:])
         return 0
