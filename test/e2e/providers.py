@@ -69,7 +69,8 @@ def start(expect_fail=False):
     # The verification probe trusts the test CA (https backends below).
     env = dict(os.environ, SSL_CERT_FILE=T + "/tls/ca.pem")
     gw = subprocess.Popen([lnk, "--state-dir", STATE, "--socket", SOCK, "--listen", "none",
-                           "--compute-driver", "none", "--log-format", "text"],
+                           "--compute-driver", "none", "--log-format", "text",
+                           "--log-level", "debug"],
                           stdout=log, stderr=log, env=env)
     for _ in range(250):
         if gw.poll() is not None:
