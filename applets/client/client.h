@@ -15,6 +15,14 @@ int cli_completion(int argc, char **argv);
 /* provider ... and inference ... (provider.c, inference.c). */
 int cli_provider(int argc, char **argv);
 int cli_inference(int argc, char **argv);
+/* sandbox create's inferred provider: ARGV[0] (the trailing command)
+ * names a provider type (claude, codex, gh, glab); one of that type is
+ * added to NAMES (a JSON array of names), created from the environment when
+ * none exists. MODE: 1 create without asking, -1 never, 0 ask on a
+ * terminal (an error otherwise). 0 or CLI_EXIT_* after printing why. */
+struct cli_ctx;
+struct cJSON;
+int cli_provider_infer(struct cli_ctx *c, char **argv, int argc, int mode, struct cJSON *names);
 /* sandbox provider list|attach|detach (argv[0] is "provider"). */
 int cli_sandbox_provider(int argc, char **argv);
 /* policy set|get|list|update (argv[0] is the subcommand): the exit status,

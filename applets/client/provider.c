@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../applets.h"
 #include "buf.h"
@@ -788,6 +789,142 @@ cli_provider(int argc, char **argv)
         return rc;
     }
     applet_usage_error("openshell provider", "unknown command '%s'", argv[1]);
+}
+
+/* ------------------------------------------------------------------ inferred providers */
+
+/* The reference's auto-detection (v1): the trailing command's basename
+ * names a provider type. */
+static const char *
+infer_type(const char *cmd)
+{
+    static const char *const map[][2] = {
+        { "claude", "anthropic" }, { "codex", "openai" }, { "gh", "github" }, { "glab", "gitlab" }
+    };
+    const char *base = strrchr(cmd, '/') ? strrchr(cmd, '/') + 1 : cmd;
+
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (!strcmp(map[i][0], base))
+            return map[i][1];
+    return NULL;
+}
+
+/* Yes unless the user says no ("" is yes). */
+static bool
+ask_yes(const char *question)
+{
+    char line[32];
+
+    fprintf(stderr, "%s [Y/n] ", question);
+    fflush(stderr);
+    if (!fgets(line, sizeof(line), stdin))
+        return false;
+    return line[0] == '\n' || line[0] == 'y' || line[0] == 'Y';
+}
+
+int
+cli_provider_infer(struct cli_ctx *c, char **argv, int argc, int mode, cJSON *names)
+{
+    const char *type = argc > 0 ? infer_type(argv[0]) : NULL;
+    cJSON *ans = NULL, *req = NULL, *keys = NULL, *creds;
+    const cJSON *it;
+    char *path, name[80];
+    int status, rc;
+    size_t found = 0;
+
+    if (mode < 0 || !type)
+        return 0;
+    path = cli_ws_path(c, "/providers?limit=1000");
+    rc = call(c, "GET", path, NULL, &status, &ans);
+    free(path);
+    if (rc)
+        return rc;
+    if (status != 200) {
+        rc = cli_api_fail(c, status, ans, NULL);
+        goto out;
+    }
+    /* Attached already (--provider), or one of that type exists: use it. */
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(ans, "items"))
+    {
+        const cJSON *n;
+        bool named = false;
+
+        if (strcmp(jstr(it, "spec.type"), type) != 0)
+            continue;
+        cJSON_ArrayForEach(n, names) named =
+            named || !strcmp(n->valuestring, jstr(it, "metadata.name"));
+        if (!named) {
+            fprintf(stderr, "\u2192 Using provider '%s' (%s) for '%s'\n", jstr(it, "metadata.name"),
+                    type, argv[0]);
+            cJSON_AddItemToArray(names, cJSON_CreateString(jstr(it, "metadata.name")));
+        }
+        goto out;
+    }
+    fprintf(stderr, "Missing provider: %s\n", type);
+    if (mode == 0) {
+        if (isatty(0) != 1 || isatty(2) != 1) {
+            char *hint = xasprintf("create it first: openshell provider create --name %s --type "
+                                   "%s --from-existing (or pass --auto-providers or "
+                                   "--no-auto-providers)",
+                                   type, type);
+            rc = cli_fail(c, CLI_EXIT_FAIL, hint,
+                          "'%s' needs a provider of type %s and none exists in workspace '%s'",
+                          argv[0], type, c->workspace);
+            free(hint);
+            goto out;
+        }
+        if (!ask_yes("Create from local credentials?"))
+            goto out;
+    }
+    if ((rc = type_keys(c, type, &keys)) != 0)
+        goto out;
+    req = cJSON_CreateObject();
+    creds = cJSON_AddObjectToObject(cJSON_AddObjectToObject(req, "spec"), "credentials");
+    cJSON_AddStringToObject(cJSON_GetObjectItemCaseSensitive(req, "spec"), "type", type);
+    cJSON_ArrayForEach(it, keys)
+    {
+        const char *v = getenv(it->valuestring);
+        if (v && *v && !cJSON_HasObjectItem(creds, it->valuestring)) {
+            cJSON_AddStringToObject(creds, it->valuestring, v);
+            found++;
+        }
+    }
+    if (!found) {
+        cli_warn(c,
+                 "No existing local credentials/config found for '%s'. You can configure it "
+                 "from inside the sandbox.",
+                 type);
+        goto out;
+    }
+    /* The type's name, else -1..-4 when another provider holds it. */
+    path = cli_ws_path(c, "/providers");
+    for (int i = 0; i < 5; i++) {
+        if (i)
+            snprintf(name, sizeof(name), "%s-%d", type, i);
+        else
+            snprintf(name, sizeof(name), "%s", type);
+        cJSON_DeleteItemFromObjectCaseSensitive(req, "name");
+        cJSON_AddStringToObject(req, "name", name);
+        cJSON_Delete(ans);
+        ans = NULL;
+        if ((rc = call(c, "POST", path, req, &status, &ans)) != 0 || status != 409)
+            break;
+    }
+    free(path);
+    if (rc)
+        goto out;
+    if (status != 201) {
+        rc = cli_api_fail(c, status, ans, NULL);
+        goto out;
+    }
+    cli_ok(c, "Created provider %s (%s) from existing local state", name, type);
+    cJSON_AddItemToArray(names, cJSON_CreateString(name));
+out:
+    wipe_strings(req);
+    cJSON_Delete(req);
+    cJSON_Delete(keys);
+    cJSON_Delete(ans);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ sandbox provider */

@@ -38,6 +38,11 @@ static const char sandbox_usage[] =
     "                      the command ends. The sandbox is kept by default.\n"
     "                      --upload copies LOCAL into DEST (default /sandbox) once\n"
     "                      the sandbox is ready, before the command.\n"
+    "                      --provider attaches a provider; a CMD of claude, codex,\n"
+    "                      gh or glab also attaches one of its type, created from\n"
+    "                      the environment if missing (asked on a terminal;\n"
+    "                      --auto-providers: without asking; --no-auto-providers:\n"
+    "                      never)\n"
     "  exec [NAME] [-t] [-i] -- CMD   run a command in a sandbox (see exec --help)\n"
     "  connect [NAME]      an interactive login shell in a sandbox\n"
     "  upload NAME SRC [DST], download NAME SRC [DST]\n"
@@ -88,6 +93,8 @@ enum {
     OPT_ALL_WS,
     OPT_FROM,
     OPT_PROVIDER,
+    OPT_AUTO_PROVIDERS,
+    OPT_NO_AUTO_PROVIDERS,
     OPT_NO_KEEP,
     OPT_NO_TTY,
     OPT_KEEP,
@@ -98,6 +105,7 @@ struct sb_args {
     const char *name, *policy, *selector, *from;
     const char *providers[32];
     size_t nproviders;
+    int auto_providers; /* 1 --auto-providers, -1 --no-auto-providers, 0 ask */
     const char *labels[SB_MAX_ITEMS], *envs[SB_MAX_ITEMS], *uploads[SB_MAX_ITEMS];
     size_t nuploads, nlabels, nenvs;
     bool tty, no_tty, detach, no_keep, names, ids, all, all_ws;
@@ -144,6 +152,8 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
         { "all-workspaces", no_argument, NULL, OPT_ALL_WS },
         { "from", required_argument, NULL, OPT_FROM },
         { "provider", required_argument, NULL, OPT_PROVIDER },
+        { "auto-providers", no_argument, NULL, OPT_AUTO_PROVIDERS },
+        { "no-auto-providers", no_argument, NULL, OPT_NO_AUTO_PROVIDERS },
         { NULL, 0, NULL, 0 },
     };
     const char *tmo = getenv("OPENSHELL_PROVISION_TIMEOUT");
@@ -194,6 +204,8 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
         case OPT_IDS: a->ids = true; break;
         case OPT_ALL: a->all = true; break;
         case OPT_ALL_WS: a->all_ws = true; break;
+        case OPT_AUTO_PROVIDERS: a->auto_providers = 1; break;
+        case OPT_NO_AUTO_PROVIDERS: a->auto_providers = -1; break;
         case OPT_PROVIDER:
             if (!*optarg || a->nproviders >= 32)
                 applet_usage_error(c->prog, "--provider: empty name or more than 32");
@@ -899,10 +911,20 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
         if (a->tty)
             cJSON_AddBoolToObject(spec, "tty", true);
     }
-    if (a->nproviders) {
-        cJSON *pv = cJSON_AddArrayToObject(spec, "providers");
+    {
+        /* --provider names, plus the one the command implies (claude,
+         * codex, gh, glab), as the reference infers them. */
+        cJSON *pv = cJSON_CreateArray();
         for (size_t i = 0; i < a->nproviders; i++)
             cJSON_AddItemToArray(pv, cJSON_CreateString(a->providers[i]));
+        if ((rc = cli_provider_infer(c, a->pos, a->npos, a->auto_providers, pv)) != 0) {
+            cJSON_Delete(pv);
+            goto out;
+        }
+        if (cJSON_GetArraySize(pv))
+            cJSON_AddItemToObject(spec, "providers", pv);
+        else
+            cJSON_Delete(pv);
     }
     if (a->from) /* what the sandbox starts from: the driver resolves it */
         cJSON_AddStringToObject(cJSON_AddObjectToObject(spec, "template"), "image", a->from);

@@ -40,7 +40,8 @@ S_GOOD = "sk-backend-good-Hh2Uu8"
 S_BAD = "sk-backend-bad-Pp0Oo9"
 S_ANTH = "sk-ant-anthro-Cc3Dd4"
 S_TEAM = "team-key"
-SECRETS = [S_OPENAI, S_ROTATED, S_GH, S_GENERIC, S_GOOD, S_BAD, S_ANTH, S_TEAM]
+S_AUTO = "sk-ant-auto-Vv5Ww6"
+SECRETS = [S_OPENAI, S_ROTATED, S_GH, S_GENERIC, S_GOOD, S_BAD, S_ANTH, S_TEAM, S_AUTO]
 n = 0
 failed = 0
 gw = None
@@ -365,6 +366,38 @@ def test_attach_and_document():
         "Provider nope not found" in p.stderr, "provider delete A B: per-name lines", p.stderr)
 
 
+def test_inferred():
+    p = cli("sandbox", "create", "--name", "sb-c", "--detach", "--no-auto-providers", "--",
+            "claude", "--help")
+    r = curl("GET", WS + "/sandboxes/sb-c")
+    tap(p.returncode == 0 and r[0] == 200 and "providers" not in r[1]["spec"],
+        "sandbox create --no-auto-providers -- claude: nothing inferred", p.stderr)
+    p = cli("sandbox", "create", "--name", "sb-d", "--detach", "--", "claude")
+    tap(p.returncode == 1 and "needs a provider of type anthropic" in p.stderr and
+        "--from-existing" in p.stderr and curl("GET", WS + "/sandboxes/sb-d")[0] == 404,
+        "-- claude without a provider, not on a terminal: refused before creating", p.stderr)
+    p = cli("sandbox", "create", "--name", "sb-d", "--detach", "--auto-providers", "--",
+            "claude", env={"ANTHROPIC_API_KEY": S_AUTO})
+    r = curl("GET", WS + "/sandboxes/sb-d")
+    tap(p.returncode == 0 and "Missing provider: anthropic" in p.stderr and
+        "Created provider anthropic (anthropic) from existing local state" in p.stderr and
+        r[1]["spec"].get("providers") == ["anthropic"],
+        "--auto-providers -- claude: created from $ANTHROPIC_API_KEY and attached", p.stderr)
+    p = cli("sandbox", "create", "--name", "sb-e", "--detach", "--", "/usr/local/bin/claude")
+    r = curl("GET", WS + "/sandboxes/sb-e")
+    tap(p.returncode == 0 and "Using provider 'anthropic'" in p.stderr and
+        r[1]["spec"].get("providers") == ["anthropic"],
+        "-- claude with an anthropic provider present: it is attached", p.stderr)
+    p = cli("sandbox", "create", "--name", "sb-f", "--detach", "--auto-providers", "--", "gh")
+    r = curl("GET", WS + "/sandboxes/sb-f")
+    tap(p.returncode == 0 and "No existing local credentials/config found for 'github'" in
+        p.stderr and "providers" not in r[1]["spec"],
+        "--auto-providers -- gh with nothing in the environment: a warning, no provider",
+        p.stderr)
+    for sb in ("sb-c", "sb-d", "sb-e", "sb-f"):
+        curl("DELETE", WS + "/sandboxes/" + sb)
+
+
 def test_inference():
     port = free_port()
     srv = ThreadingHTTPServer(("127.0.0.1", port), Backend)
@@ -577,6 +610,7 @@ def main():
         test_cli_crud()
         test_api_strict()
         test_attach_and_document()
+        test_inferred()
         test_inference()
         test_workspace()
         test_no_leaks()
