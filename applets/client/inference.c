@@ -285,7 +285,7 @@ cli_inference(int argc, char **argv)
 
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         fputs(inference_usage, stdout);
-        return argc < 2 ? CLI_EXIT_USAGE : 0;
+        return 0; /* a group without a command: its help, as the reference */
     }
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
         if (strcmp(argv[1], subs[i]) != 0)

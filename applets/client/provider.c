@@ -769,7 +769,7 @@ cli_provider(int argc, char **argv)
 
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         fputs(provider_usage, stdout);
-        return argc < 2 ? CLI_EXIT_USAGE : 0;
+        return 0; /* a group without a command: its help, as the reference */
     }
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
         if (strcmp(argv[1], subs[i]) != 0)
@@ -958,7 +958,7 @@ cli_sandbox_provider(int argc, char **argv)
 
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         fputs(sb_provider_usage, stdout);
-        return argc < 2 ? CLI_EXIT_USAGE : 0;
+        return 0; /* a group without a command: its help, as the reference */
     }
     for (i = 0; i < 3 && strcmp(argv[1], subs[i]) != 0; i++)
         ;
