@@ -106,13 +106,42 @@ gw_ptype_find(const char *name)
 static struct seal *prov_seal;
 static char *prov_key_path;
 
+/* How many providers exist (every workspace): sealed records a new key
+ * could not open. */
 static int
-get_seal(struct seal **out, struct err *e)
+count_providers(struct gw *gw, size_t *n, struct err *e)
 {
+    struct store_query q = { .type = GW_PROVIDER_TYPE, .limit = 1 };
+    struct store_list l;
+    int rc = store_list(gw->store, &q, &l, e);
+
+    if (rc == 0) {
+        *n = l.total;
+        store_list_fini(&l);
+    }
+    return rc;
+}
+
+/* The key, loaded (or made, when nothing is sealed yet) on first use. */
+static int
+get_seal(struct gw *gw, struct seal **out, struct err *e)
+{
+    struct stat st;
+    size_t n = 0;
     int rc;
 
-    if (!prov_seal && (rc = seal_open(prov_key_path, &prov_seal, e)) < 0)
-        return rc;
+    if (!prov_seal) {
+        /* A key that vanished while sealed records exist is never
+         * replaced by a new one: they would all be lost. */
+        if (lstat(prov_key_path, &st) < 0 && errno == ENOENT &&
+            (rc = count_providers(gw, &n, e)) == 0 && n > 0)
+            return err_set(e, EPROTO,
+                           "provider key %s is missing but %zu provider(s) are sealed with it; "
+                           "restore it from a backup",
+                           prov_key_path, n);
+        if ((rc = seal_open(prov_key_path, &prov_seal, e)) < 0)
+            return rc;
+    }
     *out = prov_seal;
     return 0;
 }
@@ -157,14 +186,14 @@ buf_wipe_fini(struct buf *b)
 
 /* Seal the map CREDS for object ID into *OUT (heap text). */
 static int
-seal_creds(const char *id, const cJSON *creds, char **out, struct err *e)
+seal_creds(struct gw *gw, const char *id, const cJSON *creds, char **out, struct err *e)
 {
     struct seal *s;
     struct buf b = BUF_INIT;
     char *text;
     int rc;
 
-    if ((rc = get_seal(&s, e)) < 0)
+    if ((rc = get_seal(gw, &s, e)) < 0)
         return rc;
     text = cJSON_PrintUnformatted(creds);
     if (!text)
@@ -189,13 +218,12 @@ gw_provider_secrets(struct gw *gw, const struct store_obj *p, cJSON **out, struc
     const cJSON *sealed = cJSON_GetObjectItemCaseSensitive(payload, "sealed");
     int rc;
 
-    (void)gw;
     *out = NULL;
     if (!cJSON_IsString(sealed)) {
         cJSON_Delete(payload);
         return err_set(e, EBADMSG, "provider %s: stored record has no sealed credentials", p->name);
     }
-    if ((rc = get_seal(&s, e)) < 0 ||
+    if ((rc = get_seal(gw, &s, e)) < 0 ||
         (rc = seal_decrypt(s, p->id, sealed->valuestring, &b, e)) < 0) {
         cJSON_Delete(payload);
         buf_wipe_fini(&b);
@@ -775,8 +803,8 @@ merge_map(cJSON *dst, const cJSON *src, bool creds, struct err *e)
 
 /* Build the stored payload for ID from T, CONFIG and CREDS. */
 static int
-make_payload(const char *id, const struct gw_ptype *t, const cJSON *config, const cJSON *creds,
-             char **out, struct err *e)
+make_payload(struct gw *gw, const char *id, const struct gw_ptype *t, const cJSON *config,
+             const cJSON *creds, char **out, struct err *e)
 {
     cJSON *p = cJSON_CreateObject(), *keys;
     const cJSON *c;
@@ -794,7 +822,7 @@ make_payload(const char *id, const struct gw_ptype *t, const cJSON *config, cons
         cJSON_Delete(p);
         return err_set(e, EINVAL, "spec.credentials: more than %d entries", PROV_MAX_CREDS);
     }
-    if ((rc = check_config(t, config, e)) < 0 || (rc = seal_creds(id, creds, &sealed, e)) < 0) {
+    if ((rc = check_config(t, config, e)) < 0 || (rc = seal_creds(gw, id, creds, &sealed, e)) < 0) {
         cJSON_Delete(p);
         return rc;
     }
@@ -870,7 +898,7 @@ h_create(struct h2_stream *st, struct h2_req *req, void *arg)
     if (cfg && (rc = merge_map(config, cfg, false, &e)) < 0)
         goto fail;
     store_new_id(id);
-    if ((rc = make_payload(id, t, config, creds, &o.payload, &e)) < 0)
+    if ((rc = make_payload(gw, id, t, config, creds, &o.payload, &e)) < 0)
         goto fail;
     o.id = id;
     o.type = (char *)GW_PROVIDER_TYPE;
@@ -1072,7 +1100,7 @@ h_patch(struct h2_stream *st, struct h2_req *req, void *arg)
         if (cm && (rc = merge_map(creds, cm, true, &e)) < 0)
             goto fail;
         /* The bump comes first: see gw_cred_revision_bump. */
-        if ((rc = make_payload(o->id, t, config, creds, &np, &e)) < 0 ||
+        if ((rc = make_payload(gw, o->id, t, config, creds, &np, &e)) < 0 ||
             (rc = gw_cred_revision_bump(gw, &e)) < 0)
             goto fail;
         free(o->payload);
@@ -1489,10 +1517,18 @@ gw_provider_routes(struct gw *gw)
     prov_key_path = xasprintf("%s/%s", gw->state_dir, SEAL_KEY_NAME);
     /* A key file that exists but is refused stops the start: serving with
      * it would fail every provider call, replacing it would lose them. */
-    if (lstat(prov_key_path, &st) == 0) {
+    {
         struct err e;
-        if (seal_open(prov_key_path, &prov_seal, &e) < 0)
-            fatalx("%s", e.msg);
+        size_t n = 0;
+
+        if (lstat(prov_key_path, &st) == 0) {
+            if (seal_open(prov_key_path, &prov_seal, &e) < 0)
+                fatalx("%s", e.msg);
+        } else if (errno == ENOENT && count_providers(gw, &n, &e) == 0 && n > 0) {
+            fatalx("provider key %s is missing but %zu provider(s) are sealed with it; restore "
+                   "it from a backup (refusing to start)",
+                   prov_key_path, n);
+        }
     }
     h2_router_add(r, "GET", "/v1/provider-types", 0, h_types, gw);
     h2_router_add(r, "POST", "/v1/workspaces/{}/providers", 0, h_create, gw);

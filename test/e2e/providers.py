@@ -568,6 +568,14 @@ def test_tampering():
     tap(not ok and "must be 0600" in log, "a key file readable by others: the gateway refuses",
         log[-400:])
     stop()
+    os.rename(KEY, KEY + ".away")
+    ok = start()
+    log = open(LOG, errors="replace").read()
+    tap(not ok and "is missing but" in log and not os.path.exists(KEY),
+        "a missing key file while providers exist: refused, never replaced by a new one",
+        log[-400:])
+    stop()
+    os.rename(KEY + ".away", KEY)
     os.chmod(KEY, 0o600)
     with open(KEY, "ab") as f:
         f.write(b"x")
