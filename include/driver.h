@@ -63,6 +63,10 @@ int drv_list(struct drv *d, void (*fn)(const char *id, void *arg), void *arg, st
 /* SIGTERM to the main process's group, SIGKILL to the whole session after
  * GRACE_MS; returns once it has ended (0 when it was not running). */
 int drv_stop(struct drv *d, const char *id, int grace_ms, struct err *e);
+/* Forget the run records (monitor, exit) of a sandbox that is not running,
+ * keeping its directory, so that drv_create() may start it again (after a
+ * reboot, say). -EBUSY while it runs. */
+int drv_forget(struct drv *d, const char *id, struct err *e);
 /* drv_stop() then remove the sandbox's directory. */
 int drv_delete(struct drv *d, const char *id, int grace_ms, struct err *e);
 

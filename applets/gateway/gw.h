@@ -118,6 +118,9 @@ void gw_log_routes(struct gw *gw);
 void gw_log_end(struct gw *gw, const char *id, const char *why);
 /* STATE_DIR/sandboxes/ID, created 0700 when missing; the caller frees. */
 char *gw_sandbox_dir(struct gw *gw, const char *id);
+/* A rendered log line (LINE[N], newline ended) of sandbox ID for the
+ * watchers that asked for logs (?logs=1). */
+void gw_watch_log(struct gw *gw, const char *id, const char *line, size_t n);
 /* End every watch stream (shutdown). */
 void gw_watch_end_all(struct gw *gw, const char *why);
 

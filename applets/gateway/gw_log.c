@@ -161,6 +161,7 @@ gw_log_append(struct gw *gw, const char *id, const struct cJSON *lines)
         if (render(it, &one, &level, &source) < 0)
             continue;
         buf_append(&all, one.data, one.len);
+        gw_watch_log(gw, id, one.data, one.len);
         for (struct gw_log_follower *f = followers; f; f = f->next)
             if (strcmp(f->id, id) == 0 && level >= f->min_level &&
                 (!f->source[0] || strcmp(f->source, source) == 0))

@@ -39,7 +39,7 @@ struct gw_watch {
     struct gw *gw;
     struct h2_stream *st;
     char id[37];
-    bool blocked, dirty, follow;
+    bool blocked, dirty, follow, logs;
     struct gw_watch *prev, *next;
 };
 
@@ -437,6 +437,17 @@ gw_watch_notify(struct gw *gw, const char *id, const struct store_obj *o)
         watch_write(w, type, line);
     }
     free(line);
+}
+
+void
+gw_watch_log(struct gw *gw, const char *id, const char *line, size_t n)
+{
+    /* Log lines are best effort on a watch: a blocked watcher skips them
+     * (GET .../logs has the history). */
+    for (struct gw_watch *w = gw->watches; w; w = w->next)
+        if (w->logs && w->follow && !w->blocked && strcmp(w->id, id) == 0 &&
+            h2_stream_write(w->st, line, n) == -EAGAIN)
+            w->blocked = true;
 }
 
 void
@@ -924,8 +935,10 @@ gw_sandbox_reconcile(struct gw *gw)
                 deleted++;
             else
                 log_warnx("reconcile: deleting %s: %s", o->name, e.msg);
-        } else if (drv_get(gw->drv, o->id, &ds, &e) == -ENOENT || ds.phase == DRV_PROVISIONING) {
-            /* Cut off mid-create (record written, supervisor not started). */
+        } else if (drv_get(gw->drv, o->id, &ds, &e) == -ENOENT || ds.phase == DRV_PROVISIONING ||
+                   (ds.phase == DRV_ERROR && drv_forget(gw->drv, o->id, &e) == 0)) {
+            /* Cut off mid-create (record written, supervisor not started),
+             * or its monitor vanished (a reboot): start it (again). */
             if (gw_sandbox_start(gw, o->id, o->name,
                                  cJSON_GetObjectItemCaseSensitive(spec, "command"), &e) < 0)
                 log_warnx("reconcile: starting %s: %s", o->name, e.msg);
@@ -990,6 +1003,10 @@ watch_start(struct gw *gw, struct h2_stream *st, struct h2_req *req, struct stor
     if (h2_req_query(req, "follow", &v) == 1 &&
         (strcmp(buf_cstr(&v), "0") == 0 || strcmp(buf_cstr(&v), "false") == 0))
         w->follow = false;
+    buf_reset(&v);
+    if (h2_req_query(req, "logs", &v) == 1 &&
+        (strcmp(buf_cstr(&v), "1") == 0 || strcmp(buf_cstr(&v), "true") == 0))
+        w->logs = true;
     buf_fini(&v);
     snprintf(w->id, sizeof(w->id), "%s", o->id);
     w->next = gw->watches;

@@ -91,6 +91,8 @@ struct gw_relay {
 
 static uint64_t ping_ms = SESS_PING_MS;
 
+static void relay_fail(struct gw_relay *r, int status, const char *code, const char *msg);
+
 /* ------------------------------------------------------------------ sessions */
 
 static struct gw_session *
@@ -152,6 +154,13 @@ link_detach(struct sess_link *l, const char *why)
     s->link = NULL;
     s->since_ms = store_now_ms();
     log_kv(LOG_LVL_INFO, "supervisor disconnected", "sandbox_id", s->id, "reason", why, NULL);
+    /* Relays offered on this session will not be claimed: fail them now
+     * rather than at the 10 s deadline. */
+    for (struct gw_relay *r = l->gw->relays, *next; r; r = next) {
+        next = r->next;
+        if (r->offered && !r->claimed && strcmp(r->sandbox_id, s->id) == 0)
+            relay_fail(r, 503, "unavailable", "the sandbox's supervisor disconnected");
+    }
     session_changed(l->gw, s->id);
 }
 
@@ -410,8 +419,6 @@ ping_tick(void *arg)
 }
 
 /* ------------------------------------------------------------------ relays */
-
-static void relay_fail(struct gw_relay *r, int status, const char *code, const char *msg);
 
 static size_t
 relay_count(struct gw *gw, const char *sandbox_id)

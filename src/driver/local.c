@@ -375,6 +375,26 @@ drv_stop(struct drv *d, const char *id, int grace_ms, struct err *e)
     return 0;
 }
 
+int
+drv_forget(struct drv *d, const char *id, struct err *e)
+{
+    static const char *const files[] = { "monitor", "exit" };
+    struct drv_status st;
+    char path[4096];
+    int rc;
+
+    if ((rc = drv_get(d, id, &st, e)) < 0)
+        return rc;
+    if (st.phase == DRV_READY)
+        return err_set(e, EBUSY, "sandbox %s: running", id);
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s/%s", d->dir, id, files[i]);
+        if (unlink(path) < 0 && errno != ENOENT)
+            return err_errno(e, "sandbox %s: removing %s", id, path);
+    }
+    return 0;
+}
+
 static int
 drv_rm_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {

@@ -122,11 +122,8 @@ def cleanup_processes():
             pass
 
 
+# Only network_policies: the rest is fixed for a sandbox's life.
 POLICY = """version: 1
-filesystem_policy:
-  include_workdir: true
-  read_only: [/usr, /lib, /etc, /bin]
-  read_write: [/tmp]
 network_policies:
   rule%d:
     endpoints:
@@ -330,6 +327,21 @@ def main():
         (len(made), len([x for x in names if x.startswith("k")])), (made, names))
     tap(dirs == set(ids), "no driver state without a record, no record without state",
         (sorted(dirs), sorted(ids)))
+
+    # --- a sandbox whose processes vanished (as after a reboot) starts again
+    s, j = jget(SB + "/a")
+    sid = j["metadata"]["id"]
+    pid, _, child = open(os.path.join(STATE, "sandboxes", sid, "monitor")).read().split()
+    os.kill(int(pid), signal.SIGKILL)
+    os.killpg(int(child), signal.SIGKILL)
+    tap(wait_phase("a", "error", 10), "monitor and supervisor killed: phase error")
+    kill9()
+    if not start():
+        tap(False, "gateway restarts", open(LOG).read()[-3000:])
+        return 1
+    tap(wait_phase("a", "ready", 30), "the restarted gateway starts it again (ready)")
+    s, r = exec_json("a", {"command": ["/bin/cat", "/sandbox/up/d/hello.txt"]})
+    tap(r.get("stdout") == "hello\n", "and its work directory is still there", r)
 
     # --- delete: deleting, then gone; the supervisor stops
     s, j = jget(SB + "/c")
