@@ -576,7 +576,7 @@ route_store(struct gw *gw, const char *ws, cJSON *payload, struct store_obj **ou
         return rc;
     }
     *out = o;
-    gw_supervisor_notify(gw, NULL, "credentials");
+    gw_provider_notify(gw, ws, NULL);
     return 0;
 }
 
@@ -898,7 +898,7 @@ h_delete(struct h2_stream *st, struct h2_req *req, void *arg)
     } else {
         log_kv(LOG_LVL_INFO, "inference route deleted", "workspace", ws, NULL);
         h2_stream_respond(st, 200, "application/json", NULL, 0, "{\"deleted\":true}\n", 17);
-        gw_supervisor_notify(gw, NULL, "credentials");
+        gw_provider_notify(gw, ws, NULL);
     }
     store_obj_free(o);
 }

@@ -779,6 +779,43 @@ attached_to(struct gw *gw, const char *ws, const char *name, struct buf *out, st
     }
 }
 
+void
+gw_provider_notify(struct gw *gw, const char *ws, const char *provider)
+{
+    size_t off = 0, n;
+    struct err e;
+
+    do {
+        struct store_query q = {
+            .type = "sandbox", .workspace = ws, .limit = STORE_LIST_MAX, .offset = off
+        };
+        struct store_list l;
+
+        if (store_list(gw->store, &q, &l, &e) < 0) {
+            /* Cannot tell who: everyone refetches (never a stale key). */
+            gw_supervisor_notify(gw, NULL, "credentials");
+            return;
+        }
+        for (size_t i = 0; i < l.n; i++) {
+            cJSON *p = provider ? parse_stored(l.items[i]->payload) : NULL;
+            const cJSON *a = p ? cJSON_GetObjectItemCaseSensitive(
+                                     cJSON_GetObjectItemCaseSensitive(p, "spec"), "providers")
+                               : NULL,
+                        *it;
+            bool uses = !provider;
+
+            cJSON_ArrayForEach(it, a) uses =
+                uses || (cJSON_IsString(it) && strcmp(it->valuestring, provider) == 0);
+            if (uses)
+                gw_supervisor_notify(gw, l.items[i]->id, "credentials");
+            cJSON_Delete(p);
+        }
+        n = l.n;
+        off += n;
+        store_list_fini(&l);
+    } while (n == STORE_LIST_MAX);
+}
+
 /* ------------------------------------------------------------------ handlers */
 
 /* Merge the credentials/config of SPEC into CREDS/CONFIG (null removes). */
@@ -1040,6 +1077,24 @@ h_get(struct h2_stream *st, struct h2_req *req, void *arg)
     store_obj_free(o);
 }
 
+/* The inference route of WS names PROVIDER? */
+static bool
+route_uses(struct gw *gw, const char *ws, const char *provider)
+{
+    struct store_obj *r = NULL;
+    struct err e;
+    bool uses = false;
+
+    if (store_get_by_name(gw->store, "inference_route", ws, "inference.local", &r, &e) == 0) {
+        cJSON *p = parse_stored(r->payload);
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(p, "provider");
+        uses = cJSON_IsString(n) && strcmp(n->valuestring, provider) == 0;
+        cJSON_Delete(p);
+    }
+    store_obj_free(r);
+    return uses;
+}
+
 /* PATCH: {"labels"?, "spec": {"type"? (unchanged), "credentials"?: {K:
  * V|null}, "config"?: {K: V|null}}}: merged; null removes a key. */
 static void
@@ -1120,9 +1175,11 @@ h_patch(struct h2_stream *st, struct h2_req *req, void *arg)
     log_kv(LOG_LVL_INFO, "provider updated", "name", o->name, "workspace", o->workspace,
            "credentials_changed", cm ? "true" : "false", NULL);
     respond_provider(st, 200, o);
-    /* Running sandboxes refetch their document: rotation without restart. */
+    /* The sandboxes using it refetch their document: rotation without
+     * restart. A config change can move the workspace's route too. */
     if (cm || cfg)
-        gw_supervisor_notify(gw, NULL, "credentials");
+        gw_provider_notify(gw, o->workspace,
+                           route_uses(gw, o->workspace, o->name) ? NULL : o->name);
     goto out;
 fail:
     api_respond_err(st, rc, &e);
@@ -1136,24 +1193,6 @@ out:
     if (req->body.data)
         explicit_bzero(req->body.data, req->body.len);
     store_obj_free(o);
-}
-
-/* The inference route of WS names PROVIDER? */
-static bool
-route_uses(struct gw *gw, const char *ws, const char *provider)
-{
-    struct store_obj *r = NULL;
-    struct err e;
-    bool uses = false;
-
-    if (store_get_by_name(gw->store, "inference_route", ws, "inference.local", &r, &e) == 0) {
-        cJSON *p = parse_stored(r->payload);
-        const cJSON *n = cJSON_GetObjectItemCaseSensitive(p, "provider");
-        uses = cJSON_IsString(n) && strcmp(n->valuestring, provider) == 0;
-        cJSON_Delete(p);
-    }
-    store_obj_free(r);
-    return uses;
 }
 
 static void

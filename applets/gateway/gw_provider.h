@@ -65,6 +65,10 @@ void gw_secrets_free(cJSON *secrets);
 int gw_cred_revision(struct gw *gw, int64_t *out, struct err *e);
 int gw_cred_revision_bump(struct gw *gw, struct err *e);
 
+/* Tell the sessions of WS's sandboxes that use PROVIDER (NULL: every
+ * sandbox of WS) to refetch their credentials document. */
+void gw_provider_notify(struct gw *gw, const char *ws, const char *provider);
+
 /* Workspace WS is about to be deleted: -EPROTO (E says why) while it
  * holds providers; otherwise its inference route is deleted. 0 or -errno. */
 int gw_provider_workspace_release(struct gw *gw, const char *ws, struct err *e);
