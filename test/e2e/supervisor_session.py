@@ -2,9 +2,9 @@
 """E2E: the supervisor's side of the gateway session (doc/sandbox.md,
 "Gateway session"), through the real binary against a real gateway.
 
-A gateway runs on a unix socket in a temporary state directory; a sandbox
-record gets a token and a real openshell-supervisor --gateway is started for
-it (as the local compute driver does), with a main process that prints a
+A gateway (--compute-driver none) runs on a unix socket in a temporary state
+directory; a sandbox record gets a token and a real openshell-supervisor
+--gateway is started for it with the local driver's command line, with a main process that prints a
 tick and the HTTP status of a curl through the sandbox's proxy every 200 ms.
 An upstream HTTP server lives in a network namespace this test creates (a
 veth pair with private 10.x addresses; removed on exit).
@@ -205,8 +205,12 @@ def wait_for(pred, timeout=10.0, step=0.05):
 def start_gateway():
     global gw
     log = open(os.path.join(T, "gw.log"), "a")
+    # No compute driver: the test starts the supervisor itself, with the
+    # command line the local driver uses (test/e2e/gateway_exec.* covers
+    # the driver starting it).
     gw = subprocess.Popen([GWB, "--state-dir", STATE, "--socket", SOCK, "--listen", "none",
-                           "--log-format", "text"], stdout=log, stderr=log)
+                           "--compute-driver", "none", "--log-format", "text"],
+                          stdout=log, stderr=log)
     return wait_for(lambda: curl("GET", "/healthz", timeout=2)[0] == 200, 10)
 
 
@@ -308,7 +312,8 @@ def main():
                           stderr=open(os.path.join(T, "sv.err"), "w"))
     sup = wait_for(connected, 15)
     tap(sup and sup.get("pid") == sv.pid, "the supervisor holds a session (hello with its pid)",
-        "popen pid %d: " % sv.pid + json.dumps(sup) + open(os.path.join(T, "sv.err")).read())
+        "popen pid %d: " % sv.pid + json.dumps(sup) + open(os.path.join(T, "sv.err")).read() +
+        subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout)
     tap(sup and sup.get("policy_version") == 0, "hello carries the policy version (0: default)")
 
     # exec through the JSON API.
