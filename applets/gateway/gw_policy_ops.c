@@ -213,8 +213,9 @@ latest_revision_json(struct gw *gw, const struct store_obj *owner, cJSON **out, 
     if (!*out || !cJSON_IsObject(*out)) {
         cJSON_Delete(*out);
         *out = NULL;
-        if (e && !e->code)
-            err_set(e, EIO, "revision %lld: stored policy is not a JSON object", (long long)*ver);
+        if (!e || !e->code)
+            return err_set(e, EIO, "revision %lld: stored policy is not a JSON object",
+                           (long long)*ver);
         return err_wrap(e, "revision %lld", (long long)*ver);
     }
     return 0;

@@ -16,6 +16,8 @@ import tempfile
 import time
 
 BIN = os.environ["OPENSHELL_BIN"]
+# The gateway may be another build of the applet (e.g. one under ASan).
+GW_BIN = os.environ.get("OPENSHELL_GATEWAY_BIN", BIN)
 T = tempfile.mkdtemp(prefix="openshell-polops-e2e.")
 STATE = os.path.join(T, "state")
 SOCK = os.path.join(T, "gw.sock")
@@ -84,7 +86,7 @@ def expect_error(name, r, status, code, contains=None):
 def start():
     global gw
     lnk = os.path.join(T, "openshell-gateway")
-    os.symlink(BIN, lnk)
+    os.symlink(GW_BIN, lnk)
     log = open(LOG, "a")
     gw = subprocess.Popen([lnk, "--state-dir", STATE, "--socket", SOCK, "--listen", "none",
                            "--log-format", "text"], stdout=log, stderr=log)
@@ -440,19 +442,23 @@ def main():
         sorted(gp.get("network_policies", {})) == ["npm", "pip"],
         "PATCH of the global policy: revision 2 with the rule added", r)
 
-    stop()
+    rc = stop()
+    tap(rc == 0, "the gateway exits 0 on SIGTERM (no sanitizer report under ASan)",
+        "exit %s\n%s" % (rc, open(LOG).read()[-3000:]))
     print("1..%d" % n)
     return 1 if failed else 0
 
 
 def stop():
+    """Stop the gateway; its exit status."""
     if gw and gw.poll() is None:
         gw.terminate()
         try:
-            gw.wait(timeout=10)
+            gw.wait(timeout=20)
         except subprocess.TimeoutExpired:
             gw.kill()
             gw.wait()
+    return gw.returncode if gw else None
 
 
 if __name__ == "__main__":
