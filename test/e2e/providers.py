@@ -504,6 +504,30 @@ def test_inference():
         finally:
             for tsrv, _ in tls_servers:
                 tsrv.shutdown()
+        # A backend that accepts and never answers: the probe gives up
+        # after its read limit; a client that leaves first gets nothing
+        # stored, and the gateway carries on.
+        mute = socket.socket()
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        mute_url = "http://127.0.0.1:%d/v1" % mute.getsockname()[1]
+        before = curl("GET", WS + "/inference")[1]
+        r = curl("PUT", WS + "/inference", {"provider": "good", "model": "gone-client",
+                                            "base_url": mute_url}, timeout=1)
+        t0 = time.time()
+        p = cli("inference", "set", "--provider", "good", "--model", "m-mute", "--base-url",
+                mute_url)
+        dt = time.time() - t0
+        tap(p.returncode == 1 and "did not answer within 10s" in p.stderr and 8 < dt < 20,
+            "a backend that never answers: refused after the probe's 10 s limit (%.1fs)" % dt,
+            p.stderr)
+        time.sleep(0.5)
+        after = curl("GET", WS + "/inference")
+        tap(r[0] == 0 and after[0] == 200 and after[1]["model"] == before["model"] and
+            curl("GET", "/healthz")[0] == 200,
+            "a client gone during verification: nothing stored, the gateway carries on",
+            (r, after[2]))
+        mute.close()
         p = cli("inference", "delete")
         r = creds(tb)
         tap(p.returncode == 0 and r[1]["inference"] is None, "inference delete: no route",
