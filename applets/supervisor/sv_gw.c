@@ -510,6 +510,7 @@ sv_apply_config(struct sv_gw *g, const char *body, size_t len, bool start, struc
         return 0;
     }
     sv_policy_status(g, version, source, true, NULL);
+    g->good_version = version;
     if (!start)
         sv_gw_note(g, LOG_LVL_INFO, "policy version %ld (%s) loaded", version, source);
     cJSON_Delete(j);
@@ -851,7 +852,7 @@ sv_connect(void *arg)
     buf_printf(&hello,
                "{\"type\":\"hello\",\"supervisor_pid\":%d,\"version\":\"%s\","
                "\"policy_version\":%ld}\n",
-               (int)getpid(), OPENSHELL_VERSION, g->pol_version);
+               (int)getpid(), OPENSHELL_VERSION, g->good_version);
     g->last_rx = sv_now_ms();
     g->sess = h2_client_request(g->conn, "POST", "/v1/supervisor/session", h, 2, hello.data,
                                 hello.len, true, &cbs, g, &e);

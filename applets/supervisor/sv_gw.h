@@ -46,7 +46,8 @@ struct sv_gw {
     /* the policy in force */
     char dir[PATH_MAX]; /* private 0700 directory the proxy watches */
     char file[PATH_MAX];
-    long pol_version;
+    long pol_version;  /* the last one seen */
+    long good_version; /* the one in force (hello's policy_version) */
     char pol_source[16];
     char pol_hash[80];
     bool have_policy;

@@ -316,6 +316,46 @@ def main():
         subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout)
     tap(sup and sup.get("policy_version") == 0, "hello carries the policy version (0: default)")
 
+    # The token lives in the outer supervisor only: scan the memory of every
+    # process of the sandbox (PID 1, the proxy, the agent) for it.
+    def scan(pid):
+        hits = 0
+        try:
+            maps = open("/proc/%d/maps" % pid).read().splitlines()
+            mem = open("/proc/%d/mem" % pid, "rb", 0)
+        except OSError:
+            return -1
+        with mem:
+            for line in maps:
+                f = line.split()
+                if "r" not in f[1]:
+                    continue
+                a, b = [int(x, 16) for x in f[0].split("-")]
+                try:
+                    mem.seek(a)
+                    d = mem.read(b - a)
+                except (OSError, OverflowError, ValueError):
+                    continue
+                hits += d.count(tok.encode()) + d.count(tok[4:24].encode())
+        return hits
+
+    def descendants(pid):
+        out, todo = [], [pid]
+        while todo:
+            p = todo.pop()
+            try:
+                kids = [int(k) for k in
+                        open("/proc/%d/task/%d/children" % (p, p)).read().split()]
+            except OSError:
+                kids = []
+            out += kids
+            todo += kids
+        return out
+    procs = descendants(sv.pid)
+    found = {p: scan(p) for p in procs}
+    tap(scan(sv.pid) > 0 and len(procs) >= 3 and all(v == 0 for v in found.values()),
+        "the token is in no sandbox process's memory (%d scanned)" % len(procs), repr(found))
+
     # exec through the JSON API.
     code, j = exec_json(["/bin/sh", "-c", "id -u; hostname; pwd"])
     lines = j.get("stdout", "").split()
