@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 BIN = os.environ["OPENSHELL_BIN"]
@@ -142,6 +143,59 @@ def add_rule(name, endpoints, binaries=(), rule_name=True):
     if rule_name:
         op["name"] = name
     return op
+
+
+class Session:
+    """A scripted supervisor session through curl (request body from our
+    stdin, response lines collected by a thread)."""
+
+    def __init__(self, token):
+        self.lines = []
+        self.cv = threading.Condition()
+        self.p = subprocess.Popen(
+            ["curl", "-sS", "--http2-prior-knowledge", "--unix-socket", SOCK, "-N", "-X", "POST",
+             "-T", ".", "-H", "content-type: application/x-ndjson", "-H",
+             "authorization: Bearer " + token, "http://localhost/v1/supervisor/session"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        buf = b""
+        while True:
+            b = self.p.stdout.read1(65536)
+            if not b:
+                return
+            buf += b
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                try:
+                    j = json.loads(line)
+                except ValueError:
+                    continue
+                with self.cv:
+                    self.lines.append(j)
+                    self.cv.notify_all()
+
+    def send(self, obj):
+        self.p.stdin.write((json.dumps(obj) + "\n").encode())
+        self.p.stdin.flush()
+
+    def wait_line(self, pred, timeout=10):
+        end = time.time() + timeout
+        with self.cv:
+            while True:
+                for j in self.lines:
+                    if pred(j):
+                        self.lines.remove(j)
+                        return j
+                if time.time() >= end:
+                    return None
+                self.cv.wait(end - time.time())
+
+    def close(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait()
 
 
 def main():
@@ -421,6 +475,35 @@ def main():
     tap(r[0] == 200 and jb(r).get("base") == "spec" and jb(r).get("version") == 1 and
         [e["host"] for e in pol["network_policies"]["npm"]["endpoints"]] ==
         ["registry.npmjs.org", "registry.yarnpkg.com"], "PATCH with spec.policy as the base", r)
+
+    # --- a connected supervisor is told, and its config is the merged policy
+    tok = jb(curl("POST", SB + "/ops/token")).get("token", "")
+    sess = Session(tok)
+    try:
+        sess.send({"type": "hello", "supervisor_pid": 1, "version": "test", "policy_version": 0})
+        up = False
+        for _ in range(200):
+            if jb(curl("GET", SB + "/ops")).get("status", {}).get("supervisor", {}).get(
+                    "connected"):
+                up = True
+                break
+            time.sleep(0.05)
+        r = patch("ops", [add_rule("pushed", [ep("push.example.com", 443)], ["/bin/sh"])])
+        line = sess.wait_line(lambda j: j.get("type") == "config") if up else None
+        tap(r[0] == 200 and line == {"type": "config", "reason": "policy"},
+            "a PATCH pushes {type: config, reason: policy} to the sandbox's supervisor",
+            "%s %s up=%s" % (r, line, up))
+        out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "--unix-socket", SOCK,
+                              "-H", "authorization: Bearer " + tok,
+                              "http://localhost/v1/supervisor/config"], capture_output=True,
+                             timeout=10).stdout
+        cfg = json.loads(out or b"{}").get("policy", {})
+        tap(cfg.get("source") == "sandbox" and cfg.get("format") == "json" and
+            cfg.get("version") == jb(r).get("version") and
+            "pushed" in json.loads(cfg.get("policy", "{}")).get("network_policies", {}),
+            "GET /v1/supervisor/config serves the merged revision", out[:600])
+    finally:
+        sess.close()
 
     # --- the global policy
     GP = "/v1/gateway/policy"
