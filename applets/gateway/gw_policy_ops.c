@@ -440,6 +440,19 @@ merge_endpoint(cJSON *ep, const cJSON *in, const char *what, cJSON *warnings, st
     const cJSON *c;
     int rc;
 
+    /* Rules and addresses are per endpoint, not per port: changing them on
+     * a multi-port endpoint must name every port it serves. */
+    if (n > 1 && (cJSON_GetObjectItemCaseSensitive(in, "rules") ||
+                  cJSON_GetObjectItemCaseSensitive(in, "deny_rules") ||
+                  cJSON_GetObjectItemCaseSensitive(in, "allowed_ips") ||
+                  cJSON_GetObjectItemCaseSensitive(in, "access"))) {
+        for (size_t k = 0; k < n; k++)
+            if (!ep_has_port(in, ports[k]))
+                return err_set(e, EINVAL,
+                               "%s: the endpoint also serves port %d; changing its rules, "
+                               "access or allowed_ips must name every port it serves",
+                               what, ports[k]);
+    }
     /* Ports: the union, sorted. */
     n += ep_ports(in, ports + n, 256);
     qsort(ports, n, sizeof(ports[0]), cmp_int);
@@ -1094,6 +1107,15 @@ op_add_l7(cJSON *policy, cJSON *op, size_t i, bool allow, struct err *e)
     }
     if (!(ep = the_endpoint(policy, host, port, at(&w, i, NULL), e)))
         return -EINVAL;
+    {
+        int ports[2];
+
+        if (ep_ports(ep, ports, 2) > 1)
+            return err_set(e, EINVAL,
+                           "%s: endpoint %s:%d serves several ports and its rules apply to all "
+                           "of them; split it first (remove_endpoint, add_rule)",
+                           at(&w, i, NULL), host, port);
+    }
     proto = jstr(ep, "protocol");
     if (!proto || (strcmp(proto, "rest") && strcmp(proto, "websocket")))
         return err_set(e, EINVAL,

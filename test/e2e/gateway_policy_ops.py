@@ -275,6 +275,19 @@ def main():
     e0 = pol["network_policies"]["allow_api_github_com_443"]["endpoints"][0]
     tap(r[0] == 200 and e0.get("ports") == [443, 8443] and "port" not in e0,
         "add_rule: an overlapping endpoint (host case-insensitive) gets the union of ports", e0)
+    r = patch("ops", [add_rule("allow_api_github_com_443",
+                               [ep("api.github.com", 443, allowed_ips=["10.1.0.0/16"])],
+                               ["/usr/bin/curl", "/usr/bin/git"])])
+    expect_error("changing allowed_ips of a multi-port endpoint without all its ports: 400", r,
+                 400, "invalid_argument", "the endpoint also serves port 8443")
+    r = patch("ops", [add_rule("ws", [ep("ws.example.com", 443, protocol="rest",
+                                         access="read-only")], ["/bin/sh"]),
+                      add_rule("ws", [{"host": "ws.example.com", "ports": [443, 8443],
+                                       "protocol": "rest", "access": "read-only"}], ["/bin/sh"]),
+                      {"op": "add_allow_rules", "host": "ws.example.com", "port": 443,
+                       "rules": [{"allow": {"method": "GET", "path": "/x"}}]}])
+    expect_error("add_allow_rules on a multi-port endpoint: 400", r, 400, "invalid_argument",
+                 "operations[2]: endpoint ws.example.com:443 serves several ports")
     r = patch("ops", [{"op": "remove_endpoint", "host": "api.github.com", "port": 8443}])
     pol, _, _ = latest("ops")
     e0 = pol["network_policies"]["allow_api_github_com_443"]["endpoints"][0]
