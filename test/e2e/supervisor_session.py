@@ -437,6 +437,19 @@ def main():
         fr[-1] == (EXIT, b'{"exit_code":0}'),
         "tty exec: a pty in the sandbox, a resize reaches it (stty size)", repr(text))
 
+    # A client that goes away: its process does not outlive the relay.
+    st = FrameStream(SB + "/box/exec")
+    st.send(INIT, json.dumps({"command": ["/bin/sh", "-c",
+                                          "echo $$ >/sandbox/orphan.pid; exec sleep 300"]}))
+    pidf = os.path.join(wd, "orphan.pid")
+    started = wait_for(lambda: os.path.exists(pidf) and open(pidf).read().strip(), 10)
+    st.p.kill()
+    st.p.wait()
+    opid = open(pidf).read().strip() if started else "0"
+    gone = wait_for(lambda: exec_json(["/bin/sh", "-c", "test -e /proc/%s && echo alive || "
+                                       "echo gone" % opid])[1].get("stdout") == "gone\n", 10)
+    tap(started and gone, "a client that disconnects: its process is killed")
+
     # Many at once.
     res = {}
 
