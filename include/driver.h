@@ -67,6 +67,10 @@ int drv_stop(struct drv *d, const char *id, int grace_ms, struct err *e);
  * keeping its directory, so that drv_create() may start it again (after a
  * reboot, say). -EBUSY while it runs. */
 int drv_forget(struct drv *d, const char *id, struct err *e);
+/* Send SIG to the main process's group without waiting (the non-blocking
+ * form of drv_stop() for an event loop: poll drv_get() until the phase
+ * leaves READY). 0, or -ESRCH when it is not running. */
+int drv_signal(struct drv *d, const char *id, int sig, struct err *e);
 /* drv_stop() then remove the sandbox's directory. */
 int drv_delete(struct drv *d, const char *id, int grace_ms, struct err *e);
 

@@ -687,6 +687,7 @@ gateway_main(int argc, char **argv)
         evconnlistener_free(gw.tls_lst);
     h2_server_free(gw.srv);
     gw_session_fini(&gw);
+    gw_sandbox_fini(&gw);
     h2_router_free(gw.router);
     mbedtls_x509_crt_free(&gw_chain);
     mbedtls_x509_crt_free(&gw_ca);

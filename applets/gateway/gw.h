@@ -61,6 +61,8 @@ int gw_sandbox_start(struct gw *gw, const char *id, const char *name, const stru
 /* At start, with a driver: finish deletes and creates a crash cut short,
  * remove driver state without a record. Supervisors reconnect by themselves. */
 void gw_sandbox_reconcile(struct gw *gw);
+/* Free the deletes still in progress (exit). */
+void gw_sandbox_fini(struct gw *gw);
 /* Register the policy revision routes (gw_policy.c). */
 void gw_policy_routes(struct gw *gw);
 /* Validate a policy given as JSON with the policy engine. 0 or -EINVAL. */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@
 #include "gw_provider.h"
 #include "h2.h"
 #include "log.h"
+#include "loop.h"
 #include "store.h"
 #include "xfuncs.h"
 
@@ -827,14 +829,14 @@ out:
     store_obj_free(o);
 }
 
-/* Delete O: phase "deleting" (durable, watchers see it; a gateway killed
- * now finishes the job at its next start), the driver stops the sandbox
- * (SIGTERM, SIGKILL after 2 s) and removes its state, then the record. */
+/* The first half of a delete: phase "deleting" (durable, watchers see it;
+ * a gateway killed now finishes the job at its next start), the session
+ * dropped, SIGTERM to the sandbox. */
 static int
-sandbox_delete(struct gw *gw, struct store_obj *o, struct err *e)
+delete_begin(struct gw *gw, struct store_obj *o, struct err *e)
 {
     cJSON *p = parse_stored(o->payload), *status;
-    int rc;
+    int rc = 0;
 
     status = cJSON_GetObjectItemCaseSensitive(p, "status");
     if (!cJSON_IsObject(status)) {
@@ -849,12 +851,25 @@ sandbox_delete(struct gw *gw, struct store_obj *o, struct err *e)
         if ((rc = store_update(gw->store, o, 0, e)) < 0)
             goto out;
         gw_watch_notify(gw, o->id, o);
+        drv_signal(gw->drv, o->id, SIGTERM, e);
     }
     gw_session_forget(gw, o->id);
-    if (gw->drv && (rc = drv_delete(gw->drv, o->id, 2000, e)) < 0 && rc != -ENOENT)
-        goto out;
+out:
+    cJSON_Delete(p);
+    return rc;
+}
+
+/* The second half: the driver removes the (stopped) sandbox's state, then
+ * the record goes; watchers and log followers end. */
+static int
+delete_finish(struct gw *gw, struct store_obj *o, int grace_ms, struct err *e)
+{
+    int rc;
+
+    if (gw->drv && (rc = drv_delete(gw->drv, o->id, grace_ms, e)) < 0 && rc != -ENOENT)
+        return rc;
     if ((rc = store_delete(gw->store, SB_TYPE, o->id, 0, e)) < 0)
-        goto out;
+        return rc;
     if (!gw->drv) {
         /* Logs live in the sandbox's directory even without a driver. */
         char *dir = xasprintf("%s/sandboxes/%s", gw->state_dir, o->id);
@@ -867,11 +882,101 @@ sandbox_delete(struct gw *gw, struct store_obj *o, struct err *e)
         free(f2);
         free(dir);
     }
+    log_kv(LOG_LVL_INFO, "sandbox deleted", "name", o->name, "workspace", o->workspace, "id", o->id,
+           NULL);
     gw_watch_notify(gw, o->id, NULL);
     gw_log_end(gw, o->id, "sandbox deleted");
-out:
-    cJSON_Delete(p);
-    return rc;
+    return 0;
+}
+
+/* A whole delete, blocking (reconciliation at start). */
+static int
+sandbox_delete(struct gw *gw, struct store_obj *o, struct err *e)
+{
+    int rc = delete_begin(gw, o, e);
+
+    return rc < 0 ? rc : delete_finish(gw, o, 2000, e);
+}
+
+/* A delete in progress (DELETE with a driver): the loop keeps serving
+ * while the sandbox stops; a timer polls the driver. */
+#define DELETE_POLL_MS 20
+#define DELETE_GRACE_MS 2000
+struct gw_delete {
+    struct gw *gw;
+    struct h2_stream *st; /* NULL once the client left */
+    struct store_obj *o;
+    struct loop_timer *t;
+    uint64_t started_ms;
+    bool killed;
+    struct gw_delete *next;
+};
+
+static struct gw_delete *deletes;
+
+static void
+delete_on_close(struct h2_stream *st, uint32_t code, void *arg)
+{
+    struct gw_delete *d = arg;
+
+    (void)st;
+    (void)code;
+    d->st = NULL;
+}
+
+static const struct h2_stream_cbs delete_cbs = { .on_close = delete_on_close };
+
+static void
+delete_free(struct gw_delete *d)
+{
+    struct gw_delete **pp;
+
+    for (pp = &deletes; *pp && *pp != d; pp = &(*pp)->next)
+        ;
+    if (*pp)
+        *pp = d->next;
+    if (d->st)
+        h2_stream_set_cbs(d->st, NULL, NULL);
+    loop_timer_free(d->t);
+    store_obj_free(d->o);
+    free(d);
+}
+
+static void
+delete_tick(void *arg)
+{
+    struct gw_delete *d = arg;
+    uint64_t waited = loop_now_ms(d->gw->loop) - d->started_ms;
+    struct drv_status ds;
+    struct err e;
+    int rc;
+
+    if (drv_get(d->gw->drv, d->o->id, &ds, &e) == 0 && ds.phase == DRV_READY &&
+        waited < DELETE_GRACE_MS + 2000) {
+        if (waited >= DELETE_GRACE_MS && !d->killed) {
+            d->killed = true;
+            drv_signal(d->gw->drv, d->o->id, SIGKILL, &e);
+        }
+        loop_timer_start(d->t, DELETE_POLL_MS, false);
+        return;
+    }
+    /* Stopped (or a last, blocking resort inside the driver). */
+    rc = delete_finish(d->gw, d->o, 0, &e);
+    if (d->st) {
+        if (rc < 0)
+            api_respond_err(d->st, rc, &e);
+        else
+            h2_stream_respond(d->st, 200, "application/json", NULL, 0, "{\"deleted\":true}\n", 17);
+    }
+    delete_free(d);
+}
+
+void
+gw_sandbox_fini(struct gw *gw)
+{
+    (void)gw;
+    while (deletes)
+        delete_free(deletes);
 }
 
 struct reconcile {
@@ -981,14 +1086,38 @@ h_delete(struct h2_stream *st, struct h2_req *req, void *arg)
         store_obj_free(o);
         return;
     }
-    if ((rc = sandbox_delete(gw, o, &e)) < 0) {
+    for (struct gw_delete *d = deletes; d; d = d->next)
+        if (strcmp(d->o->id, o->id) == 0) {
+            h2_stream_error(st, 409, "aborted", "sandbox %s: a delete is in progress", o->name);
+            store_obj_free(o);
+            return;
+        }
+    if ((rc = delete_begin(gw, o, &e)) < 0) {
         api_respond_err(st, rc, &e);
-    } else {
-        log_kv(LOG_LVL_INFO, "sandbox deleted", "name", o->name, "workspace", o->workspace, "id",
-               o->id, NULL);
-        h2_stream_respond(st, 200, "application/json", NULL, 0, "{\"deleted\":true}\n", 17);
+        store_obj_free(o);
+        return;
     }
-    store_obj_free(o);
+    if (!gw->drv) {
+        if ((rc = delete_finish(gw, o, 0, &e)) < 0)
+            api_respond_err(st, rc, &e);
+        else
+            h2_stream_respond(st, 200, "application/json", NULL, 0, "{\"deleted\":true}\n", 17);
+        store_obj_free(o);
+        return;
+    }
+    {
+        struct gw_delete *d = xcalloc(1, sizeof(*d));
+
+        d->gw = gw;
+        d->st = st;
+        d->o = o;
+        d->started_ms = loop_now_ms(gw->loop);
+        d->t = loop_timer_new(gw->loop, delete_tick, d);
+        d->next = deletes;
+        deletes = d;
+        h2_stream_set_cbs(st, &delete_cbs, d);
+        loop_timer_start(d->t, DELETE_POLL_MS, false);
+    }
 }
 
 static void

@@ -376,6 +376,27 @@ drv_stop(struct drv *d, const char *id, int grace_ms, struct err *e)
 }
 
 int
+drv_signal(struct drv *d, const char *id, int sig, struct err *e)
+{
+    AUTOFREE char *sdir = NULL;
+    struct drv_status st;
+    unsigned long long start;
+    pid_t pid, child;
+    int rc;
+
+    if ((rc = drv_get(d, id, &st, e)) < 0)
+        return rc;
+    if (st.phase != DRV_READY)
+        return -ESRCH;
+    sdir = xasprintf("%s/%s", d->dir, id);
+    if ((rc = drv_read_monitor(sdir, &pid, &start, &child)) < 0)
+        return err_set(e, -rc, "sandbox %s: bad monitor record", id);
+    if (kill(-child, sig) < 0 && errno != ESRCH)
+        return err_errno(e, "sandbox %s: signal %d", id, sig);
+    return 0;
+}
+
+int
 drv_forget(struct drv *d, const char *id, struct err *e)
 {
     static const char *const files[] = { "monitor", "exit" };

@@ -368,6 +368,21 @@ def main():
             break
         time.sleep(0.1)
     tap(not alive, "delete stops the sandbox's processes")
+    # two deletes at once: one does it, the other is told it is in progress
+    # (or, if the first was quicker, that the sandbox is gone)
+    knames = [x for x in names if x.startswith("k")]
+    out2 = {}
+
+    def del_bg(k):
+        out2[k] = curl("DELETE", SB + "/" + knames[0])
+    ths = [threading.Thread(target=del_bg, args=(k,)) for k in range(2)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join(20)
+    codes = sorted(out2[k][0] for k in range(2))
+    tap(codes in ([200, 404], [200, 409]) and phase(knames[0]) is None,
+        "concurrent deletes: one 200, the other 409 (in progress) or 404", out2)
     for nm in names:
         curl("DELETE", SB + "/" + nm)
     tap(os.listdir(os.path.join(STATE, "sandboxes")) == [], "every sandbox's state is removed")
