@@ -1,5 +1,6 @@
 /* Unit tests: the local compute driver (real detached processes). */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,6 +193,51 @@ test_monitor_lost(void)
     return TAP_PASS;
 }
 
+/* The event-loop form of stop (drv_signal), a restart after forgetting
+ * the run records, and the caller's files in the sandbox's directory. */
+static int
+test_signal_forget(void)
+{
+    static const char *const argv[] = { "/bin/sleep", "30", NULL };
+    struct drv *d = new_drv();
+    struct drv_status st;
+    struct err e;
+    char path[128];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/sig", dir);
+    CHECK_INT(mkdir(path, 0700), 0);
+    /* The caller's files (token, work directory) made before the start. */
+    snprintf(path, sizeof(path), "%s/sig/token", dir);
+    CHECK((fd = open(path, O_WRONLY | O_CREAT, 0600)) >= 0);
+    close(fd);
+    snprintf(path, sizeof(path), "%s/sig/work", dir);
+    CHECK_INT(mkdir(path, 0700), 0);
+    snprintf(path, sizeof(path), "%s/sig/work/f", dir);
+    CHECK((fd = open(path, O_WRONLY | O_CREAT, 0600)) >= 0);
+    close(fd);
+    CHECK_INT(drv_create(d, "sig", NULL, argv, NULL, &e), 0);
+    CHECK_INT(drv_forget(d, "sig", &e), -EBUSY);
+    CHECK_INT(drv_signal(d, "sig", SIGTERM, &e), 0);
+    CHECK_INT(wait_end(d, "sig", &st), 0);
+    CHECK_INT(st.exit_signal, SIGTERM);
+    CHECK_INT(drv_signal(d, "sig", SIGTERM, &e), -ESRCH);
+    CHECK_INT(drv_create(d, "sig", NULL, argv, NULL, &e), -EEXIST);
+    CHECK_INT(drv_forget(d, "sig", &e), 0);
+    CHECK_INT(drv_get(d, "sig", &st, &e), 0);
+    CHECK_STR(drv_phase_name(st.phase), "provisioning");
+    CHECK(access(path, F_OK) == 0); /* the caller's files stay */
+    CHECK_INT(drv_create(d, "sig", NULL, argv, NULL, &e), 0);
+    CHECK_INT(drv_get(d, "sig", &st, &e), 0);
+    CHECK_STR(drv_phase_name(st.phase), "ready");
+    /* Delete removes everything, the caller's files and directories too. */
+    CHECK_INT(drv_delete(d, "sig", 1000, &e), 0);
+    snprintf(path, sizeof(path), "%s/sig", dir);
+    CHECK(access(path, F_OK) < 0);
+    drv_free(d);
+    return TAP_PASS;
+}
+
 static int
 test_bad_input(void)
 {
@@ -220,4 +266,5 @@ test_cleanup(void)
 }
 
 TAP_MAIN(TAP_TEST(test_lifecycle), TAP_TEST(test_exit_status), TAP_TEST(test_stop_escalates),
-         TAP_TEST(test_monitor_lost), TAP_TEST(test_bad_input), TAP_TEST(test_cleanup))
+         TAP_TEST(test_monitor_lost), TAP_TEST(test_signal_forget), TAP_TEST(test_bad_input),
+         TAP_TEST(test_cleanup))
