@@ -1442,7 +1442,7 @@ h_credentials(struct h2_stream *st, struct h2_req *req, void *arg)
 {
     struct gw *gw = arg;
     struct store_obj *sb = NULL;
-    cJSON *p = NULL, *doc = NULL, *env, *creds, *inf = NULL;
+    cJSON *p = NULL, *doc = NULL, *env, *creds, *inf = NULL, *plain = NULL;
     const cJSON *it;
     int64_t rev = 0;
     struct err e;
@@ -1454,6 +1454,7 @@ h_credentials(struct h2_stream *st, struct h2_req *req, void *arg)
     if ((rc = gw_cred_revision(gw, &rev, &e)) < 0)
         goto fail;
     p = parse_stored(sb->payload);
+    plain = cJSON_CreateObject();
     doc = cJSON_CreateObject();
     cJSON_AddNumberToObject(doc, "revision", (double)rev);
     env = cJSON_AddObjectToObject(doc, "environment");
@@ -1490,10 +1491,23 @@ h_credentials(struct h2_stream *st, struct h2_req *req, void *arg)
             cJSON_AddItemToObject(c, "endpoints", cJSON_Duplicate(eps, true));
             cJSON_AddItemToArray(creds, c);
         }
+        /* Config is not secret (OPENAI_BASE_URL...): its plain value,
+         * unless a credential has that name. */
+        cJSON_ArrayForEach(kv, cJSON_GetObjectItemCaseSensitive(pl, "config"))
+        {
+            if (cJSON_IsString(kv) && strcmp(kv->string, "endpoints") != 0 &&
+                !cJSON_HasObjectItem(plain, kv->string))
+                cJSON_AddStringToObject(plain, kv->string, kv->valuestring);
+        }
         cJSON_Delete(eps);
         cJSON_Delete(pl);
         secrets_delete(secrets);
         store_obj_free(o);
+    }
+    cJSON_ArrayForEach(it, plain)
+    {
+        if (!cJSON_HasObjectItem(env, it->string))
+            cJSON_AddStringToObject(env, it->string, it->valuestring);
     }
     if ((rc = gw_inference_doc(gw, sb->workspace, &inf, &e)) < 0)
         goto fail;
@@ -1516,6 +1530,7 @@ fail:
     api_respond_err(st, rc, &e);
 out:
     secrets_delete(doc);
+    cJSON_Delete(plain);
     cJSON_Delete(p);
     store_obj_free(sb);
 }

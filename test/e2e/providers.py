@@ -339,6 +339,16 @@ def test_attach_and_document():
         "provider update rotates the value; the revision grows", p.stderr + r[2])
     rev1 = r[1]["revision"]
 
+    p = cli("provider", "update", "oa", "--config", "OPENAI_BASE_URL=https://llm.example.net/v1")
+    r = creds(ta)
+    tap(p.returncode == 0 and r[1]["environment"].get("OPENAI_BASE_URL") ==
+        "https://llm.example.net/v1" and
+        {"host": "llm.example.net", "port": 443} in r[1]["credentials"][0]["endpoints"] and
+        r[1]["credentials"][0]["value"] == S_ROTATED,
+        "a config change: plain config in the environment, its base URL host bound",
+        p.stderr + r[2])
+    cli("provider", "update", "oa", "--remove-config", "OPENAI_BASE_URL")
+    rev1 = creds(ta)[1]["revision"]
     p = cli("sandbox", "provider", "attach", "sb-a", "gh")
     r = creds(ta)
     keys = sorted(x["key"] for x in r[1]["credentials"])
