@@ -255,8 +255,8 @@ px_parse_cred(struct px_cred *k, const cJSON *o, size_t idx, struct err *e)
         return err_set(e, EINVAL, "credentials[%zu].endpoints: more than %d", idx,
                        PX_CRED_MAX_ENDPOINTS);
     k->key = xstrdup(key);
-    /* cJSON strings are NUL-terminated: an embedded NUL ends the value early,
-     * which would inject a different secret; refuse values that were cut. */
+    /* (A value with an escaped NUL was refused before parsing: see
+     * px_has_nul_escape.) */
     k->value = xstrdup(val->valuestring);
     k->value_len = strlen(k->value);
     k->provider = xstrdup(prov ? prov : "");
@@ -286,6 +286,22 @@ px_parse_cred(struct px_cred *k, const cJSON *o, size_t idx, struct err *e)
     return 0;
 }
 
+/* Does the JSON text hold a "\u0000" escape in a string? cJSON would cut
+ * the string there, and a value cut short is a different secret. */
+static bool
+px_has_nul_escape(const char *p, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (p[i] != '\\')
+            continue;
+        if (p[i + 1] == 'u' && i + 5 < n && p[i + 2] == '0' && p[i + 3] == '0' && p[i + 4] == '0' &&
+            p[i + 5] == '0')
+            return true;
+        i++; /* skip the escaped character (an escaped backslash too) */
+    }
+    return false;
+}
+
 int
 px_creds_parse(const char *json, size_t len, struct px_creds **out, struct err *e)
 {
@@ -297,6 +313,8 @@ px_creds_parse(const char *json, size_t len, struct px_creds **out, struct err *
     *out = NULL;
     if (len > PX_CRED_DOC_MAX)
         return err_set(e, EINVAL, "credentials document over %d bytes", PX_CRED_DOC_MAX);
+    if (px_has_nul_escape(json, len))
+        return err_set(e, EINVAL, "credentials document: a string holds a NUL (\\u0000)");
     root = cJSON_ParseWithLength(json, len);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
@@ -591,25 +609,28 @@ px_cred_header(struct px_cred_ctx *x, const char *name, const char *value, struc
     (void)name;
     /* Basic credentials hide a placeholder in base64: always look inside. */
     if (sp && strncasecmp(value, "Basic ", 6) == 0) {
-        unsigned char dec[4096], enc[6000];
-        size_t dl = 0, el = 0;
+        size_t dsz = n, esz = 0, dl = 0, el = 0;
+        unsigned char *dec = xmalloc(dsz), *enc;
         struct buf plain = BUF_INIT;
 
-        if (mbedtls_base64_decode(dec, sizeof(dec) - 1, &dl, (const unsigned char *)value + 6,
-                                  n - 6) != 0 ||
+        if (mbedtls_base64_decode(dec, dsz, &dl, (const unsigned char *)value + 6, n - 6) != 0 ||
             !px_cred_marker((const char *)dec, dl)) {
-            explicit_bzero(dec, sizeof(dec));
+            explicit_bzero(dec, dsz);
+            free(dec);
             goto plain;
         }
         st = px_subst(x, (const char *)dec, dl, PX_ENC_NONE, false, &plain);
-        explicit_bzero(dec, sizeof(dec));
+        explicit_bzero(dec, dsz);
+        free(dec);
+        esz = 4 * (plain.len / 3 + 1) + 1;
+        enc = xmalloc(esz);
         if (st == PX_CRED_OK && px_cred_marker(plain.data, plain.len)) {
             buf_copy_fixed(x->why, sizeof(x->why), "credential placeholder left in a header");
             st = PX_CRED_UNAVAILABLE;
         }
         if (st == PX_CRED_OK &&
-            mbedtls_base64_encode(enc, sizeof(enc), &el, (const unsigned char *)plain.data,
-                                  plain.len) != 0) {
+            mbedtls_base64_encode(enc, esz, &el, (const unsigned char *)plain.data, plain.len) !=
+                0) {
             buf_copy_fixed(x->why, sizeof(x->why), "credential too long for Basic auth");
             st = PX_CRED_UNAVAILABLE;
         }
@@ -620,7 +641,8 @@ px_cred_header(struct px_cred_ctx *x, const char *name, const char *value, struc
             buf_append(out, value, 6);
             buf_append(out, enc, el);
         }
-        explicit_bzero(enc, sizeof(enc));
+        explicit_bzero(enc, esz);
+        free(enc);
         return st;
     }
 plain:

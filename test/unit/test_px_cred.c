@@ -4,6 +4,8 @@
  * every refusal), endpoint binding, marker detection (raw, percent-encoded,
  * alias, split across feeds) and log redaction.
  */
+#include <mbedtls/base64.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "px_cred.h"
@@ -90,6 +92,8 @@ static int
 test_parse_refusals(void)
 {
     CHECK(refused("[]", "not a JSON object"));
+    CHECK(refused("{\"revision\":1,\"credentials\":[{\"key\":\"A\",\"value\":\"s3\\u0000cr3t\"}]}",
+                  "NUL"));
     CHECK(refused("{\"credentials\":[]}", "revision"));
     CHECK(refused("{\"revision\":1,\"credentials\":{}}", "expected an array"));
     CHECK(refused("{\"revision\":1,\"credentials\":[{\"key\":\"a-b\",\"value\":\"s3cr3t\"}]}",
@@ -192,6 +196,37 @@ test_header(void)
     return TAP_PASS;
 }
 
+/* Basic credentials far longer than any fixed buffer still get rewritten. */
+static int
+test_basic_long(void)
+{
+    struct px_creds *c = load();
+    size_t ulen = 20000, plen, el = 0, dl = 0;
+    char *plain = malloc(ulen + 64), *hdr = malloc(40000), *dec = malloc(40000);
+    struct buf b = BUF_INIT;
+
+    memset(plain, 'u', ulen);
+    memcpy(plain + ulen, ":" PX_CRED_MARKER "TOK", strlen(":" PX_CRED_MARKER "TOK") + 1);
+    plen = strlen(plain);
+    memcpy(hdr, "Basic ", 6);
+    CHECK_INT(mbedtls_base64_encode((unsigned char *)hdr + 6, 40000 - 7, &el,
+                                    (unsigned char *)plain, plen),
+              0);
+    hdr[6 + el] = '\0';
+    CHECK_INT(header(c, hdr, &b), PX_CRED_OK);
+    CHECK_INT(mbedtls_base64_decode((unsigned char *)dec, 40000, &dl, (unsigned char *)b.data + 6,
+                                    b.len - 6),
+              0);
+    CHECK_INT(dl, ulen + 7);
+    CHECK(memcmp(dec + ulen, ":s3cr3t", 7) == 0);
+    free(plain);
+    free(hdr);
+    free(dec);
+    buf_fini(&b);
+    px_creds_unref(c);
+    return TAP_PASS;
+}
+
 static int
 test_body(void)
 {
@@ -244,4 +279,5 @@ test_marker_and_scan(void)
 }
 
 TAP_MAIN(TAP_TEST(test_parse), TAP_TEST(test_parse_refusals), TAP_TEST(test_target),
-         TAP_TEST(test_header), TAP_TEST(test_body), TAP_TEST(test_marker_and_scan))
+         TAP_TEST(test_header), TAP_TEST(test_basic_long), TAP_TEST(test_body),
+         TAP_TEST(test_marker_and_scan))
