@@ -36,8 +36,12 @@ def tmux_available():
 class Tmux:
     """A private tmux server running one command in a WxH window."""
 
+    count = 0
+
     def __init__(self, cmd, w=100, h=30):
-        self.sock = "oscli%d" % os.getpid()
+        # One server per session: a server being killed never takes the next.
+        Tmux.count += 1
+        self.sock = "oscli%d-%d" % (os.getpid(), Tmux.count)
         envs = " ".join("%s=%s" % (k, cli.ENV[k]) for k in
                         ("HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "NO_COLOR"))
         self.run("new-session", "-d", "-x", str(w), "-y", str(h),
@@ -71,8 +75,9 @@ class Tmux:
 
 
 def setup():
-    r = osh("gateway", "start", "--listen", "none")
-    tap(r.returncode == 0, "gateway start --compute-driver local", show(r))
+    r = osh("gateway", "start")
+    tap(r.returncode == 0, "gateway start --compute-driver local (TLS on a port of our own)",
+        show(r))
     r = osh("sandbox", "create", "--name", "io", "--detach")
     if r.returncode != 0:
         tap(False, "sandbox create --detach", show(r))
@@ -138,10 +143,10 @@ def connect_tests():
         tm.keys("stty -a | grep -o -- '-icanon\\|icanon' | head -1")
     finally:
         tm.kill()
-    tm = Tmux("%s sandbox exec -t io -- sh -c 'stty size; read x; echo got:$x; exit 4'" % BIN,
-              w=90, h=25)
+    tm = Tmux("%s sandbox exec -t io -- sh -c 'stty size; printf ready:; read x; echo got:$x; "
+              "exit 4'" % BIN, w=90, h=25)
     try:
-        s = tm.wait_for("25 90")
+        s = tm.wait_for("ready:")
         tm.keys("line")
         s = tm.wait_for("EXIT=")
         tap("25 90" in s and "got:line" in s and "EXIT=4" in s,
@@ -225,6 +230,32 @@ def file_tests():
         "download interrupted by Ctrl-C: exit 130, nothing half-written",
         "rc=%s err=%s left=%s" % (p.returncode, err, os.listdir(T + "/int")))
     osh("sandbox", "exec", "io", "--", "rm", "-f", "/tmp/huge.bin", "/tmp/big.bin")
+
+
+def tls_tests():
+    """The same verbs over HTTP/2 + mTLS instead of the unix socket."""
+    ep = "https://127.0.0.1:%s" % cli.ENV["OPENSHELL_SERVER_PORT"]
+    r = osh("gateway", "add", ep, "--name", "tls")
+    osh("gateway", "select", "openshell")
+    if r.returncode != 0:
+        tap(False, "gateway add https://127.0.0.1:PORT", show(r))
+        return
+    data = os.urandom(2 * 1024 * 1024)
+    r = osh("-g", "tls", "sandbox", "exec", "io", "--", "sha256sum", stdin=data, binary=True)
+    tap(r.returncode == 0 and r.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest(),
+        "exec over mTLS: 2 MiB of stdin intact", show(r))
+    r = osh("-g", "tls", "sandbox", "exec", "io", "--", "sh", "-c", "exit 7")
+    tap(r.returncode == 7, "exec over mTLS: exit status", show(r))
+    with open(T + "/tls.bin", "wb") as f:
+        f.write(os.urandom(8 * 1024 * 1024))
+    r = osh("-g", "tls", "sandbox", "upload", "io", T + "/tls.bin", "/tmp/tls")
+    os.mkdir(T + "/tlsdl")
+    r2 = osh("-g", "tls", "sandbox", "download", "io", "/tmp/tls/tls.bin", T + "/tlsdl")
+    tap(r.returncode == 0 and r2.returncode == 0
+        and sha(T + "/tlsdl/tls.bin") == sha(T + "/tls.bin"),
+        "upload and download over mTLS: 8 MiB round trip", show(r) + show(r2))
+    r = osh("-g", "tls", "sandbox", "logs", "io", "--tail", "3", "-o", "json")
+    tap(r.returncode == 0 and len(r.stdout.splitlines()) == 3, "logs over mTLS", show(r))
 
 
 def log_tests():
@@ -383,6 +414,7 @@ try:
         exec_tests()
         connect_tests()
         file_tests()
+        tls_tests()
         log_tests()
         policy_tests()
         create_tests()
