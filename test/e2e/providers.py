@@ -267,6 +267,16 @@ def test_api_strict():
                                                  "config": {"OPENAI_BASE_URL": "ftp://x"}}}),
         ("bad endpoint", {"name": "x1", "spec": {"type": "generic", "credentials": {"K": "v"},
                                                  "config": {"endpoints": "a b:99999"}}}),
+        ("33 credentials", {"name": "x1", "spec": {"type": "openai", "credentials": {
+            "K%d" % i: "v" for i in range(33)}}}),
+        ("65 config entries", {"name": "x1", "spec": {"type": "openai", "credentials": {"K": "v"},
+                                                      "config": {"C%d" % i: "v"
+                                                                 for i in range(65)}}}),
+        ("a 16 KiB + 1 value", {"name": "x1", "spec": {"type": "openai",
+                                                       "credentials": {"K": "v" * 16385}}}),
+        ("17 endpoints", {"name": "x1", "spec": {"type": "generic", "credentials": {"K": "v"},
+                                                 "config": {"endpoints": ",".join(
+                                                     "h%d.example.com" % i for i in range(17))}}}),
     ]
     for name, body in cases:
         r = curl("POST", WS + "/providers", body)
