@@ -63,11 +63,14 @@ static void sv_relay_try_finish(struct sv_relay *r);
 static void
 relay_frame(struct sv_relay *r, uint8_t type, const void *p, size_t n)
 {
-    struct buf b = BUF_INIT;
+    /* One frame at a time is built here and copied by h2_stream_write: the
+     * buffer is kept (no allocation per chunk on the hot path). */
+    static struct buf b = BUF_INIT;
     int rc;
 
     if (!r->st || r->finished)
         return;
+    buf_reset(&b);
     if (h2_frame_put(&b, type, p, n) == 0) {
         rc = h2_stream_write(r->st, b.data, b.len);
         if (rc == -EAGAIN && !r->out_paused) {
@@ -79,7 +82,6 @@ relay_frame(struct sv_relay *r, uint8_t type, const void *p, size_t n)
                 event_del(r->ev_err);
         }
     }
-    buf_fini(&b);
 }
 
 static void
