@@ -235,6 +235,24 @@ px_parse_route(struct px_creds *c, const cJSON *inf, struct err *e)
     return 0;
 }
 
+/* "vREV_KEY" and "s<64 hex>_KEY" are placeholder forms (reference 8.1): a
+ * key spelled like one would be ambiguous. */
+static bool
+px_key_reserved(const char *k)
+{
+    size_t n;
+
+    if (k[0] == 'v') {
+        n = strspn(k + 1, "0123456789");
+        return n > 0 && k[1 + n] == '_';
+    }
+    if (k[0] == 's') {
+        n = strspn(k + 1, "0123456789abcdefABCDEF");
+        return n == 64 && k[1 + n] == '_';
+    }
+    return false;
+}
+
 static int
 px_parse_cred(struct px_cred *k, const cJSON *o, size_t idx, struct err *e)
 {
@@ -247,6 +265,12 @@ px_parse_cred(struct px_cred *k, const cJSON *o, size_t idx, struct err *e)
     if (!key || !px_key_valid(key))
         return err_set(e, EINVAL, "credentials[%zu].key: expected [A-Za-z0-9_], 1-%d bytes", idx,
                        PX_CRED_KEY_MAX);
+    /* "vREV_KEY" and "s<64 hex>_KEY" are placeholder forms (reference 8.1):
+     * a key spelled like one would be ambiguous. */
+    if (px_key_reserved(key))
+        return err_set(e, EINVAL,
+                       "credentials[%zu].key: v<digits>_ and s<64 hex>_ prefixes are reserved",
+                       idx);
     if (!cJSON_IsString(val))
         return err_set(e, EINVAL, "credentials[%zu].value: expected a string", idx);
     if (eps && !cJSON_IsArray(eps))

@@ -92,6 +92,8 @@ static int
 test_parse_refusals(void)
 {
     CHECK(refused("[]", "not a JSON object"));
+    CHECK(refused("{\"revision\":1,\"credentials\":[{\"key\":\"v2_TOK\",\"value\":\"x\"}]}",
+                  "reserved"));
     CHECK(refused("{\"revision\":1,\"credentials\":[{\"key\":\"A\",\"value\":\"s3\\u0000cr3t\"}]}",
                   "NUL"));
     CHECK(refused("{\"credentials\":[]}", "revision"));
