@@ -19,6 +19,7 @@
 #include <linux/sock_diag.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #pragma GCC diagnostic push
@@ -335,13 +336,25 @@ px_ident_read_control(struct px_ident *id, int fd, int timeout_ms)
 {
     struct pollfd pf = { fd, POLLIN, 0 };
     char chunk[65536];
+    struct timespec t0, now;
+    int wait = 0;
     ssize_t n;
 
-    if (timeout_ms > 0 && !id->anchor && poll(&pf, 1, timeout_ms) <= 0)
-        return id->anchor ? 1 : 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         pf.revents = 0;
-        if (poll(&pf, 1, 0) <= 0)
+        /* With a timeout, keep waiting until the anchor is known: other
+         * messages (a credentials document) may come first. */
+        if (timeout_ms > 0 && !id->anchor) {
+            long el;
+
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            el = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+            wait = el >= timeout_ms ? 0 : timeout_ms - (int)el;
+        } else {
+            wait = 0;
+        }
+        if (poll(&pf, 1, wait) <= 0)
             break;
         n = read(fd, chunk, sizeof(chunk));
         if (n == 0)

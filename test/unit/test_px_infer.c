@@ -7,6 +7,7 @@
  * skip` endpoint refused (attack 38), credentials swapped while idle; the
  * loop then frees everything (leaks show up here).
  */
+#include <errno.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -23,6 +24,7 @@
 #include "policy.h"
 #include "px.h"
 #include "px_cred.h"
+#include "px_ident.h"
 #include "tap.h"
 
 static const char policy_yaml[] = "version: 1\n"
@@ -176,4 +178,58 @@ test_inference_before_policy(void)
     return TAP_PASS;
 }
 
-TAP_MAIN(TAP_TEST(test_no_ca), TAP_TEST(test_inference_before_policy))
+/* The control channel: a credentials line may come before "agent PID"; a
+ * connection waiting for the anchor keeps waiting for it. */
+static int ctl_lines;
+static char ctl_last[256];
+
+static void
+ctl_json(void *arg, const char *line, size_t n)
+{
+    (void)arg;
+    ctl_lines++;
+    snprintf(ctl_last, sizeof(ctl_last), "%.*s", (int)n, line);
+}
+
+static int ctl_pipe[2];
+
+static void *
+late_agent(void *arg)
+{
+    (void)arg;
+    usleep(200 * 1000);
+    (void)!write(ctl_pipe[1], "agent 4242\n", 11);
+    return NULL;
+}
+
+static int
+test_control_order(void)
+{
+    struct px_ident *id = px_ident_new("/proc");
+    static const char line[] = "{\"type\":\"credentials\",\"doc\":{\"revision\":1}}\n";
+    pthread_t th;
+
+    CHECK_INT(pipe(ctl_pipe), 0);
+    px_ident_set_control_handler(id, ctl_json, NULL);
+    CHECK_INT(write(ctl_pipe[1], line, sizeof(line) - 1), (long)sizeof(line) - 1);
+    CHECK_INT(pthread_create(&th, NULL, late_agent, NULL), 0);
+    CHECK_INT(px_ident_read_control(id, ctl_pipe[0], 3000), 1);
+    pthread_join(th, NULL);
+    CHECK_INT(px_ident_anchor(id), 4242);
+    CHECK_INT(ctl_lines, 1);
+    CHECK_STR(ctl_last, "{\"type\":\"credentials\",\"doc\":{\"revision\":1}}");
+    /* A line split across writes, then end of file. */
+    (void)!write(ctl_pipe[1], "{\"type\":", 9);
+    CHECK_INT(px_ident_read_control(id, ctl_pipe[0], 0), 1);
+    CHECK_INT(ctl_lines, 1);
+    (void)!write(ctl_pipe[1], "\"x\"}\n", 6);
+    CHECK_INT(px_ident_read_control(id, ctl_pipe[0], 0), 1);
+    CHECK_INT(ctl_lines, 2);
+    close(ctl_pipe[1]);
+    CHECK_INT(px_ident_read_control(id, ctl_pipe[0], 0), -EPIPE);
+    close(ctl_pipe[0]);
+    px_ident_free(id);
+    return TAP_PASS;
+}
+
+TAP_MAIN(TAP_TEST(test_no_ca), TAP_TEST(test_inference_before_policy), TAP_TEST(test_control_order))
