@@ -99,10 +99,12 @@ void px_ident_set_diag_fd(struct px_ident *id, int fd);
 pid_t px_ident_anchor(const struct px_ident *id);
 
 /* Control channel: FD carries lines "agent PID\n" (the supervisor writes
- * the agent's pid once it has forked it) and JSON objects (see below). px_ident_read_control()
- * reads what is there, waiting up to TIMEOUT_MS for a first byte (0: no wait). Returns 1 when the
- * anchor is known, 0 when not yet, -EPIPE at end of file (the supervisor is gone), -errno on a read
- * error. The fd stays the caller's. */
+ * the agent's pid once it has forked it) and JSON objects (see below).
+ * px_ident_read_control() reads what is there; with TIMEOUT_MS > 0 and no
+ * anchor yet it keeps reading until the anchor arrives or TIMEOUT_MS pass
+ * (other messages may come first). Returns 1 when the anchor is known, 0
+ * when not yet, -EPIPE at end of file (the supervisor is gone), -errno on a
+ * read error. The fd stays the caller's. */
 int px_ident_read_control(struct px_ident *id, int fd, int timeout_ms);
 /* Lines that are JSON objects ('{' first, e.g. {"type":"credentials",...})
  * go to FN with the line (NUL-terminated, without its newline), in order,
