@@ -746,7 +746,7 @@ io_logs(struct cli_ctx *c, struct io_args *a)
     char name[256], *path;
     int rc;
 
-    if ((rc = cli_connect(c, false)) != 0 ||
+    if ((rc = cli_connect(c, true)) != 0 ||
         (rc = cli_sandbox_name(c, a->npos, a->pos, name, sizeof(name))) != 0)
         return rc;
     if (a->since_s) {
@@ -863,7 +863,7 @@ io_exec(struct cli_ctx *c, struct io_args *a, bool connect)
     o.nenv = a->nenv;
     o.timeout_s = a->timeout_s;
     o.connect_wait_ms = 5000;
-    if ((rc = cli_connect(c, false)) != 0 ||
+    if ((rc = cli_connect(c, true)) != 0 ||
         (rc = cli_sandbox_name(c, a->npos, a->pos, name, sizeof(name))) != 0)
         return rc;
     if ((rc = check_ready(c, name)) != 0)
@@ -1093,7 +1093,7 @@ io_upload(struct cli_ctx *c, struct io_args *a)
         applet_usage_error(c->prog, "expected NAME SRC [DST]");
     if (lstat(a->pos[1], &st) < 0)
         return cli_fail(c, CLI_EXIT_FAIL, NULL, "cannot upload %s: %s", a->pos[1], strerror(errno));
-    if ((rc = cli_connect(c, false)) != 0)
+    if ((rc = cli_connect(c, true)) != 0)
         return rc;
     return cli_upload(c, a->pos[0], a->pos[1], a->npos == 3 ? a->pos[2] : "/sandbox");
 }
@@ -1185,7 +1185,7 @@ io_download(struct cli_ctx *c, struct io_args *a)
         tmpl[0] = '\0';
         goto out;
     }
-    if ((rc = cli_connect(c, false)) != 0)
+    if ((rc = cli_connect(c, true)) != 0)
         goto out;
     if (pipe2(p, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
         rc = cli_fail(c, CLI_EXIT_FAIL, NULL, "pipe: %s", strerror(errno));
