@@ -409,6 +409,7 @@ sv_apply_config(struct sv_gw *g, const char *body, size_t len, bool start, struc
     struct policy_diags d;
     struct err pe;
     long version;
+    bool was_closed;
     int rc = 0;
 
     if (!cJSON_IsObject(pol) || !cJSON_IsNumber(ver)) {
@@ -420,15 +421,31 @@ sv_apply_config(struct sv_gw *g, const char *body, size_t len, bool start, struc
     }
     if (mode && cJSON_IsObject(mode))
         mode = cJSON_GetObjectItemCaseSensitive(mode, "value");
+    was_closed = g->fail_closed;
     g->fail_closed = cJSON_IsString(mode) && strcmp(mode->valuestring, "fail_closed") == 0;
     version = (long)ver->valuedouble;
     text = cJSON_IsString(txt) && txt->valuestring[0] ? txt->valuestring : policy_default_yaml();
     if (!start && g->have_policy && version == g->pol_version &&
         strcmp(source, g->pol_source) == 0 &&
         (!cJSON_IsString(hash) || strcmp(hash->valuestring, g->pol_hash) == 0)) {
+        /* The same policy; the failure mode may have changed under a
+         * failed one: deny all now, or bring the last good one back. */
+        if (g->last_failed && was_closed != g->fail_closed && g->good_text) {
+            const char *t = g->fail_closed ? policy_default_yaml() : g->good_text;
+
+            err_clear(&pe);
+            if (sv_policy_write(g, t, strlen(t), &pe) < 0)
+                sv_gw_note(g, LOG_LVL_ERROR, "policy: %s", pe.msg);
+            else
+                sv_gw_note(g, LOG_LVL_WARN, "policy_validation_failure_mode is now %s: %s",
+                           g->fail_closed ? "fail_closed" : "retain_last_valid",
+                           g->fail_closed ? "all egress denied"
+                                          : "the last good policy is back in force");
+        }
         cJSON_Delete(j);
         return 0;
     }
+    g->last_failed = true; /* until it is written below */
     buf_copy_fixed(g->pol_source, sizeof(g->pol_source), source);
     buf_copy_fixed(g->pol_hash, sizeof(g->pol_hash), cJSON_IsString(hash) ? hash->valuestring : "");
     g->pol_version = version;
@@ -511,6 +528,9 @@ sv_apply_config(struct sv_gw *g, const char *body, size_t len, bool start, struc
     }
     sv_policy_status(g, version, source, true, NULL);
     g->good_version = version;
+    g->last_failed = false;
+    free(g->good_text);
+    g->good_text = xstrdup(text);
     if (!start)
         sv_gw_note(g, LOG_LVL_INFO, "policy version %ld (%s) loaded", version, source);
     cJSON_Delete(j);
@@ -1248,6 +1268,7 @@ sv_gw_run(struct sv_gw *g, pid_t pid1, int ctl, int err_fd, int out_fd, const si
     buf_fini(&g->out_in);
     sb_env_free(g->cred_env);
     policy_unref(g->start_policy);
+    free(g->good_text);
     if (g->cred_doc)
         explicit_bzero(g->cred_doc, strlen(g->cred_doc));
     free(g->cred_doc);

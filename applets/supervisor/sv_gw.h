@@ -53,6 +53,8 @@ struct sv_gw {
     bool have_policy;
     struct policy *start_policy; /* what the sandbox was built with */
     bool fail_closed;
+    bool last_failed;       /* the newest policy could not be applied */
+    char *good_text;        /* the policy in force (to restore after fail_closed) */
     struct buf status_line; /* the last policy_status line (resent on connect) */
     /* credentials */
     char *cred_doc;

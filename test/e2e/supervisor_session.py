@@ -591,6 +591,16 @@ def main():
     ok = wait_for(lambda: exec_json(["/bin/sh", "-c", in_sandbox_curl()])[1].get("stdout")
                   == "403", 5)
     tap(ok, "fail_closed: all egress denied after the failure")
+    curl("PUT", SB + "/box/settings/policy_validation_failure_mode",
+         json.dumps({"value": "retain_last_valid"}))
+    ok = wait_for(lambda: exec_json(["/bin/sh", "-c", in_sandbox_curl()])[1].get("stdout")
+                  == "200", 10)
+    tap(ok, "back to retain_last_valid: the last good policy is in force again")
+    curl("PUT", SB + "/box/settings/policy_validation_failure_mode",
+         json.dumps({"value": "fail_closed"}))
+    ok = wait_for(lambda: exec_json(["/bin/sh", "-c", in_sandbox_curl()])[1].get("stdout")
+                  == "403", 10)
+    tap(ok, "fail_closed set again while the failed revision is newest: denied again")
     code, out = curl("PUT", SB + "/box/policy", policy_allow(), "application/yaml")
     v4 = json.loads(out).get("version") if code == 200 else None
     st = wait_for(lambda: (revision_status(v4) or {}).get("status") == "loaded", 15)
