@@ -10,6 +10,7 @@
  * with the object id as AAD. No answer, log line or error message ever
  * carries a value: only key names.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,10 @@
 #define PROV_KEY_MAX 128
 #define PROV_MAX_ENDPOINTS 16
 #define PLACEHOLDER "openshell:resolve:env:"
+/* The proxy's document limits (doc/providers.md): 1 MiB, 256 keys. */
+#define PROV_DOC_BUDGET (960 * 1024)
+#define PROV_DOC_MAX_KEYS 256
+#define PROV_ENTRY_FRAME 512
 
 /* The reference's legacy registry (openshell-cli.md §6.2, §7), the types
  * this gateway knows. */
@@ -338,7 +343,8 @@ env_key_ok(const char *k)
     return strlen(k) <= PROV_KEY_MAX;
 }
 
-/* "v<digits>_..." is the proxy's revisioned placeholder namespace. */
+/* "v<digits>_..." and "s<64 hex>_..." are the proxy's placeholder
+ * namespaces (revisioned, stable handle). */
 static bool
 key_reserved(const char *k)
 {
@@ -346,6 +352,12 @@ key_reserved(const char *k)
 
     if (strncmp(k, "OPENSHELL_", 10) == 0)
         return true;
+    if (k[0] == 's') {
+        /* s<64 hex>_: the proxy's stable-handle form. */
+        for (i = 1; i <= 64 && isxdigit((unsigned char)k[i]); i++)
+            ;
+        return i == 65 && k[i] == '_';
+    }
     if (k[0] != 'v' || !(k[1] >= '0' && k[1] <= '9'))
         return false;
     while (k[i] >= '0' && k[i] <= '9')
@@ -363,8 +375,8 @@ check_cred(const char *k, const cJSON *v, bool allow_null, struct err *e)
                        k, PROV_KEY_MAX);
     if (key_reserved(k))
         return err_set(e, EINVAL,
-                       "spec.credentials.%.80s: reserved name (OPENSHELL_* and v<digits>_* are "
-                       "the sandbox's own)",
+                       "spec.credentials.%.80s: reserved name (OPENSHELL_*, v<digits>_* and "
+                       "s<64 hex>_* are the sandbox's own)",
                        k);
     if (allow_null && cJSON_IsNull(v))
         return 0;
@@ -507,6 +519,8 @@ gw_url_parse(const char *url, bool *tls, char *host, size_t hsize, int *port, co
                            url);
     end = p + strcspn(p, "/");
     *path = end;
+    if (strlen(end) >= 500)
+        return err_set(e, EINVAL, "URL \"%.120s\": path longer than 499 bytes", url);
     {
         const char *colon = memchr(p, ':', (size_t)(end - p));
         hl = (size_t)((colon ? colon : end) - p);
@@ -680,12 +694,35 @@ keys_of(const struct store_obj *o)
     return k ? k : cJSON_CreateArray();
 }
 
-int
-gw_provider_check_attach(struct gw *gw, const char *ws, const cJSON *providers, struct err *e)
+/* What provider O (payload PAYLOAD) adds to a credentials document, an
+ * upper bound: its sealed values (base64 is 4/3 of them) and, per key, the
+ * entry's frame, its placeholder and its endpoint bindings. */
+static size_t
+doc_share(const char *payload, size_t *nkeys)
+{
+    cJSON *p = parse_stored(payload), *eps;
+    const cJSON *sealed = cJSON_GetObjectItemCaseSensitive(p, "sealed");
+    size_t n = (size_t)cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(p, "credential_keys"));
+    size_t share;
+
+    eps = endpoints_of(stored_type(p), cJSON_GetObjectItemCaseSensitive(p, "config"));
+    share = (cJSON_IsString(sealed) ? strlen(sealed->valuestring) * 3 / 4 : 0) +
+            n * (PROV_ENTRY_FRAME + 300 * (size_t)cJSON_GetArraySize(eps)) + 4096;
+    *nkeys += n;
+    cJSON_Delete(eps);
+    cJSON_Delete(p);
+    return share;
+}
+
+/* check_attach, with OVER_PAYLOAD standing in for provider OVER_NAME's
+ * stored one (a PATCH about to be written). */
+static int
+check_set(struct gw *gw, const char *ws, const cJSON *providers, const char *over_name,
+          const char *over_payload, struct err *e)
 {
     cJSON *seen = cJSON_CreateObject(); /* key -> provider */
     const cJSON *it;
-    size_t n = 0;
+    size_t n = 0, bytes = 0, nkeys = 0;
     int rc = 0;
 
     cJSON_ArrayForEach(it, providers)
@@ -716,6 +753,11 @@ gw_provider_check_attach(struct gw *gw, const char *ws, const cJSON *providers, 
                              it->valuestring, ws, it->valuestring);
             break;
         }
+        if (over_name && strcmp(over_name, o->name) == 0) {
+            free(o->payload);
+            o->payload = xstrdup(over_payload);
+        }
+        bytes += doc_share(o->payload, &nkeys);
         keys = keys_of(o);
         store_obj_free(o);
         cJSON_ArrayForEach(k, keys)
@@ -735,8 +777,61 @@ gw_provider_check_attach(struct gw *gw, const char *ws, const cJSON *providers, 
         if (rc < 0)
             break;
     }
+    /* The proxy takes documents of at most 1 MiB and 256 keys (the rest of
+     * the document, the inference route, fits in the margin): a sandbox
+     * whose document would not load is refused here, never created. */
+    if (rc == 0 && nkeys > PROV_DOC_MAX_KEYS)
+        rc = err_set(e, EINVAL, "spec.providers: %zu credentials together, at most %d per sandbox",
+                     nkeys, PROV_DOC_MAX_KEYS);
+    if (rc == 0 && bytes > PROV_DOC_BUDGET)
+        rc = err_set(e, EINVAL,
+                     "spec.providers: the credentials document of these providers would be about "
+                     "%zu KiB, over the %d KiB a sandbox takes",
+                     bytes / 1024, PROV_DOC_BUDGET / 1024);
 out:
     cJSON_Delete(seen);
+    return rc;
+}
+
+int
+gw_provider_check_attach(struct gw *gw, const char *ws, const cJSON *providers, struct err *e)
+{
+    return check_set(gw, ws, providers, NULL, NULL, e);
+}
+
+/* Would the PATCH of provider NAME to PAYLOAD break the document of a
+ * sandbox using it? 0 or -EINVAL naming the sandbox. */
+static int
+check_users(struct gw *gw, const char *ws, const char *name, const char *payload, struct err *e)
+{
+    size_t off = 0, n;
+    int rc = 0;
+
+    do {
+        struct store_query q = {
+            .type = "sandbox", .workspace = ws, .limit = STORE_LIST_MAX, .offset = off
+        };
+        struct store_list l;
+
+        if ((rc = store_list(gw->store, &q, &l, e)) < 0)
+            return rc;
+        for (size_t i = 0; i < l.n && rc == 0; i++) {
+            cJSON *p = parse_stored(l.items[i]->payload);
+            const cJSON *a = cJSON_GetObjectItemCaseSensitive(
+                            cJSON_GetObjectItemCaseSensitive(p, "spec"), "providers"),
+                        *it;
+            bool uses = false;
+
+            cJSON_ArrayForEach(it, a) uses =
+                uses || (cJSON_IsString(it) && strcmp(it->valuestring, name) == 0);
+            if (uses && (rc = check_set(gw, ws, a, name, payload, e)) < 0)
+                err_wrap(e, "sandbox %s", l.items[i]->name);
+            cJSON_Delete(p);
+        }
+        n = l.n;
+        off += n;
+        store_list_fini(&l);
+    } while (rc == 0 && n == STORE_LIST_MAX);
     return rc;
 }
 
@@ -1156,6 +1251,7 @@ h_patch(struct h2_stream *st, struct h2_req *req, void *arg)
             goto fail;
         /* The bump comes first: see gw_cred_revision_bump. */
         if ((rc = make_payload(gw, o->id, t, config, creds, &np, &e)) < 0 ||
+            (rc = check_users(gw, o->workspace, o->name, np, &e)) < 0 ||
             (rc = gw_cred_revision_bump(gw, &e)) < 0)
             goto fail;
         free(o->payload);

@@ -261,6 +261,13 @@ def test_api_strict():
                                                  "credentials": {"1A": "v"}}}),
         ("reserved key", {"name": "x1", "spec": {"type": "openai",
                                                  "credentials": {"OPENSHELL_X": "v"}}}),
+        ("a v<digits>_ key", {"name": "x1", "spec": {"type": "openai",
+                                                    "credentials": {"v12_KEY": "v"}}}),
+        ("an s<64 hex>_ key", {"name": "x1", "spec": {"type": "openai", "credentials": {
+            "s" + "ab" * 32 + "_KEY": "v"}}}),
+        ("a model-length base URL path", {"name": "x1", "spec": {
+            "type": "openai", "credentials": {"K": "v"},
+            "config": {"OPENAI_BASE_URL": "https://x.example/" + "p" * 600}}}),
         ("CR/LF in a value", {"name": "x1", "spec": {"type": "openai",
                                                      "credentials": {"K": "a\r\nX-Evil: 1"}}}),
         ("bad base URL", {"name": "x1", "spec": {"type": "openai", "credentials": {"K": "v"},
@@ -290,6 +297,34 @@ def test_api_strict():
     tap(r[0] == 404, "providers of an unknown workspace: 404", r[2])
     r = curl("DELETE", WS + "/providers/nope")
     tap(err_is(r, 404, "not_found"), "delete of an unknown provider: 404", r[2])
+
+
+def test_doc_budget():
+    def big(name, n, ch):
+        return curl("POST", WS + "/providers", {"name": name, "spec": {
+            "type": "generic", "config": {"endpoints": "big.example.com"},
+            "credentials": {"BIG_%s_%d" % (name.upper(), i): ch * 16384 for i in range(n)}}})
+    r1, r2, r3 = big("big1", 32, "a"), big("big2", 32, "b"), big("big3", 2, "c")
+    tap(r1[0] == 201 and r2[0] == 201 and r3[0] == 201, "providers of 32 x 16 KiB values",
+        (r1[0], r2[0], r3[0]))
+    r = curl("POST", WS + "/sandboxes", {"name": "sb-big", "spec": {"providers": ["big1",
+                                                                                  "big2"]}})
+    tap(err_is(r, 400, "invalid_argument", "over the"),
+        "two of them in one sandbox: its document would pass 1 MiB: 400 before creating", r[2])
+    r = curl("POST", WS + "/sandboxes", {"name": "sb-big", "spec": {"providers": ["big1",
+                                                                                  "big3"]}})
+    tap(r[0] == 201, "one of them and a small one: created", r[2])
+    r = curl("PATCH", WS + "/providers/big3", {"spec": {"credentials": {
+        "MORE_%d" % i: "d" * 16384 for i in range(28)}}})
+    tap(err_is(r, 400, "invalid_argument", "sandbox sb-big"),
+        "a PATCH growing an attached provider past the budget: 400 naming the sandbox", r[2][:300])
+    tb = token("sb-big")
+    r = creds(tb)
+    tap(r[0] == 200 and len(r[2]) < 1024 * 1024 and len(r[1]["credentials"]) == 34,
+        "the document stays under 1 MiB (%d bytes)" % len(r[2]), r[0])
+    curl("DELETE", WS + "/sandboxes/sb-big")
+    for n in ("big1", "big2", "big3"):
+        curl("DELETE", WS + "/providers/" + n)
 
 
 def test_attach_and_document():
@@ -662,6 +697,7 @@ def main():
         test_cli_crud()
         test_api_strict()
         test_attach_and_document()
+        test_doc_budget()
         test_inferred()
         test_inference()
         test_workspace()
