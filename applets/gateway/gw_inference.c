@@ -753,6 +753,10 @@ h_set(struct h2_stream *st, struct h2_req *req, void *arg)
 
     if (!gw_authorized(gw, st) || gw_require_json(st) < 0)
         return;
+    if (gw_body_has_nul_escape(req->body.data, req->body.len)) {
+        rc = err_set(&e, EINVAL, "a \\u0000 escape: no string may contain NUL");
+        goto fail;
+    }
     if ((rc = gw_workspace_check(gw, ws, &e)) < 0 ||
         (rc = api_parse_object(req->body.data, req->body.len, &body, &e)) < 0 ||
         (rc = api_check_keys(body, keys, "", &e)) < 0 ||

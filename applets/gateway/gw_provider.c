@@ -911,6 +911,20 @@ gw_provider_notify(struct gw *gw, const char *ws, const char *provider)
     } while (n == STORE_LIST_MAX);
 }
 
+bool
+gw_body_has_nul_escape(const char *p, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (p[i] != '\\')
+            continue;
+        if (p[i + 1] == 'u' && i + 5 < n && p[i + 2] == '0' && p[i + 3] == '0' && p[i + 4] == '0' &&
+            p[i + 5] == '0')
+            return true;
+        i++; /* the escaped character (an escaped backslash too) */
+    }
+    return false;
+}
+
 /* ------------------------------------------------------------------ handlers */
 
 /* Merge the credentials/config of SPEC into CREDS/CONFIG (null removes). */
@@ -986,6 +1000,12 @@ h_create(struct h2_stream *st, struct h2_req *req, void *arg)
 
     if (!gw_authorized(gw, st) || gw_require_json(st) < 0)
         return;
+    /* cJSON would cut a string at an escaped NUL: a value silently cut
+     * short is another secret. */
+    if (gw_body_has_nul_escape(req->body.data, req->body.len)) {
+        rc = err_set(&e, EINVAL, "a \\u0000 escape: no string may contain NUL");
+        goto fail;
+    }
     if ((rc = gw_workspace_check(gw, req->params[0], &e)) < 0 ||
         (rc = api_parse_object(req->body.data, req->body.len, &body, &e)) < 0 ||
         (rc = api_check_keys(body, keys, "", &e)) < 0 ||
@@ -1216,6 +1236,10 @@ h_patch(struct h2_stream *st, struct h2_req *req, void *arg)
     }
     if (!(o = lookup(gw, st, req)))
         return;
+    if (gw_body_has_nul_escape(req->body.data, req->body.len)) {
+        rc = err_set(&e, EINVAL, "a \\u0000 escape: no string may contain NUL");
+        goto fail;
+    }
     if ((rc = api_parse_object(req->body.data, req->body.len, &body, &e)) < 0 ||
         (rc = api_check_keys(body, keys, "", &e)) < 0 ||
         (rc = api_get_object(body, "labels", "", &labels, &e)) < 0 ||

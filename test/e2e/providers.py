@@ -265,7 +265,7 @@ def test_api_strict():
                                                     "credentials": {"v12_KEY": "v"}}}),
         ("an s<64 hex>_ key", {"name": "x1", "spec": {"type": "openai", "credentials": {
             "s" + "ab" * 32 + "_KEY": "v"}}}),
-        ("a model-length base URL path", {"name": "x1", "spec": {
+        ("a base URL path over 499 bytes", {"name": "x1", "spec": {
             "type": "openai", "credentials": {"K": "v"},
             "config": {"OPENAI_BASE_URL": "https://x.example/" + "p" * 600}}}),
         ("CR/LF in a value", {"name": "x1", "spec": {"type": "openai",
@@ -288,6 +288,13 @@ def test_api_strict():
     for name, body in cases:
         r = curl("POST", WS + "/providers", body)
         tap(err_is(r, 400, "invalid_argument"), "create with %s: 400" % name, r[2])
+    r = curl("POST", WS + "/providers", '{"name": "x1", "spec": {"type": "openai", '
+             '"credentials": {"K": "a\\u0000b"}}}')
+    tap(err_is(r, 400, "invalid_argument", "NUL"),
+        "a value with an escaped NUL: 400 (never stored cut short)", r[2])
+    r = curl("PATCH", WS + "/providers/oa", '{"spec": {"credentials": '
+             '{"OPENAI_API_KEY": "x\\u0000"}}}')
+    tap(err_is(r, 400, "invalid_argument", "NUL"), "... nor through PATCH", r[2])
     r = curl("POST", WS + "/providers", "{not json")
     tap(err_is(r, 400, "invalid_argument"), "malformed JSON: 400", r[2])
     r = curl("PATCH", WS + "/providers/oa", {"spec": {"type": "anthropic"}})
