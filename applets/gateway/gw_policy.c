@@ -321,12 +321,81 @@ revision_json(const struct store_obj *o, bool full)
     return j;
 }
 
+/* The newest LIMIT revisions of SCOPE into L (oldest first; L->total counts
+ * them all). Revisions are listed in version order, so this is the last
+ * page: never the first STORE_LIST_MAX of a long history. */
+int
+gw_policy_revisions_newest(struct gw *gw, const char *scope, size_t limit, struct store_list *l,
+                           struct err *e)
+{
+    struct store_query q = { .type = REV_TYPE, .scope = scope, .limit = 1 };
+    int rc;
+
+    if ((rc = store_list(gw->store, &q, l, e)) < 0)
+        return rc;
+    if (l->total <= 1 && limit >= 1)
+        return 0;
+    q.limit = limit;
+    q.offset = l->total > limit ? l->total - limit : 0;
+    store_list_fini(l);
+    return store_list(gw->store, &q, l, e);
+}
+
+/* The latest revision of SCOPE into *OUT (the caller's): 0, 1 when there is
+ * none, or -errno. */
+int
+gw_policy_latest(struct gw *gw, const char *scope, struct store_obj **out, struct err *e)
+{
+    struct store_list l;
+    int rc;
+
+    *out = NULL;
+    if ((rc = gw_policy_revisions_newest(gw, scope, 1, &l, e)) < 0)
+        return rc;
+    if (l.n)
+        *out = steal_ptr(&l.items[l.n - 1]);
+    store_list_fini(&l);
+    return *out ? 0 : 1;
+}
+
+/* Revision WANT of SCOPE into *OUT: 0, 1 when there is none, -errno. Versions
+ * are dense (1..N), so it is normally at offset WANT-1; a gap falls back to a
+ * scan. */
+static int
+revision_at(struct gw *gw, const char *scope, long long want, struct store_obj **out, struct err *e)
+{
+    struct store_query q = { .type = REV_TYPE, .scope = scope, .limit = 1 };
+    struct store_list l;
+    int rc;
+
+    *out = NULL;
+    q.offset = (size_t)(want - 1);
+    if ((rc = store_list(gw->store, &q, &l, e)) < 0)
+        return rc;
+    if (l.n && l.items[0]->version == want)
+        *out = steal_ptr(&l.items[0]);
+    store_list_fini(&l);
+    for (q.offset = 0, q.limit = STORE_LIST_MAX; !*out;) {
+        if ((rc = store_list(gw->store, &q, &l, e)) < 0)
+            return rc;
+        for (size_t i = 0; i < l.n && !*out; i++)
+            if (l.items[i]->version == want)
+                *out = steal_ptr(&l.items[i]);
+        q.offset += l.n;
+        if (l.n == 0 || q.offset >= l.total) {
+            store_list_fini(&l);
+            break;
+        }
+        store_list_fini(&l);
+    }
+    return *out ? 0 : 1;
+}
+
 static void
 h_list_revisions(struct h2_stream *st, struct h2_req *req, void *arg)
 {
     struct gw *gw = arg;
     struct store_obj *sb;
-    struct store_query q = { .type = REV_TYPE, .limit = STORE_LIST_MAX };
     struct store_list l;
     struct err e;
     cJSON *j, *items;
@@ -334,8 +403,7 @@ h_list_revisions(struct h2_stream *st, struct h2_req *req, void *arg)
 
     if (!gw_authorized(gw, st) || !(sb = gw_policy_owner(gw, st, req)))
         return;
-    q.scope = sb->id;
-    if ((rc = store_list(gw->store, &q, &l, &e)) < 0) {
+    if ((rc = gw_policy_revisions_newest(gw, sb->id, STORE_LIST_MAX, &l, &e)) < 0) {
         api_respond_err(st, rc, &e);
         store_obj_free(sb);
         return;
@@ -357,9 +425,7 @@ static void
 get_revision(struct gw *gw, struct h2_stream *st, struct h2_req *req, const char *vtext)
 {
     char what[128];
-    struct store_obj *sb;
-    struct store_query q = { .type = REV_TYPE, .limit = STORE_LIST_MAX };
-    struct store_list l;
+    struct store_obj *sb, *rev = NULL;
     struct err e;
     long long want = 0;
     cJSON *j;
@@ -368,8 +434,9 @@ get_revision(struct gw *gw, struct h2_stream *st, struct h2_req *req, const char
     if (vtext) {
         char *end;
 
+        errno = 0;
         want = strtoll(vtext, &end, 10);
-        if (*end || want < 1) {
+        if (*end || want < 1 || errno) {
             h2_stream_error(st, 400, "invalid_argument",
                             "revision %.20s: expected a positive integer", vtext);
             return;
@@ -377,16 +444,13 @@ get_revision(struct gw *gw, struct h2_stream *st, struct h2_req *req, const char
     }
     if (!(sb = gw_policy_owner(gw, st, req)))
         return;
-    q.scope = sb->id;
-    if ((rc = store_list(gw->store, &q, &l, &e)) < 0) {
+    rc = want ? revision_at(gw, sb->id, want, &rev, &e) : gw_policy_latest(gw, sb->id, &rev, &e);
+    if (rc < 0) {
         api_respond_err(st, rc, &e);
-        store_obj_free(sb);
-        return;
+        goto out;
     }
-    for (size_t i = l.n; i-- > 0;) {
-        if (want && l.items[i]->version != want)
-            continue;
-        j = revision_json(l.items[i], true);
+    if (rev) {
+        j = revision_json(rev, true);
         api_respond_json(st, 200, j, 0);
         cJSON_Delete(j);
         goto out;
@@ -402,7 +466,7 @@ get_revision(struct gw *gw, struct h2_stream *st, struct h2_req *req, const char
     else
         h2_stream_error(st, 404, "not_found", "%s has no policy revision yet", what);
 out:
-    store_list_fini(&l);
+    store_obj_free(rev);
     store_obj_free(sb);
 }
 

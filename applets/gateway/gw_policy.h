@@ -13,6 +13,7 @@
 struct gw;
 struct h2_req;
 struct h2_stream;
+struct store_list;
 struct store_obj;
 
 /* Validate TEXT[LEN] (YAML or JSON) with the policy engine: 0, or -EINVAL
@@ -30,6 +31,14 @@ int gw_policy_write(struct gw *gw, struct store_obj *owner, uint64_t expect, con
                     const char *text, size_t len, int64_t *version, char hash[72], struct err *e);
 /* After a write: wake OWNER's watchers and its supervisor(s). */
 void gw_policy_written(struct gw *gw, const struct store_obj *owner);
+/* The newest LIMIT revisions of SCOPE (an owner id) into L, oldest first,
+ * L->total counting all: the last page, not the first (histories may pass
+ * STORE_LIST_MAX). 0 or -errno; release L with store_list_fini(). */
+int gw_policy_revisions_newest(struct gw *gw, const char *scope, size_t limit, struct store_list *l,
+                               struct err *e);
+/* The latest revision of SCOPE into *OUT (the caller's): 0, 1 when none,
+ * or -errno. */
+int gw_policy_latest(struct gw *gw, const char *scope, struct store_obj **out, struct err *e);
 /* PATCH routes of gw_policy_ops.c (called by gw_policy_routes). */
 void gw_policy_ops_routes(struct gw *gw);
 

@@ -182,23 +182,16 @@ static int
 latest_revision_json(struct gw *gw, const struct store_obj *owner, cJSON **out, int64_t *ver,
                      struct err *e)
 {
-    struct store_query q = { .type = "sandbox_policy",
-                             .scope = owner->id,
-                             .limit = STORE_LIST_MAX };
-    struct store_list l;
+    struct store_obj *rev;
     const cJSON *fmt, *text;
     cJSON *p;
     int rc;
 
-    if ((rc = store_list(gw->store, &q, &l, e)) < 0)
+    if ((rc = gw_policy_latest(gw, owner->id, &rev, e)) != 0)
         return rc;
-    if (l.n == 0) {
-        store_list_fini(&l);
-        return 1;
-    }
-    *ver = l.items[l.n - 1]->version;
-    p = cJSON_Parse(l.items[l.n - 1]->payload);
-    store_list_fini(&l);
+    *ver = rev->version;
+    p = cJSON_Parse(rev->payload);
+    store_obj_free(rev);
     fmt = p ? cJSON_GetObjectItemCaseSensitive(p, "format") : NULL;
     text = p ? cJSON_GetObjectItemCaseSensitive(p, "policy") : NULL;
     if (!cJSON_IsString(text)) {

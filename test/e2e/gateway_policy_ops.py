@@ -10,6 +10,7 @@ check`). Prints TAP."""
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -87,7 +88,8 @@ def expect_error(name, r, status, code, contains=None):
 def start():
     global gw
     lnk = os.path.join(T, "openshell-gateway")
-    os.symlink(GW_BIN, lnk)
+    if not os.path.lexists(lnk):
+        os.symlink(GW_BIN, lnk)
     log = open(LOG, "a")
     gw = subprocess.Popen([lnk, "--state-dir", STATE, "--socket", SOCK, "--listen", "none",
                            "--log-format", "text"], stdout=log, stderr=log)
@@ -517,6 +519,46 @@ def main():
             "GET /v1/supervisor/config serves the merged revision", out[:600])
     finally:
         sess.close()
+
+    # --- a history past one page (1,000 revisions): the latest is the base
+    r = curl("POST", SB, {"name": "hist"})
+    r = curl("PUT", SB + "/hist/policy", json.dumps(spec_pol))
+    sid = jb(curl("GET", SB + "/hist")).get("metadata", {}).get("id")
+    rc = stop()
+    db = sqlite3.connect(os.path.join(STATE, "openshell.db"))
+    (payload,) = db.execute("SELECT payload FROM objects WHERE scope=? AND version=1",
+                            (sid,)).fetchone()
+    newest = {"version": 1, "network_policies": {"newest": {
+        "endpoints": [{"host": "newest.example.com", "port": 443}],
+        "binaries": [{"path": "/bin/sh"}]}}}
+    last = json.dumps({"format": "json", "hash": "sha256:" + "0" * 64,
+                       "policy": json.dumps(newest), "load_error": None})
+    now = int(time.time() * 1000)
+    with db:
+        for v in range(2, 1206):
+            db.execute("INSERT INTO objects(id, object_type, workspace, resource_version, payload,"
+                       " created_at_ms, updated_at_ms, scope, version, status) VALUES"
+                       " (?, 'sandbox_policy', 'default', 1, ?, ?, ?, ?, ?, 'superseded')",
+                       ("00000000-0000-4000-8000-%012d" % v, last if v == 1205 else payload,
+                        now, now, sid, v))
+    db.close()
+    tap(rc == 0 and start(), "gateway restarted over 1,205 revisions of sandbox hist")
+    rev = jb(curl("GET", SB + "/hist/policy"))
+    lst = jb(curl("GET", SB + "/hist/policy/revisions"))
+    r3 = jb(curl("GET", SB + "/hist/policy/revisions/3"))
+    items = lst.get("items", [])
+    tap(rev.get("version") == 1205 and "newest" in rev.get("policy", "") and
+        lst.get("total") == 1205 and len(items) == 1000 and items[0]["version"] == 1205 and
+        items[-1]["version"] == 206 and r3.get("version") == 3,
+        "GET policy is revision 1205; the list is the newest 1,000; revision 3 still reads",
+        "%s %s %s" % (rev.get("version"), lst.get("total"), [i["version"] for i in items[:2]]))
+    r = curl("PATCH", SB + "/hist/policy", {"operations": [
+        add_rule("newest", [ep("newest.example.com", 443)], ["/bin/bash", "/bin/sh"])]})
+    pol, _, _ = latest("hist")
+    tap(r[0] == 200 and jb(r).get("version") == 1206 and
+        [b["path"] for b in pol.get("network_policies", {}).get("newest", {}).get(
+            "binaries", [])] == ["/bin/sh", "/bin/bash"] and "npm" not in pol["network_policies"],
+        "PATCH past 1,000 revisions merges into the latest one (not the 1,000th)", r)
 
     # --- the global policy
     GP = "/v1/gateway/policy"
