@@ -250,7 +250,7 @@ def cleanup():
 
 
 def main():
-    global sv, net, srv
+    global sv, net, srv, SOCK
     if os.geteuid() != 0:
         skip_all("needs root (network namespace for the upstream)")
     for tool in ("curl", "ip"):
@@ -607,6 +607,25 @@ def main():
     ok = wait_for(lambda: exec_json(["/bin/sh", "-c", in_sandbox_curl()])[1].get("stdout")
                   == "200", 5)
     tap(st and ok, "a good revision afterwards restores egress")
+
+    # Cut off, then back: a revision stored meanwhile is caught up on.
+    gw.kill()
+    gw.wait()
+    real = SOCK
+    SOCK = real + ".2"  # the gateway is up, but not where the supervisor looks
+    if not start_gateway():
+        tap(False, "gateway restarts elsewhere", open(os.path.join(T, "gw.log")).read())
+        return
+    code, out = curl("PUT", SB + "/box/policy", "# caught up\n" + policy_allow(),
+                     "application/yaml")
+    v5 = json.loads(out).get("version") if code == 200 else None
+    time.sleep(1)
+    pending = (revision_status(v5) or {}).get("status") == "pending"
+    os.rename(SOCK, real)
+    SOCK = real
+    st = wait_for(lambda: (revision_status(v5) or {}).get("status") == "loaded", 20, 0.1)
+    tap(pending and st, "a revision stored while the supervisor was cut off is loaded once it "
+        "reconnects", json.dumps(revision_status(v5)))
 
     # The main process ends: exit reported, the supervisor exits with it.
     # (An exec'd process cannot signal the agent: each has its own Landlock
