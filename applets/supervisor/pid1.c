@@ -153,10 +153,6 @@ child_exec(struct sb_plan *p, int netns_fd, int ruleset, const struct sv_child *
             if (x->stdio[i] >= 0 && x->stdio[i] != i && dup2(x->stdio[i], i) < 0)
                 setup_failed("stdio", strerror(errno));
     }
-    if (x->cwd && chdir(x->cwd) < 0) {
-        log_error("workdir %s: %s", x->cwd, strerror(errno));
-        _exit(SB_EXIT_SETUP);
-    }
     /* Loopback only: the namespace PID 1 created for us. */
     if ((rc = sb_netns_enter(netns_fd)) < 0)
         setup_failed("join the agent network namespace", strerror(-rc));
@@ -169,6 +165,11 @@ child_exec(struct sb_plan *p, int netns_fd, int ruleset, const struct sv_child *
         setup_failed(step, strerror(-rc));
     if ((rc = sb_proc_no_new_privs()) < 0)
         setup_failed("no_new_privs", strerror(-rc));
+    /* As the agent's user: a directory it may not enter is refused. */
+    if (x->cwd && chdir(x->cwd) < 0) {
+        log_error("workdir %s: %s", x->cwd, strerror(errno));
+        _exit(SB_EXIT_SETUP);
+    }
     if (ruleset >= 0) {
         if ((rc = sb_landlock_enforce(ruleset)) < 0) {
             if (p->ll_hard)

@@ -387,6 +387,10 @@ def main():
                         environment={"FOO": "bar"}, workdir="/tmp")
     tap(j.get("stdout", "").split() == ["bar", "/tmp", "http://127.0.0.1:3128"],
         "exec: environment added to the agent's, workdir honoured", json.dumps(j))
+    if os.path.isdir("/root") and (os.stat("/root").st_mode & 0o005) == 0:
+        code, j = exec_json(["/bin/pwd"], workdir="/root")
+        tap(j.get("exit_code") == 125 and "workdir /root" in j.get("stderr", ""),
+            "exec: a workdir the agent's user may not enter is refused", json.dumps(j))
     code, j = exec_json(["/bin/sh", "-c", "ls /proc | grep -c '^[0-9]'"])
     tap(code == 200 and 0 < int(j.get("stdout", "0").strip() or 0) < 20,
         "exec: in the sandbox's pid namespace", json.dumps(j))
