@@ -21,6 +21,7 @@
 
 #include "api.h"
 #include "gw.h"
+#include "gw_policy.h"
 #include "h2.h"
 #include "log.h"
 #include "store.h"
@@ -194,19 +195,17 @@ static cJSON *
 policy_view(struct gw *gw, const struct store_obj *owner, const char *source, struct err *e,
             int *rc)
 {
-    struct store_query q = { .type = "sandbox_policy",
-                             .scope = owner->id,
-                             .limit = STORE_LIST_MAX };
-    struct store_list l;
+    struct store_obj *latest = NULL;
     cJSON *j = NULL;
 
-    if ((*rc = store_list(gw->store, &q, &l, e)) < 0 || l.n == 0) {
-        if (*rc == 0)
-            store_list_fini(&l);
+    /* The last revision, also past one list page (gw_policy.c). */
+    if ((*rc = gw_policy_latest(gw, owner->id, &latest, e)) != 0) {
+        if (*rc == 1)
+            *rc = 0;
         return NULL;
     }
     {
-        const struct store_obj *r = l.items[l.n - 1];
+        const struct store_obj *r = latest;
         cJSON *p = cJSON_Parse(r->payload);
         const cJSON *c;
 
@@ -222,7 +221,7 @@ policy_view(struct gw *gw, const struct store_obj *owner, const char *source, st
         cJSON_AddStringToObject(j, "policy", cJSON_IsString(c) ? c->valuestring : "");
         cJSON_Delete(p);
     }
-    store_list_fini(&l);
+    store_obj_free(latest);
     return j;
 }
 

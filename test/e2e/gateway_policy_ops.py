@@ -559,6 +559,13 @@ def main():
         [b["path"] for b in pol.get("network_policies", {}).get("newest", {}).get(
             "binaries", [])] == ["/bin/sh", "/bin/bash"] and "npm" not in pol["network_policies"],
         "PATCH past 1,000 revisions merges into the latest one (not the 1,000th)", r)
+    tok = jb(curl("POST", SB + "/hist/token")).get("token", "")
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "--unix-socket", SOCK, "-H",
+                          "authorization: Bearer " + tok, "http://localhost/v1/supervisor/config"],
+                         capture_output=True, timeout=10).stdout
+    cfg = json.loads(out or b"{}").get("policy", {})
+    tap(cfg.get("version") == 1206, "... and the supervisor's config is revision 1206",
+        out[:300])
 
     # --- the global policy
     GP = "/v1/gateway/policy"
