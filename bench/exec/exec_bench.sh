@@ -1,6 +1,8 @@
 #!/bin/sh
 # bench/exec: exec through the gateway into a running sandbox (supervisor
-# session + relay + PID 1 spawn), over the gateway's unix socket.
+# session + relay + PID 1 spawn), over the gateway's unix socket. The
+# sandbox is started by the gateway's local compute driver (no command: an
+# idle supervisor).
 #   * round trip of `exec /bin/true` (JSON API): p50/p90/max of curl's own
 #     time_total over N calls (default 200; curl's process start excluded);
 #   * relay throughput: 256 MiB of stdout (head -c from /dev/zero inside the
@@ -10,27 +12,27 @@ set -eu
 B=$(readlink -f "$1")
 N=${2:-200}
 T=$(mktemp -d /tmp/openshell-bench-exec.XXXXXX)
-GW= SV=
+GW=
 cleanup() {
-    [ -n "$SV" ] && kill "$SV" 2>/dev/null
     [ -n "$GW" ] && kill -9 "$GW" 2>/dev/null
+    # The driver's monitors outlive the gateway by design.
+    for m in "$T"/st/sandboxes/*/monitor; do
+        [ -f "$m" ] || continue
+        set -- $(cat "$m")
+        kill -9 "$1" 2>/dev/null || true
+        kill -9 -"$3" 2>/dev/null || true
+    done
     sleep 0.2
     rm -rf "$T"
 }
 trap cleanup EXIT
 "$B/bin/openshell-gateway" --state-dir "$T/st" --socket "$T/s" --listen none \
-    --log-level warn 2>"$T/gw.log" &
+    --compute-driver local --log-level warn 2>"$T/gw.log" &
 GW=$!
 C="curl -sS --unix-socket $T/s --http2-prior-knowledge"
 U=http://x/v1/workspaces/default/sandboxes
 for _ in $(seq 100); do $C http://x/healthz >/dev/null 2>&1 && break; sleep 0.05; done
-ID=$($C -H content-type:application/json -d '{"name":"b","spec":{}}' $U |
-    sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
-mkdir -p "$T/sb" "$T/w"
-(umask 077 && $C -X POST $U/b/token | sed -n 's/.*"token":"\([^"]*\)".*/\1/p' >"$T/sb/token")
-"$B/bin/openshell-supervisor" --gateway "unix:$T/s" --sandbox-id "$ID" --token-file "$T/sb/token" \
-    --name b --workdir "$T/w" --log-level warn --idle 2>"$T/sv.log" &
-SV=$!
+$C -H content-type:application/json -d '{"name":"b","spec":{}}' $U >/dev/null
 for _ in $(seq 100); do
     $C $U/b | grep -q '"connected":true' && break
     sleep 0.05
@@ -76,3 +78,4 @@ ok = b'{"exit_code":0}' in last
 print("relay throughput: %d MiB of stdout in %.2f s = %.0f MiB/s (%s)"
       % (size >> 20, dt, (size >> 20) / dt, "EXIT 0" if ok else "NO EXIT FRAME"))
 PY
+$C -X DELETE $U/b >/dev/null
