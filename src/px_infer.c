@@ -290,6 +290,11 @@ px_infer_head(struct px_conn *c)
     f->body = http1_body_request(&f->req);
     http1_body_set_decode(f->body);
     f->phase = INF_BODY;
+    /* The proxy is this request's server: a client waiting before it sends
+     * its body (curl does past 1 MiB) is told to go on. */
+    if (f->req.expect_continue && f->req.minor == 1 &&
+        (f->req.chunked || (f->req.has_length && f->req.length > 0)))
+        bufferevent_write(c->cli, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     px_timer(c, c->srv->o.header_timeout_s);
 }
 

@@ -321,6 +321,22 @@ def tests_tunnel():
           "attack 42: a bad path after good ones -> 403 and the connection closed", body)
     t.close()
 
+    # Expect: 100-continue: the proxy is the server here, it says go on.
+    t = Tunnel()
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    t.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: inference.local\r\n"
+           b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+           b"Content-Length: %d\r\n\r\n" % len(body))
+    st, h, _ = t.response(timeout=5)
+    if st == 100:
+        t.send(body)
+        st, h, b2 = t.response()
+        ok = st == 200 and b"hello from backend" in b2
+    else:
+        ok, b2 = False, b""
+    point(ok, "Expect: 100-continue answered 100, then the request is routed", (st, b2[:200]))
+    t.close()
+
     # Attack 43: limits.
     t = Tunnel()
     big = b"x" * (11 * 1024 * 1024)
