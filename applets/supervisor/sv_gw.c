@@ -1072,6 +1072,9 @@ sv_gw_start(struct sb_opts *o, const char *token)
     struct err e;
     int status;
 
+    /* (Children reset their signal dispositions: PID 1 installs its own,
+     * the agent, exec'd processes and the proxy start from the defaults.) */
+    signal(SIGPIPE, SIG_IGN);
     g->ctl = g->err_fd = g->out_fd = -1;
     g->sandbox_id = o->sandbox_id;
     buf_copy_fixed(g->sock, sizeof(g->sock), o->gateway + 5);
@@ -1194,6 +1197,9 @@ sv_gw_run(struct sv_gw *g, pid_t pid1, int ctl, int err_fd, int out_fd, const si
     struct event *ev_sig;
     int sfd, code;
 
+    /* A gateway that goes away mid-write, or a closed stdout, is an error
+     * to handle, never a reason to die (and take the sandbox along). */
+    signal(SIGPIPE, SIG_IGN);
     g->pid1 = pid1;
     g->ctl = ctl;
     g->err_fd = err_fd;
