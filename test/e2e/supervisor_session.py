@@ -653,6 +653,32 @@ def main():
     left = [d for d in os.listdir(sdir) if d.startswith("policy.")]
     tap(not left, "the private policy directory is removed", repr(left))
 
+    # Its stdout closed under it (a reader that went away): the sandbox
+    # lives on.
+    code, j = curl("POST", SB, json.dumps({"name": "box2", "spec": {}}))
+    sid2 = json.loads(j)["metadata"]["id"]
+    tok2 = json.loads(curl("POST", SB + "/box2/token")[1])["token"]
+    d2 = os.path.join(T, "sb", sid2)
+    os.makedirs(d2)
+    fd = os.open(os.path.join(d2, "token"), os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, tok2.encode())
+    os.close(fd)
+    p2 = subprocess.Popen([SV, "--gateway", "unix:" + SOCK, "--sandbox-id", sid2, "--token-file",
+                           os.path.join(d2, "token"), "--name", "box2", "--workdir", wd, "--",
+                           "/bin/sh", "-c", "while :; do echo line; sleep 0.05; done"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    p2.stdout.read(5)
+    p2.stdout.close()
+    time.sleep(1)
+    code, out = curl("POST", SB + "/box2/exec", json.dumps({"command": ["/bin/echo", "alive"]}))
+    tap(p2.poll() is None and '"alive\\n"' in out,
+        "a closed stdout does not end the supervisor (SIGPIPE ignored)", out)
+    p2.terminate()
+    try:
+        p2.wait(10)
+    except subprocess.TimeoutExpired:
+        p2.kill()
+
 
 if __name__ == "__main__":
     try:
