@@ -261,6 +261,23 @@ on_exec_timeout(void *arg)
     loop_stop(x->c->loop);
 }
 
+/* SIGINT (without a tty: with one, ^C is a byte for the sandbox), SIGTERM
+ * or SIGHUP during exec: end the session cleanly, so that the terminal is
+ * restored and `create --no-keep` still deletes its sandbox. A flag, not
+ * the exec's state: the handler outlives cli_exec() (it lives as long as
+ * the loop). */
+static bool exec_signalled;
+
+static void
+on_exec_signal(int sig, void *arg)
+{
+    struct cli_ctx *c = arg;
+
+    (void)sig;
+    exec_signalled = true;
+    loop_stop(c->loop);
+}
+
 static void
 exec_data(struct cli_stream *s, const uint8_t *p, size_t n)
 {
@@ -407,10 +424,22 @@ cli_exec(struct cli_ctx *c, const char *name, const struct cli_exec_opts *o)
         x.timeout = loop_timer_new(c->loop, on_exec_timeout, &x);
         loop_timer_start(x.timeout, (uint64_t)o->timeout_s * 1000, false);
     }
-    while (!x.done && !x.s.closed)
+    {
+        static bool hooked;
+        if (!hooked) {
+            hooked = true;
+            if (!o->tty)
+                loop_on_signal(c->loop, SIGINT, on_exec_signal, c);
+            loop_on_signal(c->loop, SIGTERM, on_exec_signal, c);
+            loop_on_signal(c->loop, SIGHUP, on_exec_signal, c);
+        }
+    }
+    while (!x.done && !x.s.closed && !exec_signalled)
         cli_stream_run(&x.s);
     tty_restore();
-    if (x.timed_out) {
+    if (exec_signalled) {
+        rc = cli_fail(c, 130, NULL, "interrupted: the command in sandbox '%s' was stopped", name);
+    } else if (x.timed_out) {
         rc = cli_fail(c, IO_EXIT_TIMEOUT, NULL, "command timed out after %lds", o->timeout_s);
     } else if (x.error[0]) {
         rc = cli_fail(c, CLI_EXIT_FAIL, NULL, "%s", x.error);
@@ -475,8 +504,9 @@ static const char io_usage[] =
     "\n"
     "NAME defaults to the last used sandbox (not for upload and download).\n"
     "Exit status: exec and connect exit with the command's status (128+N for\n"
-    "signal N), 124 --timeout, 255 connection lost mid-session; upload and\n"
-    "download: 130 when interrupted (Ctrl-C); otherwise 0 ok,\n"
+    "signal N), 124 --timeout, 255 connection lost mid-session, 130 interrupted\n"
+    "(Ctrl-C without a tty, SIGTERM, SIGHUP; upload and download: Ctrl-C);\n"
+    "otherwise 0 ok,\n"
     "1 failed (unknown sandbox, no such file, not writable, not ready),\n"
     "2 usage error, 3 no gateway reachable.\n";
 

@@ -341,6 +341,25 @@ def create_tests():
             "/tmp/in/note.txt", timeout=60)
     tap(r.returncode == 0 and r.stdout == "uploaded first\n",
         "create --upload LOCAL:DEST lands before the command runs", show(r))
+    p = subprocess.Popen([BIN, "sandbox", "create", "--name", "intr", "--no-keep", "--",
+                          "sh", "-c", "echo started; sleep 60"], env=cli.env(), cwd=T,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(300):
+        if osh("sandbox", "get", "intr").returncode == 0:
+            break
+        time.sleep(0.1)
+    time.sleep(1.5)
+    p.send_signal(signal.SIGINT)
+    try:
+        pout, perr = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        pout, perr = p.communicate()
+    r2 = osh("sandbox", "get", "intr")
+    tap(p.returncode == 130 and "started" in pout and "interrupted" in perr
+        and "Deleted sandbox intr" in perr and r2.returncode == 1,
+        "create --no-keep interrupted by Ctrl-C: exit 130, the sandbox is deleted",
+        "rc=%s out=%s err=%s" % (p.returncode, pout, perr) + show(r2))
     r = osh("sandbox", "create", "--name", "kept", "--", "sh", "-c", "exit 0", timeout=60)
     r2 = osh("sandbox", "get", "-o", "json")
     tap(r.returncode == 0 and (jparse(r2.stdout) or {}).get("name") == "kept",
