@@ -26,6 +26,7 @@ static const struct cli_cmd cli_cmds[] = {
     { "gateway", cli_gateway, "start, stop, add and select gateways" },
     { "gw", cli_gateway, "alias of gateway" },
     { "inference", cli_inference, "configure inference.local model routes" },
+    { "lg", cli_logs, "alias of logs" },
     { "logs", cli_logs, "a sandbox's log lines (-n N, --tail to stream)" },
     { "pol", cli_policy, "alias of policy" },
     { "policy", cli_policy, "validate, check and manage sandbox policies" },
