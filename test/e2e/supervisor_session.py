@@ -524,6 +524,11 @@ def main():
     tap(got, "the main process's output is in the sandbox's logs (source agent)")
     got = wait_for(lambda: logs("&source=proxy"), 10)
     tap(got, "the proxy's log lines are in the sandbox's logs (source proxy)")
+    dec = [x for x in got or [] if (x.get("fields") or {}).get("action") == "deny" and
+           (x.get("fields") or {}).get("host") == net.up]
+    tap(dec and dec[0]["level"] == "warn",
+        "the proxy's decision records arrive with their fields (action, host, ...)",
+        repr((got or [])[-3:]))
 
     # kill -9 of the gateway; the sandbox keeps enforcing; a restart.
     gw.kill()
@@ -669,10 +674,15 @@ def main():
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     p2.stdout.read(5)
     p2.stdout.close()
-    time.sleep(1)
-    code, out = curl("POST", SB + "/box2/exec", json.dumps({"command": ["/bin/echo", "alive"]}))
-    tap(p2.poll() is None and '"alive\\n"' in out,
-        "a closed stdout does not end the supervisor (SIGPIPE ignored)", out)
+    time.sleep(0.5)
+
+    def box2_exec():
+        c, o = curl("POST", SB + "/box2/exec", json.dumps({"command": ["/bin/echo", "alive"]}))
+        return o if '"alive\\n"' in o else None
+    out = wait_for(box2_exec, 10, 0.2)
+    tap(p2.poll() is None and out,
+        "a closed stdout does not end the supervisor (SIGPIPE ignored)",
+        "status %r: %s" % (p2.poll(), out))
     p2.terminate()
     try:
         p2.wait(10)
