@@ -200,8 +200,15 @@ relay_flush_stdin(struct sv_relay *r)
 {
     int fd = relay_in_fd(r);
 
-    if (fd < 0 || r->stdin_closed)
+    if (r->stdin_closed)
         return;
+    if (fd < 0) {
+        /* Not started yet (a pty comes back from PID 1 asynchronously):
+         * hold what came, within the same bound. */
+        if (r->st && r->stdin_pending.len > SV_RELAY_IN_HIGH)
+            h2_stream_pause_input(r->st, true);
+        return;
+    }
     while (r->stdin_pending.len) {
         ssize_t n = write(fd, r->stdin_pending.data, r->stdin_pending.len);
 
