@@ -116,7 +116,7 @@ sv_log_queue(struct sv_gw *g, const char *level, const char *source, const char 
         g->ldropped++;
         free(o);
     }
-    if (g->loop && !loop_timer_pending(g->t_flush))
+    if (g->t_flush && !loop_timer_pending(g->t_flush))
         loop_timer_start(g->t_flush, 50, false);
 }
 
@@ -1257,6 +1257,7 @@ sv_gw_run(struct sv_gw *g, pid_t pid1, int ctl, int err_fd, int out_fd, const si
         sv_pipe_read(g, &g->err_fd, &g->ev_err, &g->err_in, STDERR_FILENO, false);
     }
     loop_timer_free(g->t_flush);
+    g->t_flush = NULL;
     loop_timer_free(g->t_reconnect);
     loop_timer_free(g->t_watch);
     loop_timer_free(g->t_config);
