@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "cli_out.h"
 #include "client.h"
+#include "loop.h"
 #include "policy.h"
 #include "xfuncs.h"
 
@@ -775,8 +776,75 @@ supervisor_connected(const cJSON *sb)
 
 /* Poll until ready (and, with NEED_SESSION, the supervisor connected),
  * error, exited, record-only or the timeout. */
+/* Changes pushed by the watch stream wake the wait at once; without one
+ * (an older gateway) it polls. */
+struct watch {
+    struct cli_stream s;
+    struct loop_timer *tick;
+    bool changed, ticked, on;
+};
+
+static void
+watch_data(struct cli_stream *s, const uint8_t *p, size_t n)
+{
+    struct watch *w = s->arg;
+
+    (void)p;
+    (void)n;
+    w->changed = true;
+    loop_stop(s->c->loop);
+}
+
+static void
+watch_tick(void *arg)
+{
+    struct watch *w = arg;
+
+    w->ticked = true;
+    loop_stop(w->s.c->loop);
+}
+
+/* Until the sandbox changes, or 250 ms (50 ms polling without a watch). */
+static void
+watch_wait(struct watch *w)
+{
+    if (!w->on || w->s.closed || (w->s.status && w->s.status != 200)) {
+        struct timespec ts = { 0, 50 * 1000000L };
+        nanosleep(&ts, NULL);
+        return;
+    }
+    w->changed = w->ticked = false;
+    loop_timer_start(w->tick, 250, false);
+    while (!w->changed && !w->ticked && !w->s.closed)
+        cli_stream_run(&w->s);
+    loop_timer_stop(w->tick);
+}
+
+static int wait_ready_loop(struct cli_ctx *c, const char *name, long timeout_s, bool need_session,
+                           cJSON **last, struct watch *w);
+
 static int
 wait_ready(struct cli_ctx *c, const char *name, long timeout_s, bool need_session, cJSON **last)
+{
+    struct watch w;
+    char *path = sb_path(c, name, "/watch");
+    int rc;
+
+    memset(&w, 0, sizeof(w));
+    w.s.arg = &w;
+    w.s.on_data = watch_data;
+    w.tick = loop_timer_new(c->loop, watch_tick, &w);
+    w.on = cli_stream_open(&w.s, c, "GET", path, NULL, NULL, 0, false) == 0;
+    free(path);
+    rc = wait_ready_loop(c, name, timeout_s, need_session, last, &w);
+    cli_stream_fini(&w.s);
+    loop_timer_free(w.tick);
+    return rc;
+}
+
+static int
+wait_ready_loop(struct cli_ctx *c, const char *name, long timeout_s, bool need_session,
+                cJSON **last, struct watch *w)
 {
     struct progress pg = { .tty = isatty(2) == 1 && c->output == CLI_OUT_TABLE,
                            .json = c->output != CLI_OUT_TABLE,
@@ -861,10 +929,7 @@ wait_ready(struct cli_ctx *c, const char *name, long timeout_s, bool need_sessio
                             !strcmp(phase, "ready") ? " (supervisor not connected)" : "");
         }
         fflush(stderr);
-        {
-            struct timespec ts = { 0, 50 * 1000000L };
-            nanosleep(&ts, NULL);
-        }
+        watch_wait(w);
     }
 }
 
