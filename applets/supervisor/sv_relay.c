@@ -44,7 +44,9 @@ struct sv_relay {
     char *init;  /* the spawn request (JSON), sent once the stream is accepted */
     char *error; /* a bad INIT: answered with an ERROR frame */
     bool tty;
-    bool task; /* untar / tar: stderr becomes the ERROR text */
+    bool task;         /* untar / tar: stderr becomes the ERROR text */
+    struct winsize ws; /* the last RESIZE */
+    bool ws_pending;   /* ... received before the pty came */
     /* the process */
     bool spawned, started, exited, finished;
     int code;
@@ -265,14 +267,16 @@ relay_resize(struct sv_relay *r, const uint8_t *p, size_t n)
     const cJSON *c = j ? cJSON_GetObjectItemCaseSensitive(j, "cols") : NULL;
     const cJSON *w = j ? cJSON_GetObjectItemCaseSensitive(j, "rows") : NULL;
 
-    if (r->tty && r->master >= 0 && cJSON_IsNumber(c) && cJSON_IsNumber(w) && c->valuedouble >= 1 &&
+    if (r->tty && cJSON_IsNumber(c) && cJSON_IsNumber(w) && c->valuedouble >= 1 &&
         c->valuedouble <= 10000 && w->valuedouble >= 1 && w->valuedouble <= 10000) {
-        struct winsize ws = { 0 };
-
-        ws.ws_col = (unsigned short)c->valuedouble;
-        ws.ws_row = (unsigned short)w->valuedouble;
-        /* The pty signals SIGWINCH to its foreground process group. */
-        ioctl(r->master, TIOCSWINSZ, &ws);
+        r->ws.ws_col = (unsigned short)c->valuedouble;
+        r->ws.ws_row = (unsigned short)w->valuedouble;
+        /* The pty signals SIGWINCH to its foreground process group. Before
+         * the pty is here, the size waits for it. */
+        if (r->master >= 0)
+            ioctl(r->master, TIOCSWINSZ, &r->ws);
+        else
+            r->ws_pending = true;
     }
     cJSON_Delete(j);
 }
@@ -672,6 +676,8 @@ sv_relay_ctl(struct sv_gw *g, const char *msg, int *fds, int nfds)
             }
             r->master = fds[0];
             fds[0] = -1;
+            if (r->ws_pending)
+                ioctl(r->master, TIOCSWINSZ, &r->ws);
             evutil_make_socket_nonblocking(r->master);
             r->ev_out = event_new(base, r->master, EV_READ | EV_PERSIST, relay_on_out, r);
             r->ev_in_w = event_new(base, r->master, EV_WRITE, relay_on_in_w, r);
