@@ -300,33 +300,51 @@ jstr(const cJSON *obj, const char *key)
     return cJSON_IsString(c) ? c->valuestring : NULL;
 }
 
-/* The ports of endpoint EP (port or ports), at most MAX. */
-static size_t
-ep_ports(const cJSON *ep, int *ports, size_t max)
+/* The ports of endpoint EP (port or ports) in a new array of *N (EXTRA more
+ * slots free at the end); the caller frees it. Never truncated: a stored
+ * policy may list many ports. */
+static int *
+ep_ports(const cJSON *ep, size_t *n, size_t extra)
 {
-    const cJSON *c = cJSON_GetObjectItemCaseSensitive(ep, "port"), *it;
-    size_t n = 0;
+    const cJSON *port = cJSON_GetObjectItemCaseSensitive(ep, "port");
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(ep, "ports"), *it;
+    size_t cap = 1 + (size_t)cJSON_GetArraySize(list) + extra;
+    int *v = xcalloc(cap, sizeof(*v));
 
-    if (cJSON_IsNumber(c) && max)
-        ports[n++] = c->valueint;
-    c = cJSON_GetObjectItemCaseSensitive(ep, "ports");
-    cJSON_ArrayForEach(it, c)
+    *n = 0;
+    if (cJSON_IsNumber(port))
+        v[(*n)++] = port->valueint;
+    cJSON_ArrayForEach(it, list)
     {
-        if (cJSON_IsNumber(it) && n < max)
-            ports[n++] = it->valueint;
+        if (cJSON_IsNumber(it))
+            v[(*n)++] = it->valueint;
     }
-    return n;
+    return v;
+}
+
+/* The first port of EP (0 when none). */
+static int
+ep_first_port(const cJSON *ep)
+{
+    size_t n;
+    int *v = ep_ports(ep, &n, 0), p = n ? v[0] : 0;
+
+    free(v);
+    return p;
 }
 
 static bool
 ep_has_port(const cJSON *ep, int port)
 {
-    int ports[256];
-    size_t n = ep_ports(ep, ports, 256);
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(ep, "port"), *it;
 
-    for (size_t i = 0; i < n; i++)
-        if (ports[i] == port)
+    if (cJSON_IsNumber(c) && c->valueint == port)
+        return true;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(ep, "ports"))
+    {
+        if (cJSON_IsNumber(it) && it->valueint == port)
             return true;
+    }
     return false;
 }
 
@@ -428,8 +446,10 @@ expand_access(cJSON *ep, const char *what, struct err *e)
 static int
 merge_endpoint(cJSON *ep, const cJSON *in, const char *what, cJSON *warnings, struct err *e)
 {
-    int ports[512];
-    size_t n = ep_ports(ep, ports, 256);
+    size_t n, nin;
+    int *ports = ep_ports(
+        ep, &n, (size_t)cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(in, "ports")) + 1);
+    int *inp;
     const cJSON *c;
     int rc;
 
@@ -440,14 +460,20 @@ merge_endpoint(cJSON *ep, const cJSON *in, const char *what, cJSON *warnings, st
                   cJSON_GetObjectItemCaseSensitive(in, "allowed_ips") ||
                   cJSON_GetObjectItemCaseSensitive(in, "access"))) {
         for (size_t k = 0; k < n; k++)
-            if (!ep_has_port(in, ports[k]))
-                return err_set(e, EINVAL,
-                               "%s: the endpoint also serves port %d; changing its rules, "
-                               "access or allowed_ips must name every port it serves",
-                               what, ports[k]);
+            if (!ep_has_port(in, ports[k])) {
+                rc = err_set(e, EINVAL,
+                             "%s: the endpoint also serves port %d; changing its rules, "
+                             "access or allowed_ips must name every port it serves",
+                             what, ports[k]);
+                free(ports);
+                return rc;
+            }
     }
     /* Ports: the union, sorted. */
-    n += ep_ports(in, ports + n, 256);
+    inp = ep_ports(in, &nin, 0);
+    memcpy(ports + n, inp, nin * sizeof(*inp));
+    n += nin;
+    free(inp);
     qsort(ports, n, sizeof(ports[0]), cmp_int);
     {
         size_t k = 0;
@@ -458,6 +484,7 @@ merge_endpoint(cJSON *ep, const cJSON *in, const char *what, cJSON *warnings, st
         n = k;
     }
     ep_set_ports(ep, ports, n);
+    free(ports);
     cJSON_ArrayForEach(c, in)
     {
         const char *k = c->string;
@@ -750,39 +777,46 @@ check_no_widening(const cJSON *cur, const cJSON *eps, const cJSON *bins, const c
             continue;
         cJSON_ArrayForEach(ep, ceps)
         {
-            int ports[256];
-            size_t n = ep_ports(ep, ports, 256);
+            size_t n;
+            int *ports = ep_ports(ep, &n, 0), rc = 0;
             const char *host = jstr(ep, "host");
 
-            for (size_t k = 0; host && k < n; k++)
+            for (size_t k = 0; host && k < n && !rc; k++)
                 if (!declares_endpoint(eps, host, ports[k]))
-                    return err_set(e, EINVAL,
-                                   "%s: adding binary %s to rule %s would also grant it %s:%d; "
-                                   "declare every endpoint of the rule, or use another rule "
-                                   "name",
-                                   where, path, name, host, ports[k]);
+                    rc = err_set(e, EINVAL,
+                                 "%s: adding binary %s to rule %s would also grant it %s:%d; "
+                                 "declare every endpoint of the rule, or use another rule name",
+                                 where, path, name, host, ports[k]);
+            free(ports);
+            if (rc)
+                return rc;
         }
     }
     cJSON_ArrayForEach(ep, eps)
     {
-        int ports[256];
-        size_t n = ep_ports(ep, ports, 256);
+        size_t n;
+        int *ports = ep_ports(ep, &n, 0), rc = 0;
         const char *host = jstr(ep, "host");
 
-        for (size_t k = 0; k < n; k++) {
+        for (size_t k = 0; k < n && !rc; k++) {
             if (declares_endpoint(ceps, host, ports[k]))
                 continue;
             cJSON_ArrayForEach(b, cbins)
             {
                 const char *path = jstr(b, "path");
 
-                if (path && !declares_binary(bins, path))
-                    return err_set(e, EINVAL,
-                                   "%s: adding %s:%d to rule %s would also grant it to %s; "
-                                   "declare every binary of the rule, or use another rule name",
-                                   where, host, ports[k], name, path);
+                if (path && !declares_binary(bins, path)) {
+                    rc = err_set(e, EINVAL,
+                                 "%s: adding %s:%d to rule %s would also grant it to %s; "
+                                 "declare every binary of the rule, or use another rule name",
+                                 where, host, ports[k], name, path);
+                    break;
+                }
             }
         }
+        free(ports);
+        if (rc)
+            return rc;
     }
     return 0;
 }
@@ -832,12 +866,8 @@ op_add_rule(cJSON *policy, const cJSON *op, size_t i, cJSON *warnings, struct er
         if (!cJSON_IsObject(it) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(it, "path")))
             return err_set(e, EINVAL, "%s: expected {\"path\": \"...\"}", at(&w, i, f));
     }
-    if (!name || !*name) {
-        int ports[1];
-
-        ep_ports(eps->child, ports, 1);
-        name = gen = rule_name_for(jstr(eps->child, "host"), ports[0]);
-    }
+    if (!name || !*name)
+        name = gen = rule_name_for(jstr(eps->child, "host"), ep_first_port(eps->child));
     if (!strncmp(name, "_provider_", 10)) {
         free(gen);
         return err_set(e, EINVAL, "%s: names starting with _provider_ are reserved",
@@ -867,13 +897,13 @@ op_add_rule(cJSON *policy, const cJSON *op, size_t i, cJSON *warnings, struct er
     {
         cJSON *ceps = cJSON_GetObjectItemCaseSensitive(cur, "endpoints"), *ce;
         const char *path = jstr(it, "path");
-        int ports[256];
-        size_t np = ep_ports(it, ports, 256);
+        size_t np;
+        int *ports = ep_ports(it, &np, 0);
         bool merged = false;
         char what[200];
 
         snprintf(what, sizeof(what), "%s: rule %s: endpoint %s:%d", at(&w, i, NULL), name,
-                 jstr(it, "host"), ports[0]);
+                 jstr(it, "host"), np ? ports[0] : 0);
         cJSON_ArrayForEach(ce, ceps)
         {
             const char *cpath = jstr(ce, "path"), *chost = jstr(ce, "host");
@@ -887,12 +917,14 @@ op_add_rule(cJSON *policy, const cJSON *op, size_t i, cJSON *warnings, struct er
             if (!overlap)
                 continue;
             if ((rc = merge_endpoint(ce, it, what, warnings, e)) < 0) {
+                free(ports);
                 free(gen);
                 return rc;
             }
             merged = true;
             break;
         }
+        free(ports);
         if (!merged)
             append_unique(cur, "endpoints", it);
     }
@@ -927,14 +959,14 @@ op_remove_endpoint(cJSON *policy, const cJSON *op, size_t i, cJSON *warnings, st
         if (name && strcmp(b->string, name) != 0)
             continue;
         for (ep = eps ? eps->child : NULL; ep; ep = enext) {
-            int ports[256];
             size_t n, k = 0;
+            int *ports;
 
             enext = ep->next;
             if (!ep_serves(ep, host, port))
                 continue;
             removed++;
-            n = ep_ports(ep, ports, 256);
+            ports = ep_ports(ep, &n, 0);
             for (size_t j = 0; j < n; j++)
                 if (ports[j] != port)
                     ports[k++] = ports[j];
@@ -942,6 +974,7 @@ op_remove_endpoint(cJSON *policy, const cJSON *op, size_t i, cJSON *warnings, st
                 cJSON_Delete(cJSON_DetachItemViaPointer(eps, ep));
             else
                 ep_set_ports(ep, ports, k);
+            free(ports);
         }
         if (eps && !cJSON_GetArraySize(eps)) {
             add_warning(warnings, "%s: rule %s has no endpoint left and was removed",
@@ -1101,9 +1134,10 @@ op_add_l7(cJSON *policy, cJSON *op, size_t i, bool allow, struct err *e)
     if (!(ep = the_endpoint(policy, host, port, at(&w, i, NULL), e)))
         return -EINVAL;
     {
-        int ports[2];
+        size_t n;
 
-        if (ep_ports(ep, ports, 2) > 1)
+        free(ep_ports(ep, &n, 0));
+        if (n > 1)
             return err_set(e, EINVAL,
                            "%s: endpoint %s:%d serves several ports and its rules apply to all "
                            "of them; split it first (remove_endpoint, add_rule)",

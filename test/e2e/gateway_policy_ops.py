@@ -479,6 +479,20 @@ def main():
         blk.get("binaries") == [{"path": "/usr/bin/pip"}] and pol.get("version") == 1,
         "PATCH on a YAML revision: converted to JSON and merged", text)
 
+    # --- a stored endpoint with more ports than one API array may hold
+    many = ("version: 1\nnetwork_policies:\n  wide:\n    endpoints:\n"
+            "      - host: wide.example.com\n        ports: [%s]\n    binaries:\n"
+            "      - path: /bin/sh\n" % ", ".join(str(p) for p in range(1000, 1300)))
+    r = curl("PUT", SB + "/ops/policy", many, ctype="application/yaml")
+    r2 = patch("ops", [{"op": "remove_endpoint", "host": "wide.example.com", "port": 1100}])
+    pol, _, _ = latest("ops")
+    ports = pol.get("network_policies", {}).get("wide", {}).get("endpoints", [{}])[0].get(
+        "ports", [])
+    tap(r[0] == 200 and r2[0] == 200 and len(ports) == 299 and 1100 not in ports and
+        ports[0] == 1000 and ports[-1] == 1299,
+        "remove_endpoint on a 300-port endpoint keeps the other 299 (nothing truncated)",
+        "%s %s %d" % (r[0], r2[2][:300], len(ports)))
+
     # --- spec.policy as the base
     spec_pol = {"version": 1, "network_policies": {"npm": {
         "endpoints": [{"host": "registry.npmjs.org", "port": 443}],
