@@ -122,6 +122,12 @@ char *cli_sb_path(const struct cli_ctx *c, const char *name, const char *suffix)
 /* O's member at PATH ("a.b.c"), or NULL; its string or "". */
 const cJSON *cli_jget(const cJSON *o, const char *path);
 const char *cli_jstr(const cJSON *o, const char *path);
+/* Signals ending a long operation cleanly: once cli_catch_signals() ran
+ * (SIGTERM and SIGHUP, and SIGINT when SIGINT is true), such a signal sets
+ * cli_interrupted and stops C's loop; the operation cleans up and exits
+ * 130. Handlers live as long as the loop. */
+extern volatile bool cli_interrupted;
+void cli_catch_signals(struct cli_ctx *c, bool sigint);
 /* Milliseconds of a monotonic clock. */
 uint64_t cli_now_ms(void);
 /* Sleep MS milliseconds. */

@@ -4,6 +4,7 @@
  * cli.h).
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,36 @@ cli_sandbox_name(struct cli_ctx *c, int npos, char **pos, char *out, size_t size
                         "no sandbox named and no last used sandbox");
     fprintf(stderr, "\u2192 Using sandbox '%s' (last used)\n", out);
     return 0;
+}
+
+/* ------------------------------------------------------------------ signals */
+
+volatile bool cli_interrupted;
+
+static void
+on_signal(int sig, void *arg)
+{
+    struct cli_ctx *c = arg;
+
+    (void)sig;
+    cli_interrupted = true;
+    loop_stop(c->loop);
+}
+
+void
+cli_catch_signals(struct cli_ctx *c, bool sigint)
+{
+    static bool hooked_int, hooked_other;
+
+    if (sigint && !hooked_int) {
+        hooked_int = true;
+        loop_on_signal(c->loop, SIGINT, on_signal, c);
+    }
+    if (!hooked_other) {
+        hooked_other = true;
+        loop_on_signal(c->loop, SIGTERM, on_signal, c);
+        loop_on_signal(c->loop, SIGHUP, on_signal, c);
+    }
 }
 
 /* ------------------------------------------------------------------ streams */

@@ -815,7 +815,7 @@ watch_wait(struct watch *w)
     }
     w->changed = w->ticked = false;
     loop_timer_start(w->tick, 250, false);
-    while (!w->changed && !w->ticked && !w->s.closed)
+    while (!w->changed && !w->ticked && !w->s.closed && !cli_interrupted)
         cli_stream_run(&w->s);
     loop_timer_stop(w->tick);
 }
@@ -860,7 +860,13 @@ wait_ready_loop(struct cli_ctx *c, const char *name, long timeout_s, bool need_s
         cJSON *sb = NULL;
         const cJSON *cond;
         const char *phase;
-        int rc = get_one(c, name, &sb);
+        int rc;
+
+        if (cli_interrupted) {
+            progress_clear(&pg);
+            return cli_fail(c, 130, NULL, "interrupted while sandbox '%s' was provisioning", name);
+        }
+        rc = get_one(c, name, &sb);
 
         if (rc) {
             progress_clear(&pg);
@@ -962,6 +968,8 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
         goto out;
     if ((rc = cli_connect(c, true)) != 0)
         goto out;
+    if (a->no_keep)
+        cli_catch_signals(c, true); /* Ctrl-C from here on: the sandbox is still deleted */
     if (a->name)
         cJSON_AddStringToObject(req, "name", a->name);
     if (a->nlabels)

@@ -261,23 +261,6 @@ on_exec_timeout(void *arg)
     loop_stop(x->c->loop);
 }
 
-/* SIGINT (without a tty: with one, ^C is a byte for the sandbox), SIGTERM
- * or SIGHUP during exec: end the session cleanly, so that the terminal is
- * restored and `create --no-keep` still deletes its sandbox. A flag, not
- * the exec's state: the handler outlives cli_exec() (it lives as long as
- * the loop). */
-static bool exec_signalled;
-
-static void
-on_exec_signal(int sig, void *arg)
-{
-    struct cli_ctx *c = arg;
-
-    (void)sig;
-    exec_signalled = true;
-    loop_stop(c->loop);
-}
-
 static void
 exec_data(struct cli_stream *s, const uint8_t *p, size_t n)
 {
@@ -424,20 +407,14 @@ cli_exec(struct cli_ctx *c, const char *name, const struct cli_exec_opts *o)
         x.timeout = loop_timer_new(c->loop, on_exec_timeout, &x);
         loop_timer_start(x.timeout, (uint64_t)o->timeout_s * 1000, false);
     }
-    {
-        static bool hooked;
-        if (!hooked) {
-            hooked = true;
-            if (!o->tty)
-                loop_on_signal(c->loop, SIGINT, on_exec_signal, c);
-            loop_on_signal(c->loop, SIGTERM, on_exec_signal, c);
-            loop_on_signal(c->loop, SIGHUP, on_exec_signal, c);
-        }
-    }
-    while (!x.done && !x.s.closed && !exec_signalled)
+    /* SIGINT (without a tty: with one, ^C is a byte for the sandbox),
+     * SIGTERM or SIGHUP end the session cleanly: the terminal is restored
+     * and `create --no-keep` still deletes its sandbox. */
+    cli_catch_signals(c, !o->tty);
+    while (!x.done && !x.s.closed && !cli_interrupted)
         cli_stream_run(&x.s);
     tty_restore();
-    if (exec_signalled) {
+    if (cli_interrupted) {
         rc = cli_fail(c, 130, NULL, "interrupted: the command in sandbox '%s' was stopped", name);
     } else if (x.timed_out) {
         rc = cli_fail(c, IO_EXIT_TIMEOUT, NULL, "command timed out after %lds", o->timeout_s);
@@ -930,31 +907,6 @@ progress_show(struct progress *p, bool final)
         fputs("\r\033[K", stderr);
 }
 
-/* Ctrl-C or SIGTERM during a transfer: stop the loop, clean up, exit 130. */
-static bool io_interrupted;
-
-static void
-on_interrupt(int sig, void *arg)
-{
-    struct cli_ctx *c = arg;
-
-    (void)sig;
-    io_interrupted = true;
-    loop_stop(c->loop);
-}
-
-static void
-catch_interrupts(struct cli_ctx *c)
-{
-    static bool done;
-
-    if (done)
-        return;
-    done = true;
-    loop_on_signal(c->loop, SIGINT, on_interrupt, c);
-    loop_on_signal(c->loop, SIGTERM, on_interrupt, c);
-}
-
 struct upload {
     struct cli_stream s;
     int fd; /* the tar child's output */
@@ -1078,11 +1030,11 @@ cli_upload(struct cli_ctx *c, const char *name, const char *src, const char *dst
     evutil_make_socket_nonblocking(u.fd);
     u.ev = event_new(loop_base(c->loop), u.fd, EV_READ | EV_PERSIST, up_read, &u);
     event_add(u.ev, NULL);
-    catch_interrupts(c);
-    while (!u.s.closed && !(u.s.status && u.s.status != 200) && !io_interrupted)
+    cli_catch_signals(c, true); /* Ctrl-C: stop, clean up, exit 130 */
+    while (!u.s.closed && !(u.s.status && u.s.status != 200) && !cli_interrupted)
         cli_stream_run(&u.s);
     progress_show(&u.pg, true);
-    if (io_interrupted) {
+    if (cli_interrupted) {
         kill(pid, SIGTERM);
         rc = cli_fail(c, 130, NULL, "upload of %s interrupted", src);
         goto out;
@@ -1260,11 +1212,11 @@ io_download(struct cli_ctx *c, struct io_args *a)
     d.pg = (struct progress){ .on = isatty(2) == 1, .t0 = cli_now_ms(), .verb = "Downloading" };
     if ((rc = cli_stream_open(&d.s, c, "GET", path, NULL, NULL, 0, false)) != 0)
         goto out;
-    catch_interrupts(c);
-    while (!d.s.closed && !d.write_failed && !io_interrupted)
+    cli_catch_signals(c, true); /* Ctrl-C: stop, clean up, exit 130 */
+    while (!d.s.closed && !d.write_failed && !cli_interrupted)
         cli_stream_run(&d.s);
     progress_show(&d.pg, true);
-    if (io_interrupted) {
+    if (cli_interrupted) {
         rc = cli_fail(c, 130, NULL, "download of %s interrupted; nothing was written", src);
         goto out;
     }

@@ -8,6 +8,7 @@ and update, and create attaching (--no-keep, --detach). Prints TAP; skips
 when sandboxes cannot run here (not root) or supervisors do not connect."""
 import hashlib
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -344,11 +345,9 @@ def create_tests():
     p = subprocess.Popen([BIN, "sandbox", "create", "--name", "intr", "--no-keep", "--",
                           "sh", "-c", "echo started; sleep 60"], env=cli.env(), cwd=T,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(300):
-        if osh("sandbox", "get", "intr").returncode == 0:
-            break
-        time.sleep(0.1)
-    time.sleep(1.5)
+    # Ctrl-C once the command runs (its first line is out).
+    ready, _, _ = select.select([p.stdout], [], [], 60)
+    first = p.stdout.readline() if ready else ""
     p.send_signal(signal.SIGINT)
     try:
         pout, perr = p.communicate(timeout=30)
@@ -356,10 +355,25 @@ def create_tests():
         p.kill()
         pout, perr = p.communicate()
     r2 = osh("sandbox", "get", "intr")
+    pout = first + pout
     tap(p.returncode == 130 and "started" in pout and "interrupted" in perr
         and "Deleted sandbox intr" in perr and r2.returncode == 1,
         "create --no-keep interrupted by Ctrl-C: exit 130, the sandbox is deleted",
         "rc=%s out=%s err=%s" % (p.returncode, pout, perr) + show(r2))
+    # Ctrl-C while it provisions: --no-keep deletes it all the same.
+    p = subprocess.Popen([BIN, "sandbox", "create", "--name", "intr2", "--no-keep", "--",
+                          "true"], env=cli.env({"OPENSHELL_COMPUTE_DRIVER": None}), cwd=T,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(300):
+        if osh("sandbox", "get", "intr2").returncode == 0:
+            break
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)
+    pout, perr = p.communicate(timeout=30)
+    r2 = osh("sandbox", "get", "intr2")
+    tap(p.returncode in (0, 130) and r2.returncode == 1,
+        "create --no-keep interrupted at any point: the sandbox does not stay",
+        "rc=%s err=%s" % (p.returncode, perr) + show(r2))
     r = osh("sandbox", "create", "--name", "kept", "--", "sh", "-c", "exit 0", timeout=60)
     r2 = osh("sandbox", "get", "-o", "json")
     tap(r.returncode == 0 and (jparse(r2.stdout) or {}).get("name") == "kept",
