@@ -918,7 +918,7 @@ wait_ready_loop(struct cli_ctx *c, const char *name, long timeout_s, bool need_s
                                 "start the gateway with a compute driver (gateway start uses the "
                                 "local one), or pass --detach",
                                 "gateway '%s' has no compute driver: nothing to attach to in "
-                                "sandbox '%s'",
+                                "sandbox '%s' (kept as a record unless --no-keep)",
                                 c->gw.name, name);
             cli_warn(c,
                      "gateway '%s' has no compute driver yet: sandbox '%s' is a record only "
