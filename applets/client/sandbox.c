@@ -956,7 +956,8 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
     /* Attach to CMD unless --detach; without CMD, to a login shell when
      * stdin is a terminal (piped or CI: implicit detach, as the
      * reference). */
-    attach = !a->detach && (a->npos > 0 || (isatty(0) == 1 && isatty(1) == 1) || a->no_keep);
+    attach = !a->detach && (a->npos > 0 || a->no_keep ||
+                            (isatty(0) == 1 && isatty(1) == 1 && c->output == CLI_OUT_TABLE));
     if (attach && c->output != CLI_OUT_TABLE)
         applet_usage_error(c->prog,
                            "-o %s goes with --detach (an attached command owns the "
