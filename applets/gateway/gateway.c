@@ -198,6 +198,13 @@ h_gateway(struct h2_stream *st, struct h2_req *req, void *arg)
             cJSON_AddItemToArray(drivers, cJSON_CreateString("local"));
     }
     cJSON_AddNumberToObject(j, "watch_streams", (double)gw->nwatches);
+    {
+        size_t ns, nr;
+
+        gw_session_counts(gw, &ns, &nr);
+        cJSON_AddNumberToObject(j, "supervisor_sessions", (double)ns);
+        cJSON_AddNumberToObject(j, "relays", (double)nr);
+    }
     cJSON_AddNumberToObject(j, "connections", (double)h2_server_conn_count(gw->srv));
     api_respond_json(st, 200, j, 0);
     cJSON_Delete(j);
@@ -247,6 +254,13 @@ h_metrics(struct h2_stream *st, struct h2_req *req, void *arg)
     COUNTER("openshell_gateway_connections_protocol_errors_total",
             "Connections dropped on an HTTP/2 protocol error.", hs.protocol_errors);
     GAUGE("openshell_gateway_watch_streams", "Open watch streams.", gw->nwatches);
+    {
+        size_t ns, nr;
+
+        gw_session_counts(gw, &ns, &nr);
+        GAUGE("openshell_gateway_supervisor_sessions", "Connected supervisor sessions.", ns);
+        GAUGE("openshell_gateway_relays", "Open exec and file relays (pending or spliced).", nr);
+    }
     GAUGE("openshell_gateway_sandboxes", "Sandbox records.", db_ok ? l.total : 0);
     GAUGE("openshell_gateway_database_healthy", "1 when the state database answers.", db_ok);
     GAUGE("openshell_gateway_uptime_seconds", "Seconds since start.",

@@ -4,7 +4,10 @@
  * gw.h: private to the openshell-gateway applet. One `struct gw` per
  * process holds the loop, the store, the HTTP/2 server and its router, the
  * listeners and the in-memory watch subscribers. Handlers live in
- * gw_sandbox.c (sandbox records, watch) and gateway.c (health, info).
+ * gateway.c (health, info), gw_sandbox.c (sandboxes, watch, the compute
+ * driver), gw_session.c (supervisor sessions, relays: exec and files),
+ * gw_log.c (logs), gw_supervisor.c (tokens, config), gw_policy.c,
+ * gw_settings.c, gw_workspace.c, gw_provider.c and gw_inference.c.
  */
 #include <stdbool.h>
 #include <sys/types.h>
@@ -106,6 +109,8 @@ void gw_session_fini(struct gw *gw);
  * (the caller deletes it). */
 struct cJSON *gw_session_status(struct gw *gw, const char *id);
 bool gw_session_connected(struct gw *gw, const char *id);
+/* Connected sessions and open (pending or spliced) relays. */
+void gw_session_counts(struct gw *gw, size_t *sessions, size_t *relays);
 /* Sandbox ID is gone: drop its session. */
 void gw_session_forget(struct gw *gw, const char *id);
 /* Apply a supervisor's policy load report for sandbox SANDBOX_ID (as POST

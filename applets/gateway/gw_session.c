@@ -1171,6 +1171,16 @@ out:
 }
 
 void
+gw_session_counts(struct gw *gw, size_t *sessions, size_t *relays)
+{
+    *sessions = 0;
+    for (struct gw_session *s = gw->sessions; s; s = s->next)
+        if (s->link)
+            (*sessions)++;
+    *relays = relay_count(gw, NULL);
+}
+
+void
 gw_session_end_all(struct gw *gw)
 {
     for (struct gw_relay *r = gw->relays; r; r = r->next) {

@@ -285,6 +285,11 @@ def main():
         time.sleep(0.05)
     tap(ok and sup.get("since_ms", 0) > 0, "hello: status.supervisor {connected, since_ms, pid}",
         sup)
+    s, j = jget("/v1/gateway")
+    s2_, m = curl("GET", "/metrics")
+    tap(j.get("supervisor_sessions") == 1 and j.get("relays") == 0 and
+        b"openshell_gateway_supervisor_sessions 1" in m,
+        "GET /v1/gateway and /metrics count the sessions and relays", (j, m[-400:]))
     tap(sess.wait_line(lambda j: j.get("type") == "ping", 10) is not None,
         "the gateway pings the session")
 
