@@ -239,6 +239,8 @@ def main():
         ("environment value wrong type", '{"spec":{"environment":{"A":1}}}',
          "spec.environment.A"),
         ("environment bad name", '{"spec":{"environment":{"1A":"x"}}}', "not a valid variable"),
+        ("NUL escape in a value", '{"spec":{"environment":{"A":"x\\u0000y"}}}', "u0000"),
+        ("NUL escape in a label", '{"labels":{"env":"a\\u0000"}}', "u0000"),
         ("bad log level", '{"spec":{"log_level":"loud"}}', "log_level"),
         ("policy not an object", '{"spec":{"policy":"allow all"}}', "spec.policy"),
         ("invalid name", '{"name":"Bad_Name"}', "name"),

@@ -40,6 +40,13 @@ test_parse_strict(void)
     CHECK_CONTAINS(e.msg, "s.t[0].x: duplicate key");
     CHECK_INT(api_parse_object("{\"a\":\"\0\"}", 9, &(cJSON *){ NULL }, &e), -EINVAL);
     CHECK_CONTAINS(e.msg, "NUL");
+    /* A \u0000 escape would cut every C string after it short. */
+    CHECK_INT(parse("{\"env\":{\"A\":\"x\\u0000y\"}}", &e), -EINVAL);
+    CHECK_CONTAINS(e.msg, "u0000");
+    CHECK_INT(parse("{\"k\\u0000\":1}", &e), -EINVAL);
+    /* ...but an escaped backslash followed by the text u0000 is fine. */
+    CHECK_INT(parse("{\"a\":\"\\\\u0000\"}", &e), 0);
+    CHECK_INT(parse("{\"a\":\"\\u0001\"}", &e), 0);
     /* Too many members in one object. */
     buf_putc(&deep, '{');
     for (int i = 0; i <= API_MAX_MEMBERS; i++)
