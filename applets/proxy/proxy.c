@@ -626,7 +626,16 @@ proxy_main(int argc, char **argv)
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     proxy_raise_nofile();
     policy_diags_init(&d);
-    rc = policy_load_file(o.policy, &pol, &d, &e);
+    /* One read serves both the compiled policy and the text later reloads
+     * compare against: reading twice would let an edit landing in between
+     * (a supervisor writing a new revision while we start) look like the
+     * file we compiled, and it would never be loaded. */
+    buf_init(&st.last);
+    rc = read_file(o.policy, POLICY_MAX_BYTES, &st.last, &e);
+    if (rc == -EFBIG)
+        die("%s: policy is larger than 4 MiB", o.policy);
+    if (rc == 0)
+        rc = policy_load_mem(o.policy, st.last.data ? st.last.data : "", st.last.len, &pol, &d, &e);
     for (size_t i = 0; i < d.n; i++)
         log_warnx("%s", d.v[i].text);
     policy_diags_fini(&d);
@@ -682,9 +691,6 @@ proxy_main(int argc, char **argv)
     st.loop = loop_new();
     st.policy_path = o.policy;
     st.deny_all_on_invalid = o.deny_all_on_invalid;
-    buf_init(&st.last);
-    if (read_file(o.policy, POLICY_MAX_BYTES + 1, &st.last, &e) < 0)
-        buf_reset(&st.last);
     pol = proxy_expand(pol, st.ident != NULL);
     st.srv = px_server_new(st.loop, pol, ca, &o.px, &e);
     if (!st.srv)
