@@ -45,6 +45,17 @@ chmod_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
     return 0;
 }
 
+/* At exit: the (emptied) destination and the private root go too. */
+static void
+remove_root(void)
+{
+    char dest[96];
+
+    snprintf(dest, sizeof(dest), "%s/x", root);
+    rmdir(dest);
+    rmdir(root);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -58,6 +69,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         snprintf(root, sizeof(root), "/tmp/fuzz_tar.XXXXXX");
         if (!mkdtemp(root))
             abort();
+        atexit(remove_root);
     }
     snprintf(dest, sizeof(dest), "%s/x", root);
     if (mkdir(dest, 0700) < 0 && errno != EEXIST)
