@@ -65,7 +65,8 @@ int drv_list(struct drv *d, void (*fn)(const char *id, void *arg), void *arg, st
 int drv_stop(struct drv *d, const char *id, int grace_ms, struct err *e);
 /* Forget the run records (monitor, exit) of a sandbox that is not running,
  * keeping its directory, so that drv_create() may start it again (after a
- * reboot, say). -EBUSY while it runs. */
+ * reboot, say). In phase ERROR a main process that outlived its monitor
+ * (its command line names ID) is killed first. -EBUSY while it runs. */
 int drv_forget(struct drv *d, const char *id, struct err *e);
 /* Send SIG to the main process's group without waiting (the non-blocking
  * form of drv_stop() for an event loop: poll drv_get() until the phase

@@ -133,6 +133,7 @@ drv_monitor(const char *sdir, const char *path, const char *const *argv, const c
     char line[128];
     int status, devnull, out;
     pid_t child, r;
+    ssize_t w;
 
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
@@ -172,8 +173,10 @@ drv_monitor(const char *sdir, const char *path, const char *const *argv, const c
              (int)child);
     if (drv_put(sdir, "monitor", line) < 0)
         _exit(1);
-    if (write(ready_fd, "1", 1) != 1)
-        _exit(1);
+    /* A caller killed meanwhile (a gateway's kill -9 mid-create) makes this
+     * fail with EPIPE: the sandbox lives on all the same, monitored. */
+    w = write(ready_fd, "1", 1);
+    (void)w;
     close(ready_fd);
     do
         r = waitpid(child, &status, 0);
@@ -408,6 +411,24 @@ drv_forget(struct drv *d, const char *id, struct err *e)
         return rc;
     if (st.phase == DRV_READY)
         return err_set(e, EBUSY, "sandbox %s: running", id);
+    /* A main process that outlived its monitor would run twice after a
+     * restart: end its group first, checked by its command line (which
+     * names the sandbox) so that a reused pid is never hit. */
+    if (st.phase == DRV_ERROR) {
+        unsigned long long start;
+        pid_t pid, child;
+        struct buf cmd = BUF_INIT;
+        struct err e2;
+
+        snprintf(path, sizeof(path), "%s/%s", d->dir, id);
+        if (drv_read_monitor(path, &pid, &start, &child) == 0) {
+            snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)child);
+            if (read_file(path, 65536, &cmd, &e2) == 0 && cmd.len &&
+                memmem(cmd.data, cmd.len, id, strlen(id)))
+                kill(-child, SIGKILL);
+            buf_fini(&cmd);
+        }
+    }
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         snprintf(path, sizeof(path), "%s/%s/%s", d->dir, id, files[i]);
         if (unlink(path) < 0 && errno != ENOENT)

@@ -238,6 +238,50 @@ test_signal_forget(void)
     return TAP_PASS;
 }
 
+/* A main process that outlived its monitor is ended by drv_forget, so a
+ * restart never runs it twice. */
+static int
+test_forget_orphan(void)
+{
+    static const char *const argv[] = { "/bin/sh", "-c", "sleep 30", "orph", NULL };
+    struct drv *d = new_drv();
+    struct drv_status st;
+    struct err e;
+    struct buf b = BUF_INIT;
+    char path[128];
+    int mpid = 0, child = 0, gone = 0;
+    unsigned long long start;
+
+    CHECK_INT(drv_create(d, "orph", NULL, argv, NULL, &e), 0);
+    snprintf(path, sizeof(path), "%s/orph/monitor", dir);
+    CHECK_INT(read_file(path, 256, &b, &e), 0);
+    CHECK_INT(sscanf(b.data, "%d %llu %d", &mpid, &start, &child), 3);
+    buf_fini(&b);
+    CHECK_INT(kill(mpid, SIGKILL), 0);
+    CHECK_INT(wait_end(d, "orph", &st), 0);
+    CHECK_STR(drv_phase_name(st.phase), "error");
+    CHECK_INT(kill(child, 0), 0); /* still running, unmonitored */
+    CHECK_INT(drv_forget(d, "orph", &e), 0);
+    for (int i = 0; i < 300 && !gone; i++) {
+        char stat[256] = "";
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/%d/stat", child);
+        if (!(f = fopen(path, "r"))) {
+            gone = 1;
+            break;
+        }
+        if (fgets(stat, sizeof(stat), f) && strstr(stat, ") Z "))
+            gone = 1;
+        fclose(f);
+        sleep_ms(10);
+    }
+    CHECK(gone);
+    CHECK_INT(drv_delete(d, "orph", 100, &e), 0);
+    drv_free(d);
+    return TAP_PASS;
+}
+
 static int
 test_bad_input(void)
 {
@@ -266,5 +310,5 @@ test_cleanup(void)
 }
 
 TAP_MAIN(TAP_TEST(test_lifecycle), TAP_TEST(test_exit_status), TAP_TEST(test_stop_escalates),
-         TAP_TEST(test_monitor_lost), TAP_TEST(test_signal_forget), TAP_TEST(test_bad_input),
-         TAP_TEST(test_cleanup))
+         TAP_TEST(test_monitor_lost), TAP_TEST(test_signal_forget), TAP_TEST(test_forget_orphan),
+         TAP_TEST(test_bad_input), TAP_TEST(test_cleanup))
