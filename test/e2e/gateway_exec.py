@@ -386,6 +386,27 @@ def main():
     for nm in names:
         curl("DELETE", SB + "/" + nm)
     tap(os.listdir(os.path.join(STATE, "sandboxes")) == [], "every sandbox's state is removed")
+
+    def leftovers():
+        out = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                cmd = open("/proc/%s/cmdline" % pid, "rb").read()
+                st = open("/proc/%s/stat" % pid).read().rsplit(") ", 1)[1][0]
+            except (OSError, IndexError):
+                continue
+            if T.encode() in cmd and b"openshell-supervisor" in cmd and st != "Z":
+                out.append(pid)
+        return out
+    left = leftovers()
+    for _ in range(50):
+        if not left:
+            break
+        time.sleep(0.1)
+        left = leftovers()
+    tap(not left, "no supervisor is left running (none orphaned by the kill -9s)", left)
     gw.terminate()
     gw.wait(10)
     tap(gw.returncode == 0, "graceful stop")
