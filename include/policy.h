@@ -106,6 +106,10 @@ int policy_load_mem_flags(const char *name, const char *data, size_t len, unsign
  * policy_default() returns a new reference to the compiled form (never NULL).
  */
 const char *policy_default_yaml(void);
+/* TEXT[LEN], a policy's YAML (one the engine accepted), as a JSON
+ * object (the caller's, cJSON_Delete), or NULL with E. */
+struct cJSON;
+struct cJSON *policy_yaml_to_json(const char *text, size_t len, struct err *e);
 struct policy *policy_default(void);
 
 /*

@@ -574,10 +574,11 @@ sb_get(struct cli_ctx *c, struct sb_args *a)
             cJSON_AddStringToObject(v, "policy_status", jstr(pol, "status"));
             cJSON_AddStringToObject(v, "policy", jstr(pol, "policy"));
         } else {
-            cJSON_AddStringToObject(v, "policy_source",
-                                    jget(sb, "spec.policy") ? "spec" : "default");
+            const cJSON *sp = jget(sb, "spec.policy");
+            cJSON_AddStringToObject(v, "policy_source", sp ? "spec" : "default");
             cJSON_AddNumberToObject(v, "revision", 0);
-            cJSON_AddNullToObject(v, "policy");
+            /* spec.policy is the YAML's structure as JSON */
+            cJSON_AddItemToObject(v, "policy", sp ? cJSON_Duplicate(sp, true) : cJSON_CreateNull());
         }
         cJSON_Delete(pol);
     }
@@ -1000,6 +1001,20 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
         else
             cJSON_Delete(pv);
     }
+    if (policy.len) {
+        /* The sandbox's own policy (spec.policy, the YAML's structure as
+         * JSON): its supervisor starts with it, filesystem and process
+         * sections included, which a revision set after the create could
+         * not change any more. The gateway validates it again (the engine
+         * is the same); later changes are revisions (policy set/update). */
+        struct err e;
+        cJSON *pj = policy_yaml_to_json(policy.data, policy.len, &e);
+        if (!pj) {
+            rc = cli_fail(c, CLI_EXIT_FAIL, NULL, "policy %s: %s", pfile, e.msg);
+            goto out;
+        }
+        cJSON_AddItemToObject(spec, "policy", pj);
+    }
     if (a->from) /* what the sandbox starts from: the driver resolves it */
         cJSON_AddStringToObject(cJSON_AddObjectToObject(spec, "template"), "image", a->from);
     if (a->nenvs)
@@ -1023,22 +1038,6 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
     }
     created = true;
     buf_copy_fixed(name, sizeof(name), jstr(ans, "metadata.name"));
-    if (policy.len) {
-        /* The policy as a revision: the gateway validates it again (the
-         * engine is the same) and keeps its history. */
-        cJSON *pans = NULL;
-        char *ppath = sb_path(c, name, "/policy");
-        rc = cli_call(c, "PUT", ppath, "application/yaml", policy.data, policy.len, &status, &pans);
-        free(ppath);
-        if (rc == 0 && status != 200) {
-            rc = cli_api_fail(c, status, pans, "fix the policy; the sandbox was not kept");
-            delete_one(c, name);
-            created = false;
-        }
-        cJSON_Delete(pans);
-        if (rc)
-            goto out;
-    }
     fprintf(stderr, "\nCreated sandbox: %s%s%s\n\n", c->color ? "\033[1;36m" : "", name,
             c->color ? "\033[0m" : "");
     if (!c->adhoc && !a->no_keep)
