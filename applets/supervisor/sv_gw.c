@@ -858,8 +858,19 @@ sv_connect(void *arg)
     struct buf hello = BUF_INIT;
     struct err e;
 
-    if (g->conn || g->stopping)
+    if (g->conn || g->stopping || g->orphaned)
         return;
+    /* The sandbox's state went with its token file (the gateway deleted
+     * the sandbox while we were cut off, or its state directory was
+     * removed): nobody can reach this sandbox any more, so it stops rather
+     * than run unmanaged forever. */
+    if (g->token_file && access(g->token_file, F_OK) < 0 && errno == ENOENT) {
+        g->orphaned = true;
+        log_error("token file %s is gone: the gateway no longer knows sandbox %s; stopping it",
+                  g->token_file, g->sandbox_id ? g->sandbox_id : "?");
+        kill(g->pid1, SIGTERM);
+        return;
+    }
     err_clear(&e);
     if (h2_client_connect_unix(loop_base(g->loop), g->sock, NULL, &g->conn, &e) < 0) {
         if (g->was_connected || !g->reported_down)
@@ -1077,6 +1088,7 @@ sv_gw_start(struct sb_opts *o, const char *token)
     signal(SIGPIPE, SIG_IGN);
     g->ctl = g->err_fd = g->out_fd = -1;
     g->sandbox_id = o->sandbox_id;
+    g->token_file = o->token_file;
     buf_copy_fixed(g->sock, sizeof(g->sock), o->gateway + 5);
     if (buf_fmt_fixed(g->auth, sizeof(g->auth), "Bearer %s", token) < 0)
         fatalx("token too long");

@@ -43,6 +43,8 @@ struct sv_gw {
     char sock[108];
     char auth[600]; /* "Bearer TOKEN" */
     const char *sandbox_id;
+    const char *token_file; /* gone: the gateway forgot the sandbox (orphaned) */
+    bool orphaned;
     /* the policy in force */
     char dir[PATH_MAX]; /* private 0700 directory the proxy watches */
     char file[PATH_MAX];

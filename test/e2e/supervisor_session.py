@@ -683,11 +683,20 @@ def main():
     tap(p2.poll() is None and out,
         "a closed stdout does not end the supervisor (SIGPIPE ignored)",
         "status %r: %s" % (p2.poll(), out))
-    p2.terminate()
+    # Its token file gone while the gateway is away (the gateway deleted
+    # the sandbox's state, or the state directory was removed): the
+    # sandbox stops rather than run unreachable forever.
+    gw.kill()
+    gw.wait()
+    shutil.rmtree(d2)
     try:
-        p2.wait(10)
+        rc2 = p2.wait(30)
     except subprocess.TimeoutExpired:
+        rc2 = None
         p2.kill()
+        p2.wait()
+    tap(rc2 is not None, "a supervisor whose token file is gone stops its sandbox and exits",
+        "still running after 30 s")
 
 
 if __name__ == "__main__":
