@@ -13,6 +13,7 @@
  * Modules needing libevent directly (bufferevents, evdns) use loop_base().
  */
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct event_base;
@@ -26,6 +27,13 @@ typedef void (*loop_timer_cb)(void *arg);
 struct loop *loop_new(void);
 void loop_free(struct loop *l);
 struct event_base *loop_base(struct loop *l);
+
+/* The allocator libevent uses (a cache of 4 KiB-1 MiB blocks in front of
+ * malloc, see loop.c), for other bulk buffers of the same traffic (nghttp2).
+ * Aborts on OOM; loop_mem_free() takes any malloc'd pointer. */
+void *loop_mem_alloc(size_t n);
+void *loop_mem_realloc(void *p, size_t n);
+void loop_mem_free(void *p);
 
 /* Run until loop_stop() or until nothing is pending. Returns 0 or -EIO. */
 int loop_run(struct loop *l);

@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 
 #include "h2.h"
 #include "log.h"
+#include "loop.h"
 #include "tls.h"
 #include "xfuncs.h"
 
@@ -1044,6 +1046,44 @@ event_cb(struct bufferevent *bev, short what, void *arg)
     conn_unbusy(c);
 }
 
+/* nghttp2's frame and buffer allocations share libevent's block cache:
+ * a bulk stream allocates and frees one per DATA frame. */
+static void *
+h2_mem_malloc(size_t n, void *ud)
+{
+    (void)ud;
+    return loop_mem_alloc(n);
+}
+
+static void
+h2_mem_free(void *p, void *ud)
+{
+    (void)ud;
+    loop_mem_free(p);
+}
+
+static void *
+h2_mem_calloc(size_t k, size_t n, void *ud)
+{
+    void *p;
+
+    (void)ud;
+    if (n && k > SIZE_MAX / n)
+        return NULL;
+    p = loop_mem_alloc(k * n);
+    memset(p, 0, k * n);
+    return p;
+}
+
+static void *
+h2_mem_realloc(void *p, size_t n, void *ud)
+{
+    (void)ud;
+    return loop_mem_realloc(p, n);
+}
+
+static nghttp2_mem h2_mem = { NULL, h2_mem_malloc, h2_mem_free, h2_mem_calloc, h2_mem_realloc };
+
 static struct h2_conn *
 conn_new(struct event_base *base, struct bufferevent *bev, bool server, const struct h2_limits *lim,
          struct err *e)
@@ -1075,9 +1115,9 @@ conn_new(struct event_base *base, struct bufferevent *bev, bool server, const st
     /* We grant receive window ourselves (back-pressure on paused streams). */
     nghttp2_option_set_no_auto_window_update(opt, 1);
     if (server)
-        rc = nghttp2_session_server_new2(&c->sess, cbs, c, opt);
+        rc = nghttp2_session_server_new3(&c->sess, cbs, c, opt, &h2_mem);
     else
-        rc = nghttp2_session_client_new2(&c->sess, cbs, c, opt);
+        rc = nghttp2_session_client_new3(&c->sess, cbs, c, opt, &h2_mem);
     nghttp2_session_callbacks_del(cbs);
     nghttp2_option_del(opt);
     if (rc != 0) {

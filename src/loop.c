@@ -156,6 +156,24 @@ loop_xrealloc(void *p, size_t n)
     return q;
 }
 
+void *
+loop_mem_alloc(size_t n)
+{
+    return loop_xmalloc(n);
+}
+
+void *
+loop_mem_realloc(void *p, size_t n)
+{
+    return loop_xrealloc(p, n);
+}
+
+void
+loop_mem_free(void *p)
+{
+    loop_free_block(p);
+}
+
 /* libevent's own diagnostics, mapped onto our levels. */
 static void
 loop_log_cb(int severity, const char *msg)
