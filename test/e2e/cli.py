@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 
+import e2elib
+
 BIN = os.environ["OPENSHELL_BIN"]
 T = tempfile.mkdtemp(prefix="openshell-cli-e2e.")
 ENV = dict(os.environ)
@@ -28,8 +30,7 @@ ENV.update(HOME=T, XDG_CONFIG_HOME=T + "/cfg", XDG_STATE_HOME=T + "/state", NO_C
 ENV["OPENSHELL_COMPUTE_DRIVER"] = "none"
 ENV.pop("XDG_RUNTIME_DIR", None)
 STATE = T + "/state/openshell/gateway"
-n = 0
-failed = 0
+tap = e2elib.Tap(diag_lines=30)
 
 
 def free_port():
@@ -42,18 +43,6 @@ def free_port():
 
 # The gateway's TLS listener on a port of our own: parallel tests never clash.
 ENV["OPENSHELL_SERVER_PORT"] = str(free_port())
-
-
-def tap(ok, name, diag=""):
-    global n, failed
-    n += 1
-    if not ok:
-        failed += 1
-    print(("ok" if ok else "not ok") + " %d - %s" % (n, name))
-    if not ok and diag:
-        for line in str(diag).splitlines()[:30]:
-            print("# " + line)
-    sys.stdout.flush()
 
 
 def osh(*args, env=None, stdin=None, timeout=30):
@@ -404,5 +393,4 @@ finally:
         if alive(p):
             os.kill(p, signal.SIGKILL)
     shutil.rmtree(T, ignore_errors=True)
-print("1..%d" % n)
-sys.exit(1 if failed else 0)
+sys.exit(tap.plan())

@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 
 
 def run(cmd, timeout=30, **kw):
@@ -94,3 +95,35 @@ def stop(*procs):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+class Tap:
+    """The TAP lines of one test script.
+
+    tap(ok, name, diag) prints "ok N - name" or "not ok N - name" and, under a
+    failure, up to diag_lines lines of DIAG as "# " comments; skip(name, why)
+    prints a passing line marked "# SKIP why". n counts the lines, failed the
+    failures; plan() prints the closing "1..N" and returns the exit status."""
+
+    def __init__(self, diag_lines=20):
+        self.n = 0
+        self.failed = 0
+        self.diag_lines = diag_lines
+
+    def __call__(self, ok, name, diag=""):
+        self.n += 1
+        if not ok:
+            self.failed += 1
+        print(("ok" if ok else "not ok") + " %d - %s" % (self.n, name))
+        if not ok and diag:
+            for line in str(diag).splitlines()[:self.diag_lines]:
+                print("# " + line)
+        sys.stdout.flush()
+
+    def skip(self, name, why):
+        self.n += 1
+        print("ok %d - %s # SKIP %s" % (self.n, name, why), flush=True)
+
+    def plan(self):
+        print("1..%d" % self.n, flush=True)
+        return 1 if self.failed else 0

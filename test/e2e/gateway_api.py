@@ -12,6 +12,8 @@ import sys
 import tempfile
 import time
 
+import e2elib
+
 BIN = os.environ["OPENSHELL_BIN"]
 T = tempfile.mkdtemp(prefix="openshell-gw-e2e.")
 os.chmod(T, 0o755)  # the uid-65534 test must reach the socket
@@ -19,21 +21,8 @@ STATE = os.path.join(T, "state")
 SOCK = os.path.join(T, "gw.sock")
 LOG = os.path.join(T, "gateway.log")
 BASE = "http://localhost"
-n = 0
-failed = 0
+tap = e2elib.Tap()
 gw = None
-
-
-def tap(ok, name, diag=""):
-    global n, failed
-    n += 1
-    if not ok:
-        failed += 1
-    print(("ok" if ok else "not ok") + " %d - %s" % (n, name))
-    if not ok and diag:
-        for line in str(diag).splitlines()[:20]:
-            print("# " + line)
-    sys.stdout.flush()
 
 
 def start():
@@ -706,10 +695,9 @@ finally:
     if gw and gw.poll() is None:
         gw.kill()
         gw.wait()
-    if failed:
+    if tap.failed:
         print("# gateway log:")
         for line in open(LOG).read().splitlines()[-30:]:
             print("# " + line)
     shutil.rmtree(T, ignore_errors=True)
-print("1..%d" % n)
-sys.exit(1 if failed else 0)
+sys.exit(tap.plan())

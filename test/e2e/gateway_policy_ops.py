@@ -17,6 +17,8 @@ import tempfile
 import threading
 import time
 
+import e2elib
+
 BIN = os.environ["OPENSHELL_BIN"]
 # The gateway may be another build of the applet (e.g. one under ASan).
 GW_BIN = os.environ.get("OPENSHELL_GATEWAY_BIN", BIN)
@@ -25,21 +27,8 @@ STATE = os.path.join(T, "state")
 SOCK = os.path.join(T, "gw.sock")
 LOG = os.path.join(T, "gateway.log")
 SB = "/v1/workspaces/default/sandboxes"
-n = 0
-failed = 0
+tap = e2elib.Tap()
 gw = None
-
-
-def tap(ok, name, diag=""):
-    global n, failed
-    n += 1
-    if not ok:
-        failed += 1
-    print(("ok" if ok else "not ok") + " %d - %s" % (n, name))
-    if not ok and diag:
-        for line in str(diag).splitlines()[:20]:
-            print("# " + line)
-    sys.stdout.flush()
 
 
 def curl(method, path, body=None, headers=None, ctype="application/json", timeout=10):
@@ -604,8 +593,7 @@ def main():
     rc = stop()
     tap(rc == 0, "the gateway exits 0 on SIGTERM (no sanitizer report under ASan)",
         "exit %s\n%s" % (rc, open(LOG).read()[-3000:]))
-    print("1..%d" % n)
-    return 1 if failed else 0
+    return tap.plan()
 
 
 def stop():

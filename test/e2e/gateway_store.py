@@ -12,12 +12,13 @@ import sys
 import tempfile
 import time
 
+import e2elib
+
 BIN = os.environ["OPENSHELL_BIN"]
 T = tempfile.mkdtemp(prefix="openshell-gw-store.")
 GW = os.path.join(T, "openshell-gateway")
 os.symlink(BIN, GW)
-n = 0
-failed = 0
+tap = e2elib.Tap()
 
 # Schema 1, as the first gateway release wrote it.
 SCHEMA1 = """
@@ -33,18 +34,6 @@ CREATE UNIQUE INDEX objects_name_uq ON objects(object_type, workspace, name)
 CREATE INDEX objects_type_created ON objects(object_type, created_at_ms);
 INSERT INTO schema_migrations VALUES (1, 0);
 """
-
-
-def tap(ok, name, diag=""):
-    global n, failed
-    n += 1
-    if not ok:
-        failed += 1
-    print(("ok" if ok else "not ok") + " %d - %s" % (n, name))
-    if not ok and diag:
-        for line in str(diag).splitlines()[:20]:
-            print("# " + line)
-    sys.stdout.flush()
 
 
 def run_once(state, timeout=10):
@@ -152,5 +141,4 @@ except Exception:
     tap(False, "test raised", traceback.format_exc())
 finally:
     shutil.rmtree(T, ignore_errors=True)
-print("1..%d" % n)
-sys.exit(1 if failed else 0)
+sys.exit(tap.plan())

@@ -42,23 +42,10 @@ S_ANTH = "sk-ant-anthro-Cc3Dd4"
 S_TEAM = "team-key"
 S_AUTO = "sk-ant-auto-Vv5Ww6"
 SECRETS = [S_OPENAI, S_ROTATED, S_GH, S_GENERIC, S_GOOD, S_BAD, S_ANTH, S_TEAM, S_AUTO]
-n = 0
-failed = 0
+tap = e2elib.Tap()
 gw = None
 gw_status = []  # exit statuses of the gateways stopped by SIGTERM
 answers = []  # every API/CLI answer text, searched for secrets at the end
-
-
-def tap(ok, name, diag=""):
-    global n, failed
-    n += 1
-    if not ok:
-        failed += 1
-    print(("ok" if ok else "not ok") + " %d - %s" % (n, name))
-    if not ok and diag:
-        for line in str(diag).splitlines()[:20]:
-            print("# " + line)
-    sys.stdout.flush()
 
 
 def start(expect_fail=False):
@@ -718,9 +705,9 @@ def main():
         tap(not bad and gw_status and all(x == 0 for x in gw_status),
             "the ASan gateway: exit 0 at every SIGTERM, no sanitizer report",
             "statuses %s\n%s" % (gw_status, log[-3000:]))
-    print("1..%d" % n)
+    rc = tap.plan()
     shutil.rmtree(T, ignore_errors=True)
-    return 1 if failed else 0
+    return rc
 
 
 if __name__ == "__main__":

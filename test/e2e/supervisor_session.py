@@ -44,23 +44,11 @@ T = tempfile.mkdtemp(prefix="openshell-svsess-e2e.")
 STATE = os.path.join(T, "state")
 SOCK = os.path.join(T, "gw.sock")
 SB = "/v1/workspaces/default/sandboxes"
-n = 0
-failed = 0
+tap = e2elib.Tap(diag_lines=30)
 gw = None
 sv = None
 net = None
 srv = None
-
-
-def tap(ok, name, diag=""):
-    global n, failed
-    n += 1
-    if not ok:
-        failed += 1
-    print(("ok" if ok else "not ok") + " %d - %s" % (n, name), flush=True)
-    if not ok and diag:
-        for line in str(diag).splitlines()[:30]:
-            print("# " + line)
 
 
 def skip_all(reason):
@@ -583,8 +571,7 @@ def main():
         tap(j.get("stdout") == "end\n", "the secret is nowhere in the sandbox", json.dumps(j))
     elif code == 404 and "no such endpoint" in out:
         for what in ("credentials attached while running", "the secret is nowhere"):
-            print("ok %d - %s # SKIP this gateway has no providers" % (n + 1, what))
-            globals()["n"] = n + 1
+            tap.skip(what, "this gateway has no providers")
     else:
         tap(False, "credentials: provider setup", out + out2)
 
@@ -644,8 +631,7 @@ def main():
         tap("refused" in j.get("stdout", ""),
             "exec cannot signal the agent (Landlock signal scope)", json.dumps(j))
     else:
-        print("ok %d - exec cannot signal the agent # SKIP Landlock ABI < 6" % (n + 1))
-        globals()["n"] = n + 1
+        tap.skip("exec cannot signal the agent", "Landlock ABI < 6")
     code, j = exec_json(["/usr/bin/touch", "/sandbox/stop"])
     try:
         rc = sv.wait(15)
@@ -707,5 +693,4 @@ if __name__ == "__main__":
         tap(False, "unexpected exception", traceback.format_exc())
     finally:
         cleanup()
-    print("1..%d" % n)
-    sys.exit(1 if failed else 0)
+    sys.exit(tap.plan())
