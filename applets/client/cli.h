@@ -81,6 +81,8 @@ void cli_ctx_init(struct cli_ctx *c, const char *prog);
 void cli_ctx_fini(struct cli_ctx *c);
 /* Handle a common option; true when OPT was one. Exits 2 on a bad value. */
 bool cli_common_opt(struct cli_ctx *c, int opt, const char *arg);
+/* ARG of option OPT as a number 0..MAX; a usage error (exit 2) otherwise. */
+long cli_parse_num(const struct cli_ctx *c, const char *opt, const char *arg, long max);
 
 /* Print "PROG: error: MSG" and, when HINT is set, "hint: HINT" to stderr.
  * Returns CODE. */

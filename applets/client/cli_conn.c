@@ -103,6 +103,19 @@ cli_ctx_fini(struct cli_ctx *c)
     c->cfg = NULL;
 }
 
+long
+cli_parse_num(const struct cli_ctx *c, const char *opt, const char *arg, long max)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(arg, &end, 10);
+    if (!*arg || *end || errno || v < 0 || v > max)
+        applet_usage_error(c->prog, "%s '%s': expected a number 0-%ld", opt, arg, max);
+    return v;
+}
+
 bool
 cli_common_opt(struct cli_ctx *c, int opt, const char *arg)
 {

@@ -94,19 +94,6 @@ struct pol_args {
     int npos;
 };
 
-static long
-parse_num(const struct cli_ctx *c, const char *opt, const char *arg, long max)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(arg, &end, 10);
-    if (!*arg || *end || errno || v < 0 || v > max)
-        applet_usage_error(c->prog, "%s '%s': expected a number 0-%ld", opt, arg, max);
-    return v;
-}
-
 static void
 parse(struct cli_ctx *c, int argc, char **argv, struct pol_args *a)
 {
@@ -149,11 +136,11 @@ parse(struct cli_ctx *c, int argc, char **argv, struct pol_args *a)
         case 'y':
         case OPT_YES: a->yes = true; break;
         case OPT_WAIT: a->wait = true; break;
-        case OPT_TIMEOUT: a->timeout_s = parse_num(c, "--timeout", optarg, 86400); break;
-        case OPT_REV: a->rev = parse_num(c, "--rev", optarg, 1L << 40); break;
+        case OPT_TIMEOUT: a->timeout_s = cli_parse_num(c, "--timeout", optarg, 86400); break;
+        case OPT_REV: a->rev = cli_parse_num(c, "--rev", optarg, 1L << 40); break;
         case OPT_FULL:
         case OPT_BASE: a->full = true; break;
-        case OPT_LIMIT: a->limit = parse_num(c, "--limit", optarg, 1000); break;
+        case OPT_LIMIT: a->limit = cli_parse_num(c, "--limit", optarg, 1000); break;
         case OPT_ADD_EP:
         case OPT_RM_EP:
         case OPT_ADD_ALLOW:

@@ -7,7 +7,6 @@
  * the caller's environment (--credential K, --from-existing) and sent once
  * to the gateway; nothing prints them, and the gateway never returns them.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,19 +95,6 @@ struct pv_args {
     int npos;
 };
 
-static long
-parse_num(const struct cli_ctx *c, const char *opt, const char *arg, long max)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(arg, &end, 10);
-    if (!*arg || *end || errno || v < 0 || v > max)
-        applet_usage_error(c->prog, "%s '%s': expected a number 0-%ld", opt, arg, max);
-    return v;
-}
-
 static void
 push(const struct cli_ctx *c, const char **v, size_t *n, const char *opt, const char *arg, bool kv)
 {
@@ -163,8 +149,8 @@ parse(struct cli_ctx *c, int argc, char **argv, struct pv_args *a, const char *u
         case OPT_RM_CONFIG:
             push(c, a->rm_configs, &a->nrm_configs, "--remove-config", optarg, false);
             break;
-        case OPT_LIMIT: a->limit = parse_num(c, "--limit", optarg, 1000000); break;
-        case OPT_OFFSET: a->offset = parse_num(c, "--offset", optarg, 1000000000); break;
+        case OPT_LIMIT: a->limit = cli_parse_num(c, "--limit", optarg, 1000000); break;
+        case OPT_OFFSET: a->offset = cli_parse_num(c, "--offset", optarg, 1000000000); break;
         case OPT_NAMES: a->names = true; break;
         case OPT_ALL_WS: a->all_ws = true; break;
         default: applet_bad_option(c->prog, argv, optind, optopt);

@@ -3,7 +3,6 @@
  * the gateway's API (doc/api.md §5). The first sandbox command on a machine
  * without any gateway starts the local one (cli_connect with autostart).
  */
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,19 +114,6 @@ struct sb_args {
     int npos;
 };
 
-static long
-parse_num(const struct cli_ctx *c, const char *opt, const char *arg, long max)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(arg, &end, 10);
-    if (!*arg || *end || errno || v < 0 || v > max)
-        applet_usage_error(c->prog, "%s '%s': expected a number 0-%ld", opt, arg, max);
-    return v;
-}
-
 static void
 parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
 {
@@ -162,7 +148,7 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
 
     memset(a, 0, sizeof(*a));
     a->limit = 100;
-    a->timeout_s = tmo && *tmo ? parse_num(c, "OPENSHELL_PROVISION_TIMEOUT", tmo, 86400) : 300;
+    a->timeout_s = tmo && *tmo ? cli_parse_num(c, "OPENSHELL_PROVISION_TIMEOUT", tmo, 86400) : 300;
     optind = 0;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS "n:", longopts, NULL)) != -1) {
@@ -186,7 +172,7 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
         }
         case OPT_POLICY: a->policy = optarg; break;
         case OPT_TTY: a->tty = true; break;
-        case OPT_TIMEOUT: a->timeout_s = parse_num(c, "--timeout", optarg, 86400); break;
+        case OPT_TIMEOUT: a->timeout_s = cli_parse_num(c, "--timeout", optarg, 86400); break;
         case OPT_DETACH: a->detach = true; break;
         case OPT_NO_KEEP: a->no_keep = true; break;
         case OPT_KEEP: break; /* the default; accepted as the reference does */
@@ -198,8 +184,8 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
                 applet_usage_error(c->prog, "too many --upload");
             a->uploads[a->nuploads++] = optarg;
             break;
-        case OPT_LIMIT: a->limit = parse_num(c, "--limit", optarg, 1000000); break;
-        case OPT_OFFSET: a->offset = parse_num(c, "--offset", optarg, 1000000000); break;
+        case OPT_LIMIT: a->limit = cli_parse_num(c, "--limit", optarg, 1000000); break;
+        case OPT_OFFSET: a->offset = cli_parse_num(c, "--offset", optarg, 1000000000); break;
         case OPT_SELECTOR: a->selector = optarg; break;
         case OPT_NAMES: a->names = true; break;
         case OPT_IDS: a->ids = true; break;

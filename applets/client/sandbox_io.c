@@ -515,19 +515,6 @@ struct io_args {
     int ncmd;
 };
 
-static long
-parse_num(const struct cli_ctx *c, const char *opt, const char *arg, long max)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(arg, &end, 10);
-    if (!*arg || *end || errno || v < 0 || v > max)
-        applet_usage_error(c->prog, "%s '%s': expected a number 0-%ld", opt, arg, max);
-    return v;
-}
-
 static void
 parse(struct cli_ctx *c, int argc, char **argv, struct io_args *a)
 {
@@ -580,7 +567,7 @@ parse(struct cli_ctx *c, int argc, char **argv, struct io_args *a)
         switch (opt) {
         case 'h': fputs(io_usage, stdout); exit(0);
         case 'f': a->follow = true; break;
-        case OPT_TAIL: a->tail = parse_num(c, "--tail", optarg, 1000000); break;
+        case OPT_TAIL: a->tail = cli_parse_num(c, "--tail", optarg, 1000000); break;
         case OPT_LEVEL: {
             bool ok = false;
             for (const char *const *l = levels; *l; l++)
@@ -599,7 +586,7 @@ parse(struct cli_ctx *c, int argc, char **argv, struct io_args *a)
         case 'i': a->interactive = true; break;
         case 'n':
             if (ref_logs)
-                a->tail = parse_num(c, "-n", optarg, 1000000);
+                a->tail = cli_parse_num(c, "-n", optarg, 1000000);
             else
                 name_opt = optarg;
             break;
@@ -624,7 +611,7 @@ parse(struct cli_ctx *c, int argc, char **argv, struct io_args *a)
                 applet_usage_error(c->prog, "too many --env");
             a->env[a->nenv++] = optarg;
             break;
-        case OPT_TIMEOUT: a->timeout_s = parse_num(c, "--timeout", optarg, 86400 * 7); break;
+        case OPT_TIMEOUT: a->timeout_s = cli_parse_num(c, "--timeout", optarg, 86400 * 7); break;
         default: applet_bad_option(c->prog, argv, optind, optopt);
         }
     }
