@@ -4,9 +4,7 @@
 # streams, clients that vanish mid-stream and a SIGTERM: it must exit 0
 # with no sanitizer report (no leak, no overflow, no UB).
 . "$(dirname "$0")/lib.sh"
-TOP=${OPENSHELL_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
-HOST_DEPS=$TOP/build/deps-host
-B=${OPENSHELL_BUILD:-$TOP/build}
+asan_setup
 
 if ! command -v gcc >/dev/null || [ ! -f "$HOST_DEPS/lib/libnghttp2.a" ] || [ ! -f "$B/gen/version.h" ]; then
     skip "gateway under ASan" "needs gcc, build/deps-host and a built tree"
@@ -16,26 +14,10 @@ fi
 
 # The gateway applet with stand-ins for applets/main.c's shared helpers.
 cat >"$T/asan_main.c" <<'EOF'
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include "applets.h"
-#include "log.h"
-int applet_print_version(const char *prog) { printf("%s asan\n", prog); return 0; }
-void applet_usage_error(const char *prog, const char *fmt, ...)
-{ va_list ap; va_start(ap, fmt); fprintf(stderr, "%s: ", prog); vfprintf(stderr, fmt, ap);
-  va_end(ap); fputc('\n', stderr); exit(2); }
-void applet_bad_option(const char *prog, char **argv, int i, int o)
-{ (void)argv; (void)i; (void)o; fprintf(stderr, "%s: bad option\n", prog); exit(2); }
-bool applet_common_option(const char *prog, int opt, const char *arg)
-{ enum log_level l; enum log_format f; (void)prog;
-  if (opt == APPLET_OPT_LOG_LEVEL && log_parse_level(arg, &l) == 0) { log_set_level(l); return true; }
-  if (opt == APPLET_OPT_LOG_FORMAT && log_parse_format(arg, &f) == 0) { log_set_format(f); return true; }
-  return false; }
+#include "asan_stubs.h"
 int main(int argc, char **argv) { return gateway_main(argc, argv); }
 EOF
-SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
-check "build the ASan gateway" "cd '$TOP' && gcc -std=gnu11 -g -O1 $SAN -D_GNU_SOURCE -Iinclude -Iapplets \
+check "build the ASan gateway" "cd '$TOP' && gcc -std=gnu11 -g -O1 $SAN -D_GNU_SOURCE -Iinclude -Iapplets -I'$TOP/test/e2e' \
     -I'$B/gen' -I'$HOST_DEPS/include' -o '$T/openshell-gateway' '$T/asan_main.c' \
     applets/gateway/*.c src/store.c src/h2.c src/api.c src/buf.c src/err.c src/log.c src/loop.c \
     src/xfuncs.c src/tls.c src/seal.c src/driver/*.c src/policy/*.c -L'$HOST_DEPS/lib' -lnghttp2 -lmbedtls -lmbedx509 \
@@ -46,8 +28,7 @@ if [ ! -x "$T/openshell-gateway" ]; then
 fi
 
 S=$T/gw.sock
-export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:exitcode=86"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+asan_options
 PORT=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 HOME=$T/home "$T/openshell-gateway" --state-dir "$T/state" --socket "$S" --listen "127.0.0.1:$PORT" \
     --compute-driver none --log-level warn 2>"$T/gw.err" &

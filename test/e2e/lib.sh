@@ -87,3 +87,21 @@ done_testing() {
     echo "1..$TAP_N"
     [ "$TAP_FAILED" -eq 0 ]
 }
+
+# For the tests that build an applet with AddressSanitizer, UBSan and
+# LeakSanitizer (host gcc against build/deps-host): asan_setup sets TOP,
+# HOST_DEPS, B (the built tree) and SAN (the sanitizer flags); the test's
+# asan_main.c includes asan_stubs.h (-I"$TOP/test/e2e") for applets/main.c's
+# shared helpers and adds main(). asan_options exports the sanitizer
+# options: stop at the first report, exit 86 on one, leaks included.
+asan_setup() {
+    TOP=${OPENSHELL_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
+    HOST_DEPS=$TOP/build/deps-host
+    B=${OPENSHELL_BUILD:-$TOP/build}
+    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+}
+
+asan_options() {
+    export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:exitcode=86"
+    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+}

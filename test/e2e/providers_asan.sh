@@ -4,9 +4,7 @@
 # against the gateway built with AddressSanitizer, UBSan and LeakSanitizer:
 # every test passes and no sanitizer report appears.
 . "$(dirname "$0")/lib.sh"
-TOP=${OPENSHELL_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
-HOST_DEPS=$TOP/build/deps-host
-B=${OPENSHELL_BUILD:-$TOP/build}
+asan_setup
 
 if ! command -v gcc >/dev/null || ! command -v curl >/dev/null ||
     [ ! -f "$HOST_DEPS/lib/libnghttp2.a" ] || [ ! -f "$B/gen/version.h" ]; then
@@ -15,26 +13,10 @@ if ! command -v gcc >/dev/null || ! command -v curl >/dev/null ||
     exit $?
 fi
 cat >"$T/asan_main.c" <<'EOC'
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include "applets.h"
-#include "log.h"
-int applet_print_version(const char *prog) { printf("%s asan\n", prog); return 0; }
-void applet_usage_error(const char *prog, const char *fmt, ...)
-{ va_list ap; va_start(ap, fmt); fprintf(stderr, "%s: ", prog); vfprintf(stderr, fmt, ap);
-  va_end(ap); fputc('\n', stderr); exit(2); }
-void applet_bad_option(const char *prog, char **argv, int i, int o)
-{ (void)argv; (void)i; (void)o; fprintf(stderr, "%s: bad option\n", prog); exit(2); }
-bool applet_common_option(const char *prog, int opt, const char *arg)
-{ enum log_level l; enum log_format f; (void)prog;
-  if (opt == APPLET_OPT_LOG_LEVEL && log_parse_level(arg, &l) == 0) { log_set_level(l); return true; }
-  if (opt == APPLET_OPT_LOG_FORMAT && log_parse_format(arg, &f) == 0) { log_set_format(f); return true; }
-  return false; }
+#include "asan_stubs.h"
 int main(int argc, char **argv) { return gateway_main(argc, argv); }
 EOC
-SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
-check "build the ASan gateway" "cd '$TOP' && gcc -std=gnu11 -g -O1 $SAN -D_GNU_SOURCE -Iinclude -Iapplets \
+check "build the ASan gateway" "cd '$TOP' && gcc -std=gnu11 -g -O1 $SAN -D_GNU_SOURCE -Iinclude -Iapplets -I'$TOP/test/e2e' \
     -I'$B/gen' -I'$HOST_DEPS/include' -o '$T/openshell-gateway' '$T/asan_main.c' \
     applets/gateway/*.c src/*.c src/driver/*.c src/policy/*.c src/sandbox/*.c \
     -L'$HOST_DEPS/lib' -lnghttp2 -lmbedtls -lmbedx509 -lmbedcrypto -levent_extra -levent_core \
@@ -43,8 +25,7 @@ if [ ! -x "$T/openshell-gateway" ]; then
     done_testing
     exit $?
 fi
-export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:exitcode=86"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+asan_options
 # providers.py prints its own TAP points: renumbered after ours, one plan.
 PROVIDERS_GATEWAY_BIN=$T/openshell-gateway /usr/bin/python3 "$(dirname "$0")/providers.py" \
     >"$T/out" 2>&1

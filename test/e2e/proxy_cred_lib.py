@@ -12,22 +12,7 @@ import subprocess
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 MAIN = r"""
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include "applets.h"
-#include "log.h"
-int applet_print_version(const char *prog) { printf("%s asan\n", prog); return 0; }
-void applet_usage_error(const char *prog, const char *fmt, ...)
-{ va_list ap; va_start(ap, fmt); fprintf(stderr, "%s: ", prog); vfprintf(stderr, fmt, ap);
-  va_end(ap); fputc('\n', stderr); exit(2); }
-void applet_bad_option(const char *prog, char **argv, int i, int o)
-{ (void)argv; (void)i; (void)o; fprintf(stderr, "%s: bad option\n", prog); exit(2); }
-bool applet_common_option(const char *prog, int opt, const char *arg)
-{ enum log_level l; enum log_format f; (void)prog;
-  if (opt == APPLET_OPT_LOG_LEVEL && log_parse_level(arg, &l) == 0) { log_set_level(l); return true; }
-  if (opt == APPLET_OPT_LOG_FORMAT && log_parse_format(arg, &f) == 0) { log_set_format(f); return true; }
-  return false; }
+#include "asan_stubs.h"
 int main(int argc, char **argv) { return proxy_main(argc, argv); }
 """
 
@@ -53,7 +38,8 @@ def build_asan_proxy(tmp):
     r = subprocess.run(
         ["gcc", "-std=gnu11", "-g", "-O1", "-fsanitize=address,undefined",
          "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined", "-D_GNU_SOURCE",
-         "-I" + TOP + "/include", "-I" + TOP + "/applets", "-I" + gen, "-I" + deps + "/include",
+         "-I" + TOP + "/include", "-I" + TOP + "/applets", "-I" + TOP + "/test/e2e",
+         "-I" + gen, "-I" + deps + "/include",
          "-o", out, tmp + "/asan_main.c"] + src +
         ["-L" + deps + "/lib", "-lmbedtls", "-lmbedx509", "-lmbedcrypto", "-levent_extra",
          "-levent_core", "-lcjson", "-lyaml", "-lhttp_parser", "-lpthread", "-lm"],

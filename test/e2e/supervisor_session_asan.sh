@@ -5,9 +5,7 @@
 # a client that vanishes mid-exec, a policy reload, the gateway killed -9
 # and restarted, then SIGTERM: it must exit 0 with no sanitizer report.
 . "$(dirname "$0")/lib.sh"
-TOP=${OPENSHELL_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
-HOST_DEPS=$TOP/build/deps-host
-B=${OPENSHELL_BUILD:-$TOP/build}
+asan_setup
 
 if [ "$(id -u)" != 0 ]; then
     skip "supervisor under ASan" "needs root (the sandbox without a user namespace)"
@@ -23,23 +21,8 @@ fi
 
 # The supervisor and proxy applets with stand-ins for applets/main.c.
 cat >"$T/asan_main.c" <<'EOF'
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include "applets.h"
-#include "log.h"
-int applet_print_version(const char *prog) { printf("%s asan\n", prog); return 0; }
-void applet_usage_error(const char *prog, const char *fmt, ...)
-{ va_list ap; va_start(ap, fmt); fprintf(stderr, "%s: ", prog); vfprintf(stderr, fmt, ap);
-  va_end(ap); fputc('\n', stderr); exit(2); }
-void applet_bad_option(const char *prog, char **argv, int i, int o)
-{ (void)argv; (void)i; (void)o; fprintf(stderr, "%s: bad option\n", prog); exit(2); }
-bool applet_common_option(const char *prog, int opt, const char *arg)
-{ enum log_level l; enum log_format f; (void)prog;
-  if (opt == APPLET_OPT_LOG_LEVEL && log_parse_level(arg, &l) == 0) { log_set_level(l); return true; }
-  if (opt == APPLET_OPT_LOG_FORMAT && log_parse_format(arg, &f) == 0) { log_set_format(f); return true; }
-  return false; }
+#include "asan_stubs.h"
 int main(int argc, char **argv)
 {
     const char *b = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
@@ -48,11 +31,10 @@ int main(int argc, char **argv)
     return supervisor_main(argc, argv);
 }
 EOF
-SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 SRCS=$(cd "$TOP" && ls src/*.c src/sandbox/*.c src/policy/*.c | grep -v -e '^src/store.c' -e '^src/cli_' | tr '\n' ' ')
 mkdir -p "$T/asan"
-if (cd "$TOP" && gcc -std=gnu11 -g -O1 $SAN -D_GNU_SOURCE -Iinclude -Iapplets -I"$B/gen" \
-    -I"$HOST_DEPS/include" -o "$T/asan/openshell-supervisor" "$T/asan_main.c" \
+if (cd "$TOP" && gcc -std=gnu11 -g -O1 $SAN -D_GNU_SOURCE -Iinclude -Iapplets -I"$TOP/test/e2e" \
+    -I"$B/gen" -I"$HOST_DEPS/include" -o "$T/asan/openshell-supervisor" "$T/asan_main.c" \
     applets/supervisor/*.c applets/proxy/*.c $SRCS -L"$HOST_DEPS/lib" -lnghttp2 -lmbedtls \
     -lmbedx509 -lmbedcrypto -levent_extra -levent_core -lcjson -lseccomp -lyaml -lhttp_parser \
     -lpthread -lm) 2>"$T/build.err"; then
@@ -91,8 +73,7 @@ ID=$($C -H content-type:application/json -d '{"name":"a","spec":{}}' $URL |
 mkdir -p "$T/sb" "$T/w"
 chmod 777 "$T/w"
 (umask 077 && $C -X POST $URL/a/token | sed -n 's/.*"token":"\([^"]*\)".*/\1/p' >"$T/sb/token")
-export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:exitcode=86"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+asan_options
 "$T/asan/openshell-supervisor" --gateway "unix:$S" --sandbox-id "$ID" --token-file "$T/sb/token" \
     --name a --workdir "$T/w" --idle >"$T/sv.out" 2>"$T/sv.err" &
 SV=$!
