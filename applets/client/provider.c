@@ -162,31 +162,6 @@ parse(struct cli_ctx *c, int argc, char **argv, struct pv_args *a, const char *u
 
 /* ------------------------------------------------------------------ JSON */
 
-static const cJSON *
-jget(const cJSON *o, const char *path)
-{
-    char key[64];
-
-    while (o && *path) {
-        size_t n = strcspn(path, ".");
-        if (n >= sizeof(key))
-            return NULL;
-        memcpy(key, path, n);
-        key[n] = '\0';
-        o = cJSON_GetObjectItemCaseSensitive(o, key);
-        path += n + (path[n] == '.');
-    }
-    return o;
-}
-
-static const char *
-jstr(const cJSON *o, const char *path)
-{
-    const cJSON *v = jget(o, path);
-
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
-
 /* The CLI's JSON for one provider (the reference's fields): never values. */
 static cJSON *
 pv_view(const cJSON *p)
@@ -195,23 +170,23 @@ pv_view(const cJSON *p)
     const cJSON *v;
     char ts[32];
 
-    cJSON_AddStringToObject(o, "id", jstr(p, "metadata.id"));
-    cJSON_AddStringToObject(o, "name", jstr(p, "metadata.name"));
-    cJSON_AddStringToObject(o, "workspace", jstr(p, "metadata.workspace"));
-    cJSON_AddStringToObject(o, "type", jstr(p, "spec.type"));
-    v = jget(p, "spec.credential_keys");
+    cJSON_AddStringToObject(o, "id", cli_jstr(p, "metadata.id"));
+    cJSON_AddStringToObject(o, "name", cli_jstr(p, "metadata.name"));
+    cJSON_AddStringToObject(o, "workspace", cli_jstr(p, "metadata.workspace"));
+    cJSON_AddStringToObject(o, "type", cli_jstr(p, "spec.type"));
+    v = cli_jget(p, "spec.credential_keys");
     cJSON_AddItemToObject(o, "credential_keys", v ? cJSON_Duplicate(v, true) : cJSON_CreateArray());
     ck = cJSON_AddArrayToObject(o, "config_keys");
-    for (const cJSON *c = (v = jget(p, "spec.config")) ? v->child : NULL; c; c = c->next)
+    for (const cJSON *c = (v = cli_jget(p, "spec.config")) ? v->child : NULL; c; c = c->next)
         cJSON_AddItemToArray(ck, cJSON_CreateString(c->string));
     cJSON_AddItemToObject(o, "config", v ? cJSON_Duplicate(v, true) : cJSON_CreateObject());
-    v = jget(p, "spec.endpoints");
+    v = cli_jget(p, "spec.endpoints");
     cJSON_AddItemToObject(o, "endpoints", v ? cJSON_Duplicate(v, true) : cJSON_CreateArray());
-    v = jget(p, "metadata.labels");
+    v = cli_jget(p, "metadata.labels");
     cJSON_AddItemToObject(o, "labels", v ? cJSON_Duplicate(v, true) : cJSON_CreateObject());
-    v = jget(p, "metadata.resource_version");
+    v = cli_jget(p, "metadata.resource_version");
     cJSON_AddNumberToObject(o, "resource_version", cJSON_IsNumber(v) ? v->valuedouble : 0);
-    v = jget(p, "metadata.created_at_ms");
+    v = cli_jget(p, "metadata.created_at_ms");
     cli_format_time_ms(cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0, ts, sizeof(ts));
     cJSON_AddStringToObject(o, "created_at", ts);
     return o;
@@ -236,13 +211,13 @@ print_provider(const cJSON *v)
     const cJSON *it;
 
     printf("%sProvider:%s\n", color ? "\033[1m" : "", color ? "\033[0m" : "");
-    printf("  Id:               %s\n", jstr(v, "id"));
-    printf("  Name:             %s\n", jstr(v, "name"));
-    printf("  Workspace:        %s\n", jstr(v, "workspace"));
-    printf("  Type:             %s\n", jstr(v, "type"));
+    printf("  Id:               %s\n", cli_jstr(v, "id"));
+    printf("  Name:             %s\n", cli_jstr(v, "name"));
+    printf("  Workspace:        %s\n", cli_jstr(v, "workspace"));
+    printf("  Type:             %s\n", cli_jstr(v, "type"));
     it = cJSON_GetObjectItemCaseSensitive(v, "resource_version");
     printf("  Resource version: %.0f\n", cJSON_IsNumber(it) ? it->valuedouble : 0);
-    printf("  Created:          %s\n", jstr(v, "created_at"));
+    printf("  Created:          %s\n", cli_jstr(v, "created_at"));
     join_strings(cJSON_GetObjectItemCaseSensitive(v, "credential_keys"), &b);
     printf("  Credential keys:  %s\n", buf_cstr(&b));
     buf_reset(&b);
@@ -250,7 +225,7 @@ print_provider(const cJSON *v)
     printf("  Config keys:      %s\n", buf_cstr(&b));
     buf_reset(&b);
     cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(v, "endpoints"))
-        buf_printf(&b, "%s%s:%d", b.len ? ", " : "", jstr(it, "host"),
+        buf_printf(&b, "%s%s:%d", b.len ? ", " : "", cli_jstr(it, "host"),
                    cJSON_GetObjectItemCaseSensitive(it, "port")
                        ? cJSON_GetObjectItemCaseSensitive(it, "port")->valueint
                        : 0);
@@ -308,7 +283,7 @@ type_keys(struct cli_ctx *c, const char *type, cJSON **keys)
     cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "items"))
     {
         const cJSON *a;
-        bool match = !strcmp(jstr(it, "type"), type);
+        bool match = !strcmp(cli_jstr(it, "type"), type);
         cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(it, "aliases")) match =
             match || (cJSON_IsString(a) && !strcmp(a->valuestring, type));
         if (match) {
@@ -502,7 +477,7 @@ pv_update(struct cli_ctx *c, struct pv_args *a)
     }
     spec = cJSON_AddObjectToObject(req, "spec");
     creds = cJSON_AddObjectToObject(spec, "credentials");
-    if ((rc = collect_creds(c, a, jstr(cur, "spec.type"), creds)) != 0)
+    if ((rc = collect_creds(c, a, cli_jstr(cur, "spec.type"), creds)) != 0)
         goto out;
     for (size_t i = 0; i < a->nrm_creds; i++)
         cJSON_AddNullToObject(creds, a->rm_creds[i]);
@@ -516,7 +491,7 @@ pv_update(struct cli_ctx *c, struct pv_args *a)
     else
         cJSON_Delete(cfg);
     if (a->nlabels) {
-        const cJSON *l = jget(cur, "metadata.labels");
+        const cJSON *l = cli_jget(cur, "metadata.labels");
         cJSON_AddItemToObject(
             req, "labels",
             kv_into(l ? cJSON_Duplicate(l, true) : cJSON_CreateObject(), a->labels, a->nlabels));
@@ -601,9 +576,9 @@ print_list(const struct cli_ctx *c, const cJSON *all, bool all_ws, const char *e
                  cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(it, "credential_keys")));
         snprintf(nc, sizeof(nc), "%d",
                  cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(it, "config_keys")));
-        row[0] = jstr(it, "workspace");
-        row[1] = jstr(it, "name");
-        row[2] = jstr(it, "type");
+        row[0] = cli_jstr(it, "workspace");
+        row[1] = cli_jstr(it, "name");
+        row[2] = cli_jstr(it, "type");
         row[3] = nk;
         row[4] = nc;
         cli_table_add(tb, row + o);
@@ -646,8 +621,8 @@ pv_list(struct cli_ctx *c, struct pv_args *a)
         cJSON_ArrayForEach(it, all)
         {
             if (a->all_ws)
-                printf("%s/", jstr(it, "workspace"));
-            printf("%s\n", jstr(it, "name"));
+                printf("%s/", cli_jstr(it, "workspace"));
+            printf("%s\n", cli_jstr(it, "name"));
         }
     } else {
         print_list(c, all, a->all_ws, "No providers found.");
@@ -723,13 +698,13 @@ pv_types(struct cli_ctx *c, struct pv_args *a)
             join_strings(cJSON_GetObjectItemCaseSensitive(it, "aliases"), &al);
             join_strings(cJSON_GetObjectItemCaseSensitive(it, "credential_keys"), &vars);
             cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(it, "endpoints"))
-                buf_printf(&eps, "%s%s:%d", eps.len ? "," : "", jstr(x, "host"),
+                buf_printf(&eps, "%s%s:%d", eps.len ? "," : "", cli_jstr(x, "host"),
                            cJSON_GetObjectItemCaseSensitive(x, "port")->valueint);
-            row[0] = jstr(it, "type");
+            row[0] = cli_jstr(it, "type");
             row[1] = buf_cstr(&al);
             row[2] = buf_cstr(&vars);
             row[3] = eps.len ? buf_cstr(&eps) : "(--config endpoints=...)";
-            row[4] = *jstr(it, "api") ? jstr(it, "api") : "-";
+            row[4] = *cli_jstr(it, "api") ? cli_jstr(it, "api") : "-";
             cli_table_add(tb, row);
             buf_fini(&al);
             buf_fini(&vars);
@@ -835,14 +810,14 @@ cli_provider_infer(struct cli_ctx *c, char **argv, int argc, int mode, cJSON *na
         const cJSON *n;
         bool named = false;
 
-        if (strcmp(jstr(it, "spec.type"), type) != 0)
+        if (strcmp(cli_jstr(it, "spec.type"), type) != 0)
             continue;
         cJSON_ArrayForEach(n, names) named =
-            named || !strcmp(n->valuestring, jstr(it, "metadata.name"));
+            named || !strcmp(n->valuestring, cli_jstr(it, "metadata.name"));
         if (!named) {
-            fprintf(stderr, "\u2192 Using provider '%s' (%s) for '%s'\n", jstr(it, "metadata.name"),
-                    type, argv[0]);
-            cJSON_AddItemToArray(names, cJSON_CreateString(jstr(it, "metadata.name")));
+            fprintf(stderr, "\u2192 Using provider '%s' (%s) for '%s'\n",
+                    cli_jstr(it, "metadata.name"), type, argv[0]);
+            cJSON_AddItemToArray(names, cJSON_CreateString(cli_jstr(it, "metadata.name")));
         }
         goto out;
     }
@@ -975,7 +950,7 @@ cli_sandbox_provider(int argc, char **argv)
             cJSON_AddItemToArray(all, pv_view(it));
         print_list(&c, all, false, "No providers attached.");
         cJSON_Delete(all);
-    } else if (cJSON_IsTrue(jget(ans, i == 1 ? "attached" : "detached"))) {
+    } else if (cJSON_IsTrue(cli_jget(ans, i == 1 ? "attached" : "detached"))) {
         cli_ok(&c, "%s provider %s %s sandbox %s", i == 1 ? "Attached" : "Detached", a.pos[1],
                i == 1 ? "to" : "from", a.pos[0]);
     } else {

@@ -212,36 +212,11 @@ parse(struct cli_ctx *c, int argc, char **argv, struct sb_args *a)
 
 /* ------------------------------------------------------------------ JSON shapes */
 
-static const cJSON *
-jget(const cJSON *o, const char *path)
-{
-    char key[64];
-
-    while (o && *path) {
-        size_t n = strcspn(path, ".");
-        if (n >= sizeof(key))
-            return NULL;
-        memcpy(key, path, n);
-        key[n] = '\0';
-        o = cJSON_GetObjectItemCaseSensitive(o, key);
-        path += n + (path[n] == '.');
-    }
-    return o;
-}
-
-static const char *
-jstr(const cJSON *o, const char *path)
-{
-    const cJSON *v = jget(o, path);
-
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
-
 /* The first condition's reason and message (or ""). */
 static const cJSON *
 first_condition(const cJSON *sb)
 {
-    const cJSON *conds = jget(sb, "status.conditions");
+    const cJSON *conds = cli_jget(sb, "status.conditions");
 
     return cJSON_IsArray(conds) ? cJSON_GetArrayItem(conds, 0) : NULL;
 }
@@ -255,28 +230,28 @@ sb_view(const cJSON *sb)
     const cJSON *v, *cond = first_condition(sb);
     char ts[32];
 
-    cJSON_AddStringToObject(o, "id", jstr(sb, "metadata.id"));
-    cJSON_AddStringToObject(o, "name", jstr(sb, "metadata.name"));
-    cJSON_AddStringToObject(o, "workspace", jstr(sb, "metadata.workspace"));
-    v = jget(sb, "metadata.labels");
+    cJSON_AddStringToObject(o, "id", cli_jstr(sb, "metadata.id"));
+    cJSON_AddStringToObject(o, "name", cli_jstr(sb, "metadata.name"));
+    cJSON_AddStringToObject(o, "workspace", cli_jstr(sb, "metadata.workspace"));
+    v = cli_jget(sb, "metadata.labels");
     cJSON_AddItemToObject(o, "labels", v ? cJSON_Duplicate(v, true) : cJSON_CreateObject());
-    v = jget(sb, "metadata.annotations");
+    v = cli_jget(sb, "metadata.annotations");
     cJSON_AddItemToObject(o, "annotations", v ? cJSON_Duplicate(v, true) : cJSON_CreateObject());
-    v = jget(sb, "metadata.resource_version");
+    v = cli_jget(sb, "metadata.resource_version");
     cJSON_AddNumberToObject(o, "resource_version", cJSON_IsNumber(v) ? v->valuedouble : 0);
-    v = jget(sb, "metadata.created_at_ms");
+    v = cli_jget(sb, "metadata.created_at_ms");
     cli_format_time_ms(cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0, ts, sizeof(ts));
     cJSON_AddStringToObject(o, "created_at", ts);
     cJSON_AddNumberToObject(o, "created_at_ms", cJSON_IsNumber(v) ? v->valuedouble : 0);
-    cJSON_AddStringToObject(o, "phase", jstr(sb, "status.phase"));
-    cJSON_AddStringToObject(o, "reason", cond ? jstr(cond, "reason") : "");
-    cJSON_AddStringToObject(o, "message", cond ? jstr(cond, "message") : "");
-    cJSON_AddStringToObject(o, "image", jstr(sb, "spec.template.image"));
-    v = jget(sb, "spec.command");
+    cJSON_AddStringToObject(o, "phase", cli_jstr(sb, "status.phase"));
+    cJSON_AddStringToObject(o, "reason", cond ? cli_jstr(cond, "reason") : "");
+    cJSON_AddStringToObject(o, "message", cond ? cli_jstr(cond, "message") : "");
+    cJSON_AddStringToObject(o, "image", cli_jstr(sb, "spec.template.image"));
+    v = cli_jget(sb, "spec.command");
     cJSON_AddItemToObject(o, "command", v ? cJSON_Duplicate(v, true) : cJSON_CreateArray());
-    v = jget(sb, "status.policy.latest_version");
+    v = cli_jget(sb, "status.policy.latest_version");
     cJSON_AddNumberToObject(o, "current_policy_version", cJSON_IsNumber(v) ? v->valuedouble : 0);
-    v = jget(sb, "status.supervisor");
+    v = cli_jget(sb, "status.supervisor");
     if (cJSON_IsObject(v)) {
         /* the supervisor's session with the gateway (exec, files, logs) */
         const cJSON *pid = cJSON_GetObjectItemCaseSensitive(v, "pid");
@@ -407,10 +382,10 @@ sb_list(struct cli_ctx *c, struct sb_args *a)
         cJSON_ArrayForEach(it, all)
         {
             if (a->all_ws && a->names) {
-                buf_puts(&b, jstr(it, "workspace"));
+                buf_puts(&b, cli_jstr(it, "workspace"));
                 buf_putc(&b, '/');
             }
-            buf_puts(&b, jstr(it, a->ids ? "id" : "name"));
+            buf_puts(&b, cli_jstr(it, a->ids ? "id" : "name"));
             buf_putc(&b, '\n');
         }
         fwrite(b.data ? b.data : "", 1, b.len, stdout);
@@ -427,8 +402,8 @@ sb_list(struct cli_ctx *c, struct sb_args *a)
         const cJSON *it;
         cJSON_ArrayForEach(it, all)
         {
-            const char *row[] = { jstr(it, "workspace"), jstr(it, "name"), jstr(it, "created_at"),
-                                  jstr(it, "phase") };
+            const char *row[] = { cli_jstr(it, "workspace"), cli_jstr(it, "name"),
+                                  cli_jstr(it, "created_at"), cli_jstr(it, "phase") };
             cli_table_add(tb, row + o);
             cli_table_color_last(tb, 3 - o, phase_color(row[3]));
         }
@@ -450,21 +425,21 @@ static void
 print_sandbox(const struct cli_ctx *c, const cJSON *v)
 {
     const cJSON *x;
-    const char *phase = jstr(v, "phase"), *col = phase_color(phase);
+    const char *phase = cli_jstr(v, "phase"), *col = phase_color(phase);
     bool color = cli_color_wanted(1);
 
     (void)c;
     printf("%sSandbox:%s\n", color ? "\033[1m" : "", color ? "\033[0m" : "");
-    printf("  Id:               %s\n", jstr(v, "id"));
-    printf("  Name:             %s\n", jstr(v, "name"));
-    printf("  Workspace:        %s\n", jstr(v, "workspace"));
+    printf("  Id:               %s\n", cli_jstr(v, "id"));
+    printf("  Name:             %s\n", cli_jstr(v, "name"));
+    printf("  Workspace:        %s\n", cli_jstr(v, "workspace"));
     if (color && col)
         printf("  Phase:            \033[%sm%s\033[0m\n", col, phase);
     else
         printf("  Phase:            %s\n", phase);
-    if (*jstr(v, "reason"))
-        printf("  Reason:           %s: %s\n", jstr(v, "reason"), jstr(v, "message"));
-    printf("  Created:          %s\n", jstr(v, "created_at"));
+    if (*cli_jstr(v, "reason"))
+        printf("  Reason:           %s: %s\n", cli_jstr(v, "reason"), cli_jstr(v, "message"));
+    printf("  Created:          %s\n", cli_jstr(v, "created_at"));
     x = cJSON_GetObjectItemCaseSensitive(v, "resource_version");
     printf("  Resource version: %.0f\n", cJSON_IsNumber(x) ? x->valuedouble : 0);
     x = cJSON_GetObjectItemCaseSensitive(v, "supervisor_connected");
@@ -497,10 +472,10 @@ print_sandbox(const struct cli_ctx *c, const cJSON *v)
                cJSON_IsString(l) ? l->valuestring : "");
     putchar('\n');
     x = cJSON_GetObjectItemCaseSensitive(v, "revision");
-    printf("  Policy source:    %s\n", jstr(v, "policy_source"));
+    printf("  Policy source:    %s\n", cli_jstr(v, "policy_source"));
     if (cJSON_IsNumber(x) && x->valuedouble > 0) {
-        const char *text = jstr(v, "policy");
-        printf("  Revision:         %.0f (%s)\n", x->valuedouble, jstr(v, "policy_status"));
+        const char *text = cli_jstr(v, "policy");
+        printf("  Revision:         %.0f (%s)\n", x->valuedouble, cli_jstr(v, "policy_status"));
         printf("\n%sPolicy:%s\n", color ? "\033[1m" : "", color ? "\033[0m" : "");
         while (*text) {
             size_t n = strcspn(text, "\n");
@@ -557,10 +532,10 @@ sb_get(struct cli_ctx *c, struct sb_args *a)
             const cJSON *ver = cJSON_GetObjectItemCaseSensitive(pol, "version");
             cJSON_AddStringToObject(v, "policy_source", "sandbox");
             cJSON_AddNumberToObject(v, "revision", cJSON_IsNumber(ver) ? ver->valuedouble : 0);
-            cJSON_AddStringToObject(v, "policy_status", jstr(pol, "status"));
-            cJSON_AddStringToObject(v, "policy", jstr(pol, "policy"));
+            cJSON_AddStringToObject(v, "policy_status", cli_jstr(pol, "status"));
+            cJSON_AddStringToObject(v, "policy", cli_jstr(pol, "policy"));
         } else {
-            const cJSON *sp = jget(sb, "spec.policy");
+            const cJSON *sp = cli_jget(sb, "spec.policy");
             cJSON_AddStringToObject(v, "policy_source", sp ? "spec" : "default");
             cJSON_AddNumberToObject(v, "revision", 0);
             /* spec.policy is the YAML's structure as JSON */
@@ -625,7 +600,7 @@ sb_delete(struct cli_ctx *c, struct sb_args *a)
             }
             n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(page, "items"));
             cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(page, "items"))
-                cJSON_AddItemToArray(names, cJSON_CreateString(jstr(it, "metadata.name")));
+                cJSON_AddItemToArray(names, cJSON_CreateString(cli_jstr(it, "metadata.name")));
             cJSON_Delete(page);
             off += n;
             if (n < SB_PAGE)
@@ -754,7 +729,7 @@ progress_clear(struct progress *p)
 static bool
 supervisor_connected(const cJSON *sb)
 {
-    const cJSON *sv = jget(sb, "status.supervisor");
+    const cJSON *sv = cli_jget(sb, "status.supervisor");
 
     if (!cJSON_IsObject(sv))
         return true;
@@ -861,7 +836,7 @@ wait_ready_loop(struct cli_ctx *c, const char *name, long timeout_s, bool need_s
         }
         cJSON_Delete(*last);
         *last = sb;
-        phase = jstr(sb, "status.phase");
+        phase = cli_jstr(sb, "status.phase");
         cond = first_condition(sb);
         if (!allocated && strcmp(phase, "provisioning") != 0 && strcmp(phase, "unknown") != 0 &&
             *phase) {
@@ -872,7 +847,7 @@ wait_ready_loop(struct cli_ctx *c, const char *name, long timeout_s, bool need_s
                 cli_ok(c, "Sandbox allocated (%.1fs)", (double)(now_ms() - t0) / 1000);
         }
         progress_step(&pg, phase,
-                      cond ? jstr(cond, "reason")
+                      cond ? cli_jstr(cond, "reason")
                       : !strcmp(phase, "ready") && !supervisor_connected(sb)
                           ? "supervisor connecting"
                           : "");
@@ -882,7 +857,7 @@ wait_ready_loop(struct cli_ctx *c, const char *name, long timeout_s, bool need_s
             return 0;
         }
         if (!strcmp(phase, "exited")) {
-            const cJSON *x = jget(sb, "status.exit_code");
+            const cJSON *x = cli_jget(sb, "status.exit_code");
             progress_clear(&pg);
             if (need_session)
                 return cli_fail(c, CLI_EXIT_FAIL, "see: openshell sandbox get NAME",
@@ -896,9 +871,9 @@ wait_ready_loop(struct cli_ctx *c, const char *name, long timeout_s, bool need_s
             progress_clear(&pg);
             return cli_fail(c, CLI_EXIT_FAIL, "see: openshell sandbox get NAME",
                             "sandbox entered error phase while provisioning: %s: %s",
-                            jstr(cond, "reason"), jstr(cond, "message"));
+                            cli_jstr(cond, "reason"), cli_jstr(cond, "message"));
         }
-        if (!strcmp(jstr(cond, "reason"), "NoComputeDriver")) {
+        if (!strcmp(cli_jstr(cond, "reason"), "NoComputeDriver")) {
             progress_clear(&pg);
             if (need_session)
                 return cli_fail(c, CLI_EXIT_FAIL,
@@ -918,7 +893,8 @@ wait_ready_loop(struct cli_ctx *c, const char *name, long timeout_s, bool need_s
             return cli_fail(c, CLI_EXIT_FAIL, "raise --timeout or OPENSHELL_PROVISION_TIMEOUT",
                             "sandbox provisioning timed out after %lds. Last reported status: "
                             "%s%s%s%s",
-                            timeout_s, phase, cond ? ": " : "", cond ? jstr(cond, "reason") : "",
+                            timeout_s, phase, cond ? ": " : "",
+                            cond ? cli_jstr(cond, "reason") : "",
                             !strcmp(phase, "ready") ? " (supervisor not connected)" : "");
         }
         fflush(stderr);
@@ -1023,7 +999,7 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
         goto out;
     }
     created = true;
-    buf_copy_fixed(name, sizeof(name), jstr(ans, "metadata.name"));
+    buf_copy_fixed(name, sizeof(name), cli_jstr(ans, "metadata.name"));
     fprintf(stderr, "\nCreated sandbox: %s%s%s\n\n", c->color ? "\033[1;36m" : "", name,
             c->color ? "\033[0m" : "");
     if (!c->adhoc && !a->no_keep)
