@@ -109,12 +109,13 @@ class Tap:
         self.n = 0
         self.failed = 0
         self.diag_lines = diag_lines
+        self.prefix = ""  # put before every name (e.g. "asan: " for a second round)
 
     def __call__(self, ok, name, diag=""):
         self.n += 1
         if not ok:
             self.failed += 1
-        print(("ok" if ok else "not ok") + " %d - %s" % (self.n, name))
+        print(("ok" if ok else "not ok") + " %d - %s%s" % (self.n, self.prefix, name))
         if not ok and diag:
             for line in str(diag).splitlines()[:self.diag_lines]:
                 print("# " + line)
@@ -122,7 +123,14 @@ class Tap:
 
     def skip(self, name, why):
         self.n += 1
-        print("ok %d - %s # SKIP %s" % (self.n, name, why), flush=True)
+        print("ok %d - %s%s # SKIP %s" % (self.n, self.prefix, name, why), flush=True)
+
+    @staticmethod
+    def skip_all(name, why):
+        """The whole script skipped: one SKIP line, its plan, exit 0."""
+        print("1..1")
+        print("ok 1 - %s # SKIP %s" % (name, why))
+        sys.exit(0)
 
     def plan(self):
         print("1..%d" % self.n, flush=True)

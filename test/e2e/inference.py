@@ -32,24 +32,9 @@ import proxy_cred_lib
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.environ.get("OPENSHELL_BIN", "")
 PROXY = [BIN, "applet", "openshell-proxy"]  # or the ASan build (second round)
-TAG = ""
-results = []
+point = e2elib.Tap(diag_lines=30)
 KEY = "sk-BACKEND-KEY-1234"
 AKEY = "ant-BACKEND-KEY-5678"
-
-
-def point(ok, name, diag=""):
-    name = TAG + name
-    results.append((bool(ok), name, diag))
-    print("%s %d - %s" % ("ok" if ok else "not ok", len(results), name), flush=True)
-    if not ok and diag:
-        for line in str(diag).splitlines()[:30]:
-            print("# " + line)
-
-
-def skip(name, why):
-    results.append((True, name, ""))
-    print("ok %d - %s # SKIP %s" % (len(results), name, why), flush=True)
 
 
 class Env:
@@ -481,7 +466,7 @@ const client = new Anthropic({ baseURL: 'https://inference.local', apiKey: 'unus
 
 def tests_node():
     if not shutil.which("node") or not shutil.which("npm"):
-        skip("node SDKs", "node/npm not installed")
+        point.skip("node SDKs", "node/npm not installed")
         return
     d = E.tmp + "/npm"
     os.makedirs(d)
@@ -489,7 +474,7 @@ def tests_node():
                         "openai@6", "@anthropic-ai/sdk", "undici@6"],
                        capture_output=True, text=True, timeout=300)
     if r.returncode:
-        skip("node SDKs", "npm install failed: " + r.stderr.strip()[-200:])
+        point.skip("node SDKs", "npm install failed: " + r.stderr.strip()[-200:])
         return
     env = dict(os.environ, PX="http://127.0.0.1:%d" % E.port, CA=E.tmp + "/sandbox-ca.pem",
                NODE_PATH=d + "/node_modules")
@@ -541,14 +526,15 @@ def tests_log():
 def asan_round():
     """The same tests (but node) against the proxy built with ASan/UBSan/LSan;
     then it must stop cleanly on SIGTERM with no sanitizer report."""
-    global PROXY, TAG
+    global PROXY
     build = tempfile.mkdtemp(prefix="openshell-infer-asan.")
     try:
         exe, why = proxy_cred_lib.build_asan_proxy(build)
         if not exe:
-            skip("inference.local under ASan", why)
+            point.skip("inference.local under ASan", why)
             return
-        PROXY, TAG = [exe], "asan: "
+        PROXY = [exe]
+        point.prefix = "asan: "
         try:
             setup()
             tests_curl()
@@ -589,8 +575,7 @@ def main():
     except Exception:
         import traceback
         point(False, "test harness (asan)", traceback.format_exc())
-    print("1..%d" % len(results))
-    return 0 if all(r[0] for r in results) else 1
+    return point.plan()
 
 
 if __name__ == "__main__":

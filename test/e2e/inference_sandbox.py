@@ -24,23 +24,10 @@ import e2elib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.environ.get("OPENSHELL_BIN", "")
-results = []
+point = e2elib.Tap(diag_lines=30)
 SECRET = "ghp-SANDBOX-SECRET-77"
 KEY = "sk-SANDBOX-BACKEND-88"
 PH = "openshell:resolve:env:GITHUB_TOKEN"
-
-
-def point(ok, name, diag=""):
-    results.append((bool(ok), name, diag))
-    print("%s %d - %s" % ("ok" if ok else "not ok", len(results), name), flush=True)
-    if not ok and diag:
-        for line in str(diag).splitlines()[:30]:
-            print("# " + line)
-
-
-def skip(name, why):
-    results.append((True, name, ""))
-    print("ok %d - %s # SKIP %s" % (len(results), name, why), flush=True)
 
 
 class Env:
@@ -168,7 +155,7 @@ def tests():
                                "--prefix", E.wd, "openai@6", "undici@6"],
                               capture_output=True, text=True, timeout=300)
         if inst.returncode:
-            skip("in a sandbox: node openai SDK", "npm install failed")
+            point.skip("in a sandbox: node openai SDK", "npm install failed")
         else:
             subprocess.run(["chmod", "-R", "a+rX", E.wd])
             with open(E.wd + "/t.js", "w") as f:
@@ -195,7 +182,7 @@ const client = new OpenAI({ baseURL: 'https://inference.local/v1', apiKey: 'unus
                   "in a sandbox: node openai SDK streams from inference.local chunk by chunk",
                   (r.stdout[-500:], r.stderr[-800:]))
     else:
-        skip("in a sandbox: node openai SDK", "node/npm not installed")
+        point.skip("in a sandbox: node openai SDK", "node/npm not installed")
 
     # Where could the secrets be? Look from inside, as the agent.
     r = sandbox("cat /proc/self/environ | tr '\\0' '\\n'; env; "
@@ -233,8 +220,7 @@ def main():
         point(False, "test harness", traceback.format_exc())
     finally:
         teardown()
-    print("1..%d" % len(results))
-    return 0 if all(r[0] for r in results) else 1
+    return point.plan()
 
 
 if __name__ == "__main__":

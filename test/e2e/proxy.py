@@ -29,22 +29,7 @@ import e2elib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.environ.get("OPENSHELL_BIN", "")
-results = []
-
-
-def point(ok, name, diag=""):
-    results.append((bool(ok), name, diag))
-    print("%s %d - %s" % ("ok" if ok else "not ok", len(results), name), flush=True)
-    if not ok and diag:
-        for line in str(diag).splitlines()[:30]:
-            print("# " + line)
-
-
-def skip_all(reason, n=1):
-    print("1..%d" % n)
-    for i in range(n):
-        print("ok %d - proxy e2e # SKIP %s" % (i + 1, reason))
-    sys.exit(0)
+point = e2elib.Tap(diag_lines=30)
 
 
 def run(cmd, **kw):
@@ -862,17 +847,17 @@ def t_log_hygiene():
 
 def main():
     if os.geteuid() != 0:
-        skip_all("needs root for network namespaces")
+        point.skip_all("proxy e2e", "needs root for network namespaces")
     for tool in ("ip", "openssl", "curl"):
         if not shutil.which(tool):
-            skip_all("%s not installed" % tool)
+            point.skip_all("proxy e2e", "%s not installed" % tool)
     if not BIN or not os.path.exists(BIN):
-        skip_all("OPENSHELL_BIN not set")
+        point.skip_all("proxy e2e", "OPENSHELL_BIN not set")
     try:
         setup()
     except Exception as e:  # noqa: BLE001
         teardown()
-        skip_all("cannot set up the network namespace: %s" % e)
+        point.skip_all("proxy e2e", "cannot set up the network namespace: %s" % e)
     try:
         for t in (t_forward_and_deny_bodies, t_dns, t_tunnels, t_inspected, t_bodies, t_websocket, t_websocket_forward,
                   t_keepalive,
@@ -884,13 +869,12 @@ def main():
             except Exception as e:  # noqa: BLE001
                 point(False, t.__name__ + " raised", repr(e))
     finally:
-        if any(not ok for ok, _, _ in results):
+        if point.failed:
             print("# proxy log tail:")
             for line in proxy_log().splitlines()[-25:]:
                 print("# " + line)
         teardown()
-    print("1..%d" % len(results))
-    sys.exit(0 if all(ok for ok, _, _ in results) else 1)
+    sys.exit(point.plan())
 
 
 if __name__ == "__main__":

@@ -27,21 +27,11 @@ import proxy_cred_lib
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.environ.get("OPENSHELL_BIN", "")
 PROXY = [BIN, "applet", "openshell-proxy"]  # or the ASan build (second round)
-TAG = ""
-results = []
+point = e2elib.Tap(diag_lines=30)
 
 SECRETS = ["ghp-SECRET-one", "pathSECRETtwo", "SECRET-rotated-3", "SECRET-ctl-4",
            'body"SECRET']
 PH = "openshell:resolve:env:"
-
-
-def point(ok, name, diag=""):
-    name = TAG + name
-    results.append((bool(ok), name, diag))
-    print("%s %d - %s" % ("ok" if ok else "not ok", len(results), name), flush=True)
-    if not ok and diag:
-        for line in str(diag).splitlines()[:30]:
-            print("# " + line)
 
 
 class Env:
@@ -416,15 +406,15 @@ def tests():
 def asan_round():
     """The same tests against the proxy built with ASan/UBSan/LSan; each
     proxy must then stop cleanly on SIGTERM with no sanitizer report."""
-    global PROXY, TAG
+    global PROXY
     build = tempfile.mkdtemp(prefix="openshell-cred-asan.")
     try:
         exe, why = proxy_cred_lib.build_asan_proxy(build)
         if not exe:
-            print("ok %d - credentials under ASan # SKIP %s" % (len(results) + 1, why))
-            results.append((True, "asan", ""))
+            point.skip("credentials under ASan", why)
             return
-        PROXY, TAG = [exe], "asan: "
+        PROXY = [exe]
+        point.prefix = "asan: "
         try:
             setup()
             tests()
@@ -462,8 +452,7 @@ def main():
     except Exception:
         import traceback
         point(False, "test harness (asan)", traceback.format_exc())
-    print("1..%d" % len(results))
-    return 0 if all(r[0] for r in results) else 1
+    return point.plan()
 
 
 if __name__ == "__main__":

@@ -33,27 +33,7 @@ import e2elib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.environ.get("OPENSHELL_BIN", "")
-results = []
-
-
-def point(ok, name, diag=""):
-    results.append((bool(ok), name, diag))
-    print("%s %d - %s" % ("ok" if ok else "not ok", len(results), name), flush=True)
-    if not ok and diag:
-        for line in str(diag).splitlines()[:40]:
-            print("# " + line)
-
-
-def skip_point(name, reason):
-    results.append((True, name, ""))
-    print("ok %d - %s # SKIP %s" % (len(results), name, reason), flush=True)
-
-
-def skip_all(reason, n=1):
-    print("1..%d" % n)
-    for i in range(n):
-        print("ok %d - sandbox network # SKIP %s" % (i + 1, reason))
-    sys.exit(0)
+point = e2elib.Tap(diag_lines=40)
 
 
 def run(cmd, **kw):
@@ -426,7 +406,7 @@ fetch('https://api.test:8443/node-fetch').then(async (r) => console.log('status'
 
 def t_node():
     if not shutil.which("node"):
-        skip_point("node through the proxy", "node not installed")
+        point.skip("node through the proxy", "node not installed")
         return
     r = sandbox("/usr/bin/node", "-e", NODE_TUNNEL)
     point(r.stdout.startswith("200") and '"/node"' in r.stdout,
@@ -467,12 +447,12 @@ setGlobalDispatcher(new EnvHttpProxyAgent());
 def t_node_fetch_undici():
     name = "node fetch (undici EnvHttpProxyAgent) through the proxy"
     if not shutil.which("node") or not shutil.which("npm"):
-        skip_point(name, "node or npm not installed")
+        point.skip(name, "node or npm not installed")
         return
     r = run(["npm", "install", "--no-audit", "--no-fund", "--no-save", "--prefix", E.wd,
              "undici@6"], timeout=180)
     if r.returncode or not os.path.exists(E.wd + "/node_modules/undici/package.json"):
-        skip_point(name, "npm could not install undici: " + (r.stderr.strip().splitlines() or ["?"])[-1])
+        point.skip(name, "npm could not install undici: " + (r.stderr.strip().splitlines() or ["?"])[-1])
         return
     r = sandbox("/usr/bin/node", "-e", NODE_UNDICI)
     lines = dict((l.split(" ", 1) + [""])[:2] for l in r.stdout.splitlines() if l)
@@ -638,7 +618,7 @@ def proxies_of_this_test():
 
 def t_unprivileged():
     if not shutil.which("setpriv"):
-        skip_point("unprivileged sandbox through the proxy", "setpriv not installed")
+        point.skip("unprivileged sandbox through the proxy", "setpriv not installed")
         return
     args = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", BIN, "run",
             "--policy", E.policy, "--workdir", E.wd, "--timeout", "20",
@@ -686,17 +666,17 @@ def t_lifetime():
 
 def main():
     if os.geteuid() != 0:
-        skip_all("needs root for network namespaces")
+        point.skip_all("sandbox network", "needs root for network namespaces")
     for tool in ("ip", "openssl", "curl", "git", "bash"):
         if not shutil.which(tool):
-            skip_all("%s not installed" % tool)
+            point.skip_all("sandbox network", "%s not installed" % tool)
     if not os.path.exists("/usr/bin/python3") or not BIN or not os.path.exists(BIN):
-        skip_all("needs /usr/bin/python3 and OPENSHELL_BIN")
+        point.skip_all("sandbox network", "needs /usr/bin/python3 and OPENSHELL_BIN")
     try:
         setup()
     except Exception as e:  # noqa: BLE001
         teardown()
-        skip_all("cannot set up the network namespace: %s" % e)
+        point.skip_all("sandbox network", "cannot set up the network namespace: %s" % e)
     try:
         for t in (t_curl, t_denials, t_binaries, t_ancestors, t_argv_spoof, t_shared_socket,
                   t_swapped_binary,
@@ -708,8 +688,7 @@ def main():
                 point(False, t.__name__ + " raised", repr(e))
     finally:
         teardown()
-    print("1..%d" % len(results))
-    sys.exit(0 if all(ok for ok, _, _ in results) else 1)
+    sys.exit(point.plan())
 
 
 if __name__ == "__main__":
