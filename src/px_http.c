@@ -998,6 +998,36 @@ px_dispatch_request(struct px_conn *c)
         px_forward_request(c);
 }
 
+/* Terminate the client's TLS: a leaf for the CONNECT host (not the
+ * client's SNI), the handshake started. False when the connection was
+ * killed (logged). */
+static bool
+px_serve_tls(struct px_conn *c)
+{
+    struct tls_server_opts so = { 0 };
+    struct err e;
+
+    c->leaf = ca_leaf_get(c->srv->ca, c->host, &e);
+    if (!c->leaf) {
+        px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
+        px_conn_kill(c);
+        return false;
+    }
+    so.chain = ca_leaf_chain(c->leaf);
+    so.key = ca_leaf_key(c->leaf);
+    so.expect_sni = c->host;
+    c->state = PX_HANDSHAKE;
+    c->terminated = true;
+    c->cli = tls_wrap_server(c->cli, &so, &c->cli_tls, &e);
+    if (!c->cli) {
+        px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
+        px_conn_kill(c);
+        return false;
+    }
+    bufferevent_setcb(c->cli, px_cli_read, px_cli_write, px_cli_event, c);
+    return true;
+}
+
 /* TLS auto-detection on the first bytes of a tunnel. */
 void
 px_sniff(struct px_conn *c)
@@ -1005,7 +1035,6 @@ px_sniff(struct px_conn *c)
     struct evbuffer *in = bufferevent_get_input(c->cli);
     size_t n = evbuffer_get_length(in);
     const unsigned char *p;
-    struct tls_server_opts so = { 0 };
     struct err e;
 
     if (n == 0)
@@ -1022,24 +1051,8 @@ px_sniff(struct px_conn *c)
             px_conn_kill(c);
             return;
         }
-        c->leaf = ca_leaf_get(c->srv->ca, c->host, &e);
-        if (!c->leaf) {
-            px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
-            px_conn_kill(c);
+        if (!px_serve_tls(c))
             return;
-        }
-        so.chain = ca_leaf_chain(c->leaf);
-        so.key = ca_leaf_key(c->leaf);
-        so.expect_sni = c->host;
-        c->state = PX_HANDSHAKE;
-        c->terminated = true;
-        c->cli = tls_wrap_server(c->cli, &so, &c->cli_tls, &e);
-        if (!c->cli) {
-            px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
-            px_conn_kill(c);
-            return;
-        }
-        bufferevent_setcb(c->cli, px_cli_read, px_cli_write, px_cli_event, c);
         bufferevent_setwatermark(c->cli, EV_WRITE, PX_HIGH / 2, 0);
         bufferevent_setwatermark(c->cli, EV_READ, 0, PX_HIGH);
         px_timer(c, c->srv->o.tls_timeout_s);
@@ -1071,25 +1084,9 @@ px_sniff(struct px_conn *c)
         px_conn_kill(c);
         return;
     }
-    c->leaf = ca_leaf_get(c->srv->ca, c->host, &e);
-    if (!c->leaf) {
-        px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
-        px_conn_kill(c);
-        return;
-    }
-    so.chain = ca_leaf_chain(c->leaf);
-    so.key = ca_leaf_key(c->leaf);
-    so.expect_sni = c->host;
-    c->state = PX_HANDSHAKE;
-    c->terminated = true;
     bufferevent_disable(c->up, EV_READ);
-    c->cli = tls_wrap_server(c->cli, &so, &c->cli_tls, &e);
-    if (!c->cli) {
-        px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
-        px_conn_kill(c);
+    if (!px_serve_tls(c))
         return;
-    }
-    bufferevent_setcb(c->cli, px_cli_read, px_cli_write, px_cli_event, c);
     c->up = tls_wrap_client(c->up, px_upstream_ctx(c->srv, &e), c->host, &c->up_tls, &e);
     if (!c->up) {
         px_log_decision(c, "error", "tls", NULL, NULL, e.msg);
