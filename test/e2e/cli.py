@@ -33,16 +33,8 @@ STATE = T + "/state/openshell/gateway"
 tap = e2elib.Tap(diag_lines=30)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 # The gateway's TLS listener on a port of our own: parallel tests never clash.
-ENV["OPENSHELL_SERVER_PORT"] = str(free_port())
+ENV["OPENSHELL_SERVER_PORT"] = str(e2elib.free_port())
 
 
 def osh(*args, env=None, stdin=None, timeout=30):

@@ -7,21 +7,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+import e2elib
+
 BIN = os.environ["OPENSHELL_BIN"]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def alive(pid):
@@ -47,7 +40,7 @@ class Cli:
         env.update(HOME=self.T, XDG_CONFIG_HOME=self.T + "/cfg",
                    XDG_STATE_HOME=self.T + "/state", NO_COLOR="1")
         env.pop("XDG_RUNTIME_DIR", None)
-        env["OPENSHELL_SERVER_PORT"] = str(free_port())
+        env["OPENSHELL_SERVER_PORT"] = str(e2elib.free_port())
         if driver:
             env["OPENSHELL_COMPUTE_DRIVER"] = driver
         self.ENV = env

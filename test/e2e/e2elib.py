@@ -8,6 +8,7 @@ machine, and removed on teardown. Tests talk only to those two addresses.
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 
@@ -83,6 +84,30 @@ def make_test_ca(d, ca_cn, dns_names, ips=()):
             "-extfile", d + "/ext.cnf"], "openssl x509")
     for p in ("ca.key", "srv.key"):
         os.chmod(d + "/" + p, 0o600)
+
+
+def free_port():
+    """A loopback TCP port free at the time of the call."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def start_server(ns, args, what):
+    """Run the python server ARGS[0] (a file next to this one) with ARGS[1:]
+    inside network namespace NS; its Popen once it printed "ready" (its
+    first line). Otherwise it is killed and RuntimeError("WHAT did not
+    start") raised."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = subprocess.Popen(["ip", "netns", "exec", ns, "/usr/bin/python3",
+                          os.path.join(here, args[0])] + list(args[1:]),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if p.stdout.readline().strip() != "ready":
+        stop(p)
+        raise RuntimeError("%s did not start" % what)
+    return p
 
 
 def stop(*procs):

@@ -29,7 +29,6 @@ import time
 import e2elib
 import proxy_cred_lib
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.environ.get("OPENSHELL_BIN", "")
 PROXY = [BIN, "applet", "openshell-proxy"]  # or the ASan build (second round)
 point = e2elib.Tap(diag_lines=30)
@@ -75,12 +74,9 @@ def setup():
     e2elib.make_test_ca(t, "openshell infer test CA", ["api.test"], [E.up])
     E.uplog = t + "/upstream.log"
     open(E.uplog, "w").close()
-    E.servers = subprocess.Popen(
-        ["ip", "netns", "exec", E.ns, "/usr/bin/python3", HERE + "/proxy_cred_servers.py", E.up,
-         t + "/srv.pem", t + "/srv.key", E.uplog],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if E.servers.stdout.readline().strip() != "ready":
-        raise RuntimeError("backend did not start")
+    E.servers = e2elib.start_server(
+        E.ns, ["proxy_cred_servers.py", E.up, t + "/srv.pem", t + "/srv.key", E.uplog],
+        "backend")
     with open(t + "/policy.yaml", "w") as f:
         f.write("version: 1\n")  # no network policies: only inference.local works
     E.cred = t + "/creds.json"

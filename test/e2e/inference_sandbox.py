@@ -22,7 +22,6 @@ import time
 
 import e2elib
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.environ.get("OPENSHELL_BIN", "")
 point = e2elib.Tap(diag_lines=30)
 SECRET = "ghp-SANDBOX-SECRET-77"
@@ -50,12 +49,9 @@ def setup():
     e2elib.make_test_ca(t, "openshell infsb test CA", ["api.test"], [E.up])
     E.uplog = t + "/upstream.log"
     open(E.uplog, "w").close()
-    E.servers = subprocess.Popen(
-        ["ip", "netns", "exec", E.ns, "/usr/bin/python3", HERE + "/proxy_cred_servers.py", E.up,
-         t + "/srv.pem", t + "/srv.key", E.uplog],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if E.servers.stdout.readline().strip() != "ready":
-        raise RuntimeError("upstreams did not start")
+    E.servers = e2elib.start_server(
+        E.ns, ["proxy_cred_servers.py", E.up, t + "/srv.pem", t + "/srv.key", E.uplog],
+        "upstreams")
     E.policy = t + "/policy.yaml"
     with open(E.policy, "w") as f:
         f.write("""version: 1

@@ -164,14 +164,6 @@ class Backend(BaseHTTPRequestHandler):
                      self.headers.get("x-api-key") == S_ANTH)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 # ------------------------------------------------------------------ tests
 
 def test_cli_crud():
@@ -448,7 +440,7 @@ def test_inferred():
 
 
 def test_inference():
-    port = free_port()
+    port = e2elib.free_port()
     srv = ThreadingHTTPServer(("127.0.0.1", port), Backend)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     url = "http://127.0.0.1:%d/v1" % port
@@ -475,7 +467,7 @@ def test_inference():
         r = curl("GET", WS + "/inference")
         tap(r[0] == 200 and r[1]["provider"] == "good", "a refused set keeps the old route",
             r[2])
-        dead = "http://127.0.0.1:%d/v1" % free_port()
+        dead = "http://127.0.0.1:%d/v1" % e2elib.free_port()
         t0 = time.time()
         p = cli("inference", "set", "--provider", "good", "--model", "m-2", "--base-url", dead)
         tap(p.returncode == 1 and "cannot connect" in p.stderr and time.time() - t0 < 20,
@@ -529,7 +521,7 @@ def test_inference():
         for d in ("tls", "tls-other"):
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(T + "/%s/srv.pem" % d, T + "/%s/srv.key" % d)
-            tport = free_port()
+            tport = e2elib.free_port()
             tsrv = ThreadingHTTPServer(("127.0.0.1", tport), Backend)
             tsrv.socket = ctx.wrap_socket(tsrv.socket, server_side=True)
             threading.Thread(target=tsrv.serve_forever, daemon=True).start()

@@ -27,7 +27,6 @@ import urllib.request
 
 import e2elib
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.environ.get("OPENSHELL_BIN", "")
 point = e2elib.Tap(diag_lines=30)
 
@@ -52,12 +51,9 @@ def setup():
     e2elib.make_test_ca(t, "openshell test CA", ["api.test"], [E.up])
     E.uplog = t + "/upstream.log"
     open(E.uplog, "w").close()
-    E.servers = subprocess.Popen(
-        ["ip", "netns", "exec", E.ns, "/usr/bin/python3", HERE + "/proxy_servers.py", E.up,
-         t + "/srv.pem", t + "/srv.key", E.uplog],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if E.servers.stdout.readline().strip() != "ready":
-        raise RuntimeError("upstream servers did not start")
+    E.servers = e2elib.start_server(
+        E.ns, ["proxy_servers.py", E.up, t + "/srv.pem", t + "/srv.key", E.uplog],
+        "upstream servers")
     with open(t + "/policy.yaml", "w") as f:
         f.write("""version: 1
 network_policies:

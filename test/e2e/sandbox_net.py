@@ -31,7 +31,6 @@ import time
 
 import e2elib
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.environ.get("OPENSHELL_BIN", "")
 point = e2elib.Tap(diag_lines=40)
 
@@ -144,18 +143,12 @@ def setup():
             raise RuntimeError("%s: %s" % (" ".join(c), r.stderr))
     E.uplog = t + "/upstream.log"
     open(E.uplog, "w").close()
-    E.servers = subprocess.Popen(
-        ["ip", "netns", "exec", E.ns, "/usr/bin/python3", HERE + "/proxy_servers.py", E.up,
-         t + "/srv.pem", t + "/srv.key", E.uplog],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if E.servers.stdout.readline().strip() != "ready":
-        raise RuntimeError("upstream servers did not start")
-    E.git = subprocess.Popen(
-        ["ip", "netns", "exec", E.ns, "/usr/bin/python3", HERE + "/git_server.py", E.up, "9443",
-         t + "/srv.pem", t + "/srv.key", t + "/git"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if E.git.stdout.readline().strip() != "ready":
-        raise RuntimeError("git server did not start")
+    E.servers = e2elib.start_server(
+        E.ns, ["proxy_servers.py", E.up, t + "/srv.pem", t + "/srv.key", E.uplog],
+        "upstream servers")
+    E.git = e2elib.start_server(
+        E.ns, ["git_server.py", E.up, "9443", t + "/srv.pem", t + "/srv.key", t + "/git"],
+        "git server")
     E.policy = t + "/policy.yaml"
     write_policy()
 
