@@ -40,6 +40,10 @@ void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
  * and control characters are escaped as \u00XX; the output is always valid
  * JSON. */
 void buf_put_json_str(struct buf *b, const char *s, size_t n);
+/* Whether JSON text P[N] holds a \u0000 escape (in a key or a value): cJSON
+ * would decode it and every C string after it would be cut short (a
+ * different name or secret). */
+bool buf_json_has_nul_escape(const char *p, size_t n);
 /* Remove the first N bytes (N <= len). */
 void buf_consume(struct buf *b, size_t n);
 /* The contents as a C string ("" when empty). Borrowed; valid until the next

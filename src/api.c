@@ -47,21 +47,6 @@ check_tree(const cJSON *j, struct buf *path, struct err *e)
     return 0;
 }
 
-/* Whether valid JSON text P[N] holds a \u0000 escape (in a key or a value):
- * cJSON would decode it and every C string after it would be cut short. */
-static bool
-has_nul_escape(const char *p, size_t n)
-{
-    for (size_t i = 0; i + 1 < n; i++) {
-        if (p[i] != '\\')
-            continue;
-        if (p[i + 1] == 'u' && i + 5 < n && memcmp(p + i + 2, "0000", 4) == 0)
-            return true;
-        i++; /* the escaped character, an escaped backslash included */
-    }
-    return false;
-}
-
 int
 api_parse_object(const char *body, size_t len, cJSON **out, struct err *e)
 {
@@ -94,7 +79,7 @@ api_parse_object(const char *body, size_t len, cJSON **out, struct err *e)
         cJSON_Delete(j);
         return err_set(e, EINVAL, "request body must be a JSON object");
     }
-    if (has_nul_escape(body, len)) {
+    if (buf_json_has_nul_escape(body, len)) {
         cJSON_Delete(j);
         return err_set(e, EINVAL, "request body: a \\u0000 escape (no string may contain NUL)");
     }

@@ -236,3 +236,16 @@ buf_fmt_fixed(char *dst, size_t size, const char *fmt, ...)
         return -EINVAL;
     return (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
+
+bool
+buf_json_has_nul_escape(const char *p, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (p[i] != '\\')
+            continue;
+        if (p[i + 1] == 'u' && i + 5 < n && memcmp(p + i + 2, "0000", 4) == 0)
+            return true;
+        i++; /* the escaped character, an escaped backslash included */
+    }
+    return false;
+}

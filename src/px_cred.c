@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "buf.h"
 #include "xfuncs.h"
 
 #define PX_CRED_KEY_MAX 128
@@ -280,7 +281,7 @@ px_parse_cred(struct px_cred *k, const cJSON *o, size_t idx, struct err *e)
                        PX_CRED_MAX_ENDPOINTS);
     k->key = xstrdup(key);
     /* (A value with an escaped NUL was refused before parsing: see
-     * px_has_nul_escape.) */
+     * buf_json_has_nul_escape.) */
     k->value = xstrdup(val->valuestring);
     k->value_len = strlen(k->value);
     k->provider = xstrdup(prov ? prov : "");
@@ -310,22 +311,6 @@ px_parse_cred(struct px_cred *k, const cJSON *o, size_t idx, struct err *e)
     return 0;
 }
 
-/* Does the JSON text hold a "\u0000" escape in a string? cJSON would cut
- * the string there, and a value cut short is a different secret. */
-static bool
-px_has_nul_escape(const char *p, size_t n)
-{
-    for (size_t i = 0; i + 1 < n; i++) {
-        if (p[i] != '\\')
-            continue;
-        if (p[i + 1] == 'u' && i + 5 < n && p[i + 2] == '0' && p[i + 3] == '0' && p[i + 4] == '0' &&
-            p[i + 5] == '0')
-            return true;
-        i++; /* skip the escaped character (an escaped backslash too) */
-    }
-    return false;
-}
-
 int
 px_creds_parse(const char *json, size_t len, struct px_creds **out, struct err *e)
 {
@@ -337,7 +322,7 @@ px_creds_parse(const char *json, size_t len, struct px_creds **out, struct err *
     *out = NULL;
     if (len > PX_CRED_DOC_MAX)
         return err_set(e, EINVAL, "credentials document over %d bytes", PX_CRED_DOC_MAX);
-    if (px_has_nul_escape(json, len))
+    if (buf_json_has_nul_escape(json, len))
         return err_set(e, EINVAL, "credentials document: a string holds a NUL (\\u0000)");
     root = cJSON_ParseWithLength(json, len);
     if (!cJSON_IsObject(root)) {

@@ -753,7 +753,7 @@ h_set(struct h2_stream *st, struct h2_req *req, void *arg)
 
     if (!gw_authorized(gw, st) || gw_require_json(st) < 0)
         return;
-    if (gw_body_has_nul_escape(req->body.data, req->body.len)) {
+    if (buf_json_has_nul_escape(req->body.data, req->body.len)) {
         rc = err_set(&e, EINVAL, "a \\u0000 escape: no string may contain NUL");
         goto fail;
     }

@@ -911,20 +911,6 @@ gw_provider_notify(struct gw *gw, const char *ws, const char *provider)
     } while (n == STORE_LIST_MAX);
 }
 
-bool
-gw_body_has_nul_escape(const char *p, size_t n)
-{
-    for (size_t i = 0; i + 1 < n; i++) {
-        if (p[i] != '\\')
-            continue;
-        if (p[i + 1] == 'u' && i + 5 < n && p[i + 2] == '0' && p[i + 3] == '0' && p[i + 4] == '0' &&
-            p[i + 5] == '0')
-            return true;
-        i++; /* the escaped character (an escaped backslash too) */
-    }
-    return false;
-}
-
 /* ------------------------------------------------------------------ handlers */
 
 /* Merge the credentials/config of SPEC into CREDS/CONFIG (null removes). */
@@ -1002,7 +988,7 @@ h_create(struct h2_stream *st, struct h2_req *req, void *arg)
         return;
     /* cJSON would cut a string at an escaped NUL: a value silently cut
      * short is another secret. */
-    if (gw_body_has_nul_escape(req->body.data, req->body.len)) {
+    if (buf_json_has_nul_escape(req->body.data, req->body.len)) {
         rc = err_set(&e, EINVAL, "a \\u0000 escape: no string may contain NUL");
         goto fail;
     }
@@ -1236,7 +1222,7 @@ h_patch(struct h2_stream *st, struct h2_req *req, void *arg)
     }
     if (!(o = lookup(gw, st, req)))
         return;
-    if (gw_body_has_nul_escape(req->body.data, req->body.len)) {
+    if (buf_json_has_nul_escape(req->body.data, req->body.len)) {
         rc = err_set(&e, EINVAL, "a \\u0000 escape: no string may contain NUL");
         goto fail;
     }

@@ -65,10 +65,6 @@ void gw_secrets_free(cJSON *secrets);
 int gw_cred_revision(struct gw *gw, int64_t *out, struct err *e);
 int gw_cred_revision_bump(struct gw *gw, struct err *e);
 
-/* Does the JSON text P[N] hold a "\u0000" escape (cJSON would cut the
- * string there)? */
-bool gw_body_has_nul_escape(const char *p, size_t n);
-
 /* Tell the sessions of WS's sandboxes that use PROVIDER (NULL: every
  * sandbox of WS) to refetch their credentials document. */
 void gw_provider_notify(struct gw *gw, const char *ws, const char *provider);

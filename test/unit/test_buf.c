@@ -92,6 +92,25 @@ test_json_escaping(void)
     return TAP_PASS;
 }
 
+/* A \u0000 escape anywhere is found; an escaped backslash before "u0000"
+ * is not one, nor is a cut-short escape at the end. */
+static int
+test_json_nul_escape(void)
+{
+    static const char *const yes[] = { "{\"a\":\"x\\u0000\"}", "{\"\\u0000\":1}", "\"\\\\\\u0000\"",
+                                       "\\u0000" };
+    static const char *const no[] = { "{\"a\":\"x\\\\u0000\"}", "{\"a\":\"\\u0001\"}", "\"\\u000",
+                                      "\"\\\\\"", "" };
+
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        CHECK(buf_json_has_nul_escape(yes[i], strlen(yes[i])));
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        CHECK(!buf_json_has_nul_escape(no[i], strlen(no[i])));
+    /* Only the first N bytes count. */
+    CHECK(!buf_json_has_nul_escape("\\u0000", 5));
+    return TAP_PASS;
+}
+
 static int
 test_fixed_copies(void)
 {
@@ -109,4 +128,4 @@ test_fixed_copies(void)
 
 TAP_MAIN(TAP_TEST(test_append_and_grow), TAP_TEST(test_binary_data), TAP_TEST(test_printf_long),
          TAP_TEST(test_consume_reset_steal), TAP_TEST(test_json_escaping),
-         TAP_TEST(test_fixed_copies))
+         TAP_TEST(test_json_nul_escape), TAP_TEST(test_fixed_copies))
