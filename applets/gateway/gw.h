@@ -53,6 +53,10 @@ struct gw {
  * Answers 401 and returns false otherwise. */
 bool gw_authorized(struct gw *gw, struct h2_stream *st);
 
+/* The sandbox named by a route's {ws} and {name} (params 0 and 1), the
+ * caller's to free; or NULL after answering the error (404 naming both). */
+struct h2_req;
+struct store_obj *gw_sandbox_lookup(struct gw *gw, struct h2_stream *st, const struct h2_req *req);
 /* Register the sandbox routes on GW's router. */
 void gw_sandbox_routes(struct gw *gw);
 /* Sandbox O (id ID) changed, or was deleted (O NULL): tell its watchers. */

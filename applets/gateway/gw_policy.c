@@ -102,28 +102,6 @@ gw_policy_check_text(const char *text, size_t len, struct err *e)
     return rc < 0 ? -EINVAL : 0;
 }
 
-/* The sandbox named by the path (params[0] workspace, params[1] name). */
-static struct store_obj *
-sandbox_lookup(struct gw *gw, struct h2_stream *st, struct h2_req *req)
-{
-    struct store_obj *o = NULL;
-    struct err e;
-    int rc;
-
-    rc = gw_workspace_check(gw, req->params[0], &e);
-    if (rc == 0) {
-        rc = store_get_by_name(gw->store, SB_TYPE, req->params[0], req->params[1], &o, &e);
-        if (rc == -ENOENT)
-            err_set(&e, ENOENT, "sandbox %.80s not found in workspace %.80s", req->params[1],
-                    req->params[0]);
-    }
-    if (rc < 0) {
-        api_respond_err(st, rc, &e);
-        return NULL;
-    }
-    return o;
-}
-
 bool
 gw_policy_is_global(const struct h2_req *req)
 {
@@ -140,7 +118,7 @@ gw_policy_owner(struct gw *gw, struct h2_stream *st, struct h2_req *req)
     int rc;
 
     if (!gw_policy_is_global(req))
-        return sandbox_lookup(gw, st, req);
+        return gw_sandbox_lookup(gw, st, req);
     if ((rc = gw_settings_global(gw, &o, &e)) < 0) {
         api_respond_err(st, rc, &e);
         return NULL;

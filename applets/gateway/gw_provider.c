@@ -1391,24 +1391,6 @@ h_types(struct h2_stream *st, struct h2_req *req, void *arg)
 
 /* ------------------------------------------------------------------ attach */
 
-static struct store_obj *
-sandbox_of(struct gw *gw, struct h2_stream *st, struct h2_req *req)
-{
-    struct store_obj *o = NULL;
-    struct err e;
-    int rc = gw_workspace_check(gw, req->params[0], &e);
-
-    if (rc == 0 && (rc = store_get_by_name(gw->store, "sandbox", req->params[0], req->params[1], &o,
-                                           &e)) == -ENOENT)
-        err_set(&e, ENOENT, "sandbox %.80s not found in workspace %.80s", req->params[1],
-                req->params[0]);
-    if (rc < 0) {
-        api_respond_err(st, rc, &e);
-        return NULL;
-    }
-    return o;
-}
-
 /* GET .../sandboxes/{name}/providers: the attached providers. */
 static void
 h_sb_list(struct h2_stream *st, struct h2_req *req, void *arg)
@@ -1418,7 +1400,7 @@ h_sb_list(struct h2_stream *st, struct h2_req *req, void *arg)
     cJSON *p, *j, *items;
     const cJSON *it;
 
-    if (!gw_authorized(gw, st) || !(sb = sandbox_of(gw, st, req)))
+    if (!gw_authorized(gw, st) || !(sb = gw_sandbox_lookup(gw, st, req)))
         return;
     p = parse_stored(sb->payload);
     j = cJSON_CreateObject();
@@ -1469,7 +1451,7 @@ h_sb_attach(struct h2_stream *st, struct h2_req *req, void *arg)
         api_respond_err(st, rc, &e);
         return;
     }
-    if (!(sb = sandbox_of(gw, st, req)))
+    if (!(sb = gw_sandbox_lookup(gw, st, req)))
         return;
     p = parse_stored(sb->payload);
     spec = cJSON_GetObjectItemCaseSensitive(p, "spec");

@@ -747,9 +747,8 @@ h_list_all(struct h2_stream *st, struct h2_req *req, void *arg)
     list_common(gw, st, req, NULL);
 }
 
-/* Look up ws/name from the path; responds with the error itself. */
-static struct store_obj *
-lookup(struct gw *gw, struct h2_stream *st, struct h2_req *req)
+struct store_obj *
+gw_sandbox_lookup(struct gw *gw, struct h2_stream *st, const struct h2_req *req)
 {
     struct store_obj *o = NULL;
     struct err e;
@@ -772,7 +771,7 @@ h_get(struct h2_stream *st, struct h2_req *req, void *arg)
     struct gw *gw = arg;
     struct store_obj *o;
 
-    if (!gw_authorized(gw, st) || !(o = lookup(gw, st, req)))
+    if (!gw_authorized(gw, st) || !(o = gw_sandbox_lookup(gw, st, req)))
         return;
     respond_sandbox(st, 200, o);
     store_obj_free(o);
@@ -796,7 +795,7 @@ h_patch(struct h2_stream *st, struct h2_req *req, void *arg)
         api_respond_err(st, rc, &e);
         return;
     }
-    if (!(o = lookup(gw, st, req)))
+    if (!(o = gw_sandbox_lookup(gw, st, req)))
         return;
     if ((rc = api_parse_object(req->body.data, req->body.len, &body, &e)) < 0 ||
         (rc = api_check_keys(body, keys, "", &e)) < 0 ||
@@ -1077,7 +1076,7 @@ h_delete(struct h2_stream *st, struct h2_req *req, void *arg)
         api_respond_err(st, rc, &e);
         return;
     }
-    if (!(o = lookup(gw, st, req)))
+    if (!(o = gw_sandbox_lookup(gw, st, req)))
         return;
     if (expect && expect != o->resource_version) {
         err_set(&e, ESTALE, "sandbox %s: resource_version is %llu, not %llu", o->name,
@@ -1154,7 +1153,7 @@ h_watch(struct h2_stream *st, struct h2_req *req, void *arg)
     struct gw *gw = arg;
     struct store_obj *o;
 
-    if (!gw_authorized(gw, st) || !(o = lookup(gw, st, req)))
+    if (!gw_authorized(gw, st) || !(o = gw_sandbox_lookup(gw, st, req)))
         return;
     watch_start(gw, st, req, o);
     store_obj_free(o);

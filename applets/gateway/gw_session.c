@@ -1075,18 +1075,9 @@ relay_new(struct gw *gw, struct h2_stream *st, struct h2_req *req, enum relay_ki
 {
     struct store_obj *sb = NULL;
     struct gw_relay *r;
-    struct err e;
-    int rc;
 
-    if ((rc = gw_workspace_check(gw, req->params[0], &e)) < 0 ||
-        (rc = store_get_by_name(gw->store, "sandbox", req->params[0], req->params[1], &sb, &e)) <
-            0) {
-        if (rc == -ENOENT && !sb)
-            err_set(&e, ENOENT, "sandbox %.80s not found in workspace %.80s", req->params[1],
-                    req->params[0]);
-        api_respond_err(st, rc, &e);
+    if (!(sb = gw_sandbox_lookup(gw, st, req)))
         return NULL;
-    }
     if (!gw_session_connected(gw, sb->id)) {
         h2_stream_error(st, 503, "unavailable", "sandbox %s has no connected supervisor", sb->name);
         store_obj_free(sb);

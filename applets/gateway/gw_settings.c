@@ -233,25 +233,6 @@ h_global_put(struct h2_stream *st, struct h2_req *req, void *arg)
     store_obj_free(o);
 }
 
-/* The sandbox from /v1/workspaces/{ws}/sandboxes/{name}/settings[/{key}]. */
-static struct store_obj *
-sandbox_of(struct gw *gw, struct h2_stream *st, struct h2_req *req)
-{
-    struct store_obj *o = NULL;
-    struct err e;
-    int rc = gw_workspace_check(gw, req->params[0], &e);
-
-    if (rc == 0 && (rc = store_get_by_name(gw->store, "sandbox", req->params[0], req->params[1], &o,
-                                           &e)) == -ENOENT)
-        err_set(&e, ENOENT, "sandbox %.80s not found in workspace %.80s", req->params[1],
-                req->params[0]);
-    if (rc < 0) {
-        api_respond_err(st, rc, &e);
-        return NULL;
-    }
-    return o;
-}
-
 cJSON *
 gw_settings_effective(struct gw *gw, const struct store_obj *sb, struct err *e, int *rc)
 {
@@ -298,7 +279,7 @@ h_sandbox_get(struct h2_stream *st, struct h2_req *req, void *arg)
     cJSON *j;
     int rc;
 
-    if (!gw_authorized(gw, st) || !(sb = sandbox_of(gw, st, req)))
+    if (!gw_authorized(gw, st) || !(sb = gw_sandbox_lookup(gw, st, req)))
         return;
     if (!(j = gw_settings_effective(gw, sb, &e, &rc)))
         api_respond_err(st, rc, &e);
@@ -326,7 +307,7 @@ h_sandbox_put(struct h2_stream *st, struct h2_req *req, void *arg)
         (!del && (rc = put_value(req, &body, &value, &e)) < 0) ||
         (rc = setting_check(req->params[2], value, &e)) < 0) {
         api_respond_err(st, rc, &e);
-    } else if ((sb = sandbox_of(gw, st, req))) {
+    } else if ((sb = gw_sandbox_lookup(gw, st, req))) {
         write_setting(gw, st, sb, req->params[2], value, expect, true);
     }
     cJSON_Delete(body);
