@@ -69,6 +69,17 @@ static void px_infer_send(struct px_conn *c);
 static void px_infer_done(struct px_conn *c);
 static void px_infer_stream_fail(struct px_conn *c, const char *why);
 
+/* The backend connection is done with. */
+static void
+px_infer_drop_up(struct px_conn *c)
+{
+    if (c->up) {
+        bufferevent_free(c->up);
+        c->up = NULL;
+        c->up_tls = NULL;
+    }
+}
+
 static void
 px_infer_exchange_reset(struct px_infer *f)
 {
@@ -136,11 +147,7 @@ px_infer_reply(struct px_conn *c, int status, const char *phrase, const char *js
     struct buf b = BUF_INIT;
 
     buf_puts(&b, json);
-    if (c->up) {
-        bufferevent_free(c->up);
-        c->up = NULL;
-        c->up_tls = NULL;
-    }
+    px_infer_drop_up(c);
     px_reply_body(c, status, phrase, NULL, NULL, &b);
     buf_fini(&b);
 }
@@ -449,9 +456,7 @@ px_infer_dial(struct px_conn *c)
             break;
         }
     f->phase = INF_DIAL;
-    if (c->up)
-        bufferevent_free(c->up);
-    c->up_tls = NULL;
+    px_infer_drop_up(c);
     c->up = bufferevent_socket_new(c->srv->base, -1, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->up, px_up_read, px_up_write, px_up_event, c);
     bufferevent_disable(c->cli, EV_READ); /* one request at a time */
@@ -600,11 +605,7 @@ px_infer_stream_fail(struct px_conn *c, const char *why)
     buf_fini(&ev);
     buf_fini(&out);
     f->client_close = true;
-    if (c->up) {
-        bufferevent_free(c->up);
-        c->up = NULL;
-        c->up_tls = NULL;
-    }
+    px_infer_drop_up(c);
     px_conn_close(c);
 }
 
@@ -623,11 +624,7 @@ px_infer_done(struct px_conn *c)
         c->bytes_down += f->rbuf.len;
     }
     px_infer_log(c, "ok", NULL);
-    if (c->up) {
-        bufferevent_free(c->up);
-        c->up = NULL;
-        c->up_tls = NULL;
-    }
+    px_infer_drop_up(c);
     if (f->client_close) {
         px_conn_close(c);
         return;
