@@ -691,10 +691,8 @@ px_up_write(struct bufferevent *bev, void *arg)
             px_conn_kill(c);
         return;
     }
-    if (c->infer) {
-        px_infer_up_write(c);
+    if (c->infer)
         return;
-    }
     if (c->state == PX_RAW && c->splice_pending) {
         px_splice_maybe_start(c);
         return;

@@ -546,12 +546,6 @@ px_infer_up_event(struct px_conn *c, short what)
     }
 }
 
-void
-px_infer_up_write(struct px_conn *c)
-{
-    (void)c;
-}
-
 /* Response head lines to relay: not hop-by-hop, not the framing. */
 static void
 px_infer_resp_head(struct px_conn *c, bool chunked, size_t length)

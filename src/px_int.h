@@ -233,7 +233,6 @@ void px_infer_start(struct px_conn *c); /* CONNECT inference.local:443 */
 void px_infer_input(struct px_conn *c); /* client bytes (state PX_INFER) */
 void px_infer_up_read(struct px_conn *c);
 void px_infer_up_event(struct px_conn *c, short what);
-void px_infer_up_write(struct px_conn *c);
 void px_infer_timer(struct px_conn *c);
 void px_infer_free(struct px_conn *c);
 
