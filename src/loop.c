@@ -90,8 +90,8 @@ loop_class_up(size_t n)
     return k - LOOP_CACHE_MIN_SHIFT;
 }
 
-static void *
-loop_xmalloc(size_t n)
+void *
+loop_mem_alloc(size_t n)
 {
     int c = loop_class_up(n);
     struct loop_block *b = NULL;
@@ -107,8 +107,8 @@ loop_xmalloc(size_t n)
     return b ? (void *)b : xmalloc((size_t)1 << (c + LOOP_CACHE_MIN_SHIFT));
 }
 
-static void
-loop_free_block(void *p)
+void
+loop_mem_free(void *p)
 {
     size_t u, size;
     int c;
@@ -137,41 +137,23 @@ loop_free_block(void *p)
     free(p);
 }
 
-static void *
-loop_xrealloc(void *p, size_t n)
+void *
+loop_mem_realloc(void *p, size_t n)
 {
     size_t u;
     void *q;
 
     if (!p)
-        return loop_xmalloc(n);
+        return loop_mem_alloc(n);
     u = malloc_usable_size(p);
     if (loop_class_up(n) < 0 && loop_class_up(u) < 0)
         return xrealloc(p, n);
     if (n <= u && n > u / 4)
         return p;
-    q = loop_xmalloc(n);
+    q = loop_mem_alloc(n);
     memcpy(q, p, n < u ? n : u);
-    loop_free_block(p);
+    loop_mem_free(p);
     return q;
-}
-
-void *
-loop_mem_alloc(size_t n)
-{
-    return loop_xmalloc(n);
-}
-
-void *
-loop_mem_realloc(void *p, size_t n)
-{
-    return loop_xrealloc(p, n);
-}
-
-void
-loop_mem_free(void *p)
-{
-    loop_free_block(p);
 }
 
 /* libevent's own diagnostics, mapped onto our levels. */
@@ -203,7 +185,7 @@ loop_new(void)
 
     if (!configured) {
         /* Before any other libevent call: allocations then abort on OOM. */
-        event_set_mem_functions(loop_xmalloc, loop_xrealloc, loop_free_block);
+        event_set_mem_functions(loop_mem_alloc, loop_mem_realloc, loop_mem_free);
         event_set_log_callback(loop_log_cb);
         event_set_fatal_callback(loop_fatal_cb);
         configured = true;
