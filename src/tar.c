@@ -373,10 +373,7 @@ tw_dir(struct tw *w, int pdfd, const char *rel, const char *name, const struct s
         qsort(names, n, sizeof(*names), cmp_str);
     for (i = 0; i < n && rc == 0; i++) {
         buf_reset(&child);
-        if (!strcmp(name, "."))
-            buf_puts(&child, ".");
-        else
-            buf_puts(&child, name);
+        buf_puts(&child, name);
         buf_putc(&child, '/');
         buf_puts(&child, names[i]);
         rc = tw_tree(w, dirfd(d), names[i], buf_cstr(&child), depth + 1, e);
