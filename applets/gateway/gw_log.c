@@ -351,14 +351,8 @@ h_logs(struct h2_stream *st, struct h2_req *req, void *arg)
         }
         memcpy(source, v.data, v.len);
     }
-    if ((rc = gw_workspace_check(gw, req->params[0], &e)) < 0 ||
-        (rc = store_get_by_name(gw->store, "sandbox", req->params[0], req->params[1], &sb, &e)) <
-            0) {
-        if (rc == -ENOENT && !sb)
-            err_set(&e, ENOENT, "sandbox %.80s not found in workspace %.80s", req->params[1],
-                    req->params[0]);
-        goto fail;
-    }
+    if (!(sb = gw_sandbox_lookup(gw, st, req)))
+        goto done;
     if (tail)
         read_tail(gw, sb->id, tail, min_level, source, &out);
     if (!follow) {
