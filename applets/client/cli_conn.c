@@ -21,7 +21,6 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/util.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../applets.h"
@@ -297,15 +296,6 @@ cli_gateway_pid(const char *state_dir)
     return pid;
 }
 
-static void
-sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
-
 /* The last few lines of the gateway's log, for a failed start. */
 static void
 print_log_tail(const char *log)
@@ -511,7 +501,7 @@ cli_gateway_start_local(struct cli_ctx *c, const char *name, const char *state_d
                           CLI_START_TIMEOUT_MS / 1000, log);
             goto out;
         }
-        sleep_ms(20);
+        cli_sleep_ms(20);
     }
     if (!quiet)
         cli_ok(c, "Gateway '%s' started (pid %ld)", name, (long)pid);
@@ -548,7 +538,7 @@ cli_gateway_stop_local(struct cli_ctx *c, const struct cli_gateway *g)
             return cli_fail(c, CLI_EXIT_FAIL, "kill it with: kill -9 PID",
                             "gateway '%s' (pid %ld) did not stop within %d s", g->name, pid,
                             CLI_STOP_TIMEOUT_MS / 1000);
-        sleep_ms(20);
+        cli_sleep_ms(20);
     }
     cli_ok(c, "Gateway '%s' stopped", g->name);
     return 0;

@@ -633,15 +633,6 @@ sb_delete(struct cli_ctx *c, struct sb_args *a)
 
 /* ------------------------------------------------------------------ create */
 
-static uint64_t
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Validate FILE locally: its FILE:LINE:COL diagnostics reach the user
  * before anything is created. The text into OUT. */
 static int
@@ -704,7 +695,7 @@ progress_step(struct progress *p, const char *phase, const char *reason)
 {
     static const char *const spin[] = { "\u280b", "\u2819", "\u2839", "\u2838", "\u283c",
                                         "\u2834", "\u2826", "\u2827", "\u2807", "\u280f" };
-    double t = (double)(now_ms() - p->t0) / 1000;
+    double t = (double)(cli_now_ms() - p->t0) / 1000;
     char now[128];
 
     snprintf(now, sizeof(now), "%s%s%s", phase, *reason ? ": " : "", reason);
@@ -810,7 +801,7 @@ wait_ready_loop(struct cli_ctx *c, const char *name, long timeout_s, bool need_s
 {
     struct progress pg = { .tty = isatty(2) == 1 && c->output == CLI_OUT_TABLE,
                            .json = c->output != CLI_OUT_TABLE,
-                           .t0 = now_ms() };
+                           .t0 = cli_now_ms() };
     uint64_t t0 = pg.t0;
     bool allocated = false;
 
@@ -844,7 +835,7 @@ wait_ready_loop(struct cli_ctx *c, const char *name, long timeout_s, bool need_s
             allocated = true;
             progress_clear(&pg);
             if (pg.tty)
-                cli_ok(c, "Sandbox allocated (%.1fs)", (double)(now_ms() - t0) / 1000);
+                cli_ok(c, "Sandbox allocated (%.1fs)", (double)(cli_now_ms() - t0) / 1000);
         }
         progress_step(&pg, phase,
                       cond ? cli_jstr(cond, "reason")
@@ -853,7 +844,7 @@ wait_ready_loop(struct cli_ctx *c, const char *name, long timeout_s, bool need_s
                           : "");
         if (!strcmp(phase, "ready") && (!need_session || supervisor_connected(sb))) {
             progress_clear(&pg);
-            cli_ok(c, "Sandbox ready (%.1fs)", (double)(now_ms() - t0) / 1000);
+            cli_ok(c, "Sandbox ready (%.1fs)", (double)(cli_now_ms() - t0) / 1000);
             return 0;
         }
         if (!strcmp(phase, "exited")) {
@@ -888,7 +879,7 @@ wait_ready_loop(struct cli_ctx *c, const char *name, long timeout_s, bool need_s
                      c->gw.name, name, phase);
             return 0;
         }
-        if (now_ms() - t0 >= (uint64_t)timeout_s * 1000) {
+        if (cli_now_ms() - t0 >= (uint64_t)timeout_s * 1000) {
             progress_clear(&pg);
             return cli_fail(c, CLI_EXIT_FAIL, "raise --timeout or OPENSHELL_PROVISION_TIMEOUT",
                             "sandbox provisioning timed out after %lds. Last reported status: "
