@@ -714,6 +714,28 @@ doc_share(const char *payload, size_t *nkeys)
     return share;
 }
 
+/* The spec.providers of parsed sandbox payload P (NULL: none). */
+static const cJSON *
+sb_providers(const cJSON *p)
+{
+    return cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(p, "spec"),
+                                            "providers");
+}
+
+/* Does the list of names A hold NAME? */
+static bool
+names_hold(const cJSON *a, const char *name)
+{
+    const cJSON *it;
+
+    cJSON_ArrayForEach(it, a)
+    {
+        if (cJSON_IsString(it) && strcmp(it->valuestring, name) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* check_attach, with OVER_PAYLOAD standing in for provider OVER_NAME's
  * stored one (a PATCH about to be written). */
 static int
@@ -817,14 +839,9 @@ check_users(struct gw *gw, const char *ws, const char *name, const char *payload
             return rc;
         for (size_t i = 0; i < l.n && rc == 0; i++) {
             cJSON *p = parse_stored(l.items[i]->payload);
-            const cJSON *a = cJSON_GetObjectItemCaseSensitive(
-                            cJSON_GetObjectItemCaseSensitive(p, "spec"), "providers"),
-                        *it;
-            bool uses = false;
+            const cJSON *a = sb_providers(p);
 
-            cJSON_ArrayForEach(it, a) uses =
-                uses || (cJSON_IsString(it) && strcmp(it->valuestring, name) == 0);
-            if (uses && (rc = check_set(gw, ws, a, name, payload, e)) < 0)
+            if (names_hold(a, name) && (rc = check_set(gw, ws, a, name, payload, e)) < 0)
                 err_wrap(e, "sandbox %s", l.items[i]->name);
             cJSON_Delete(p);
         }
@@ -853,17 +870,9 @@ attached_to(struct gw *gw, const char *ws, const char *name, struct buf *out, st
             return rc;
         for (size_t i = 0; i < l.n; i++) {
             cJSON *p = parse_stored(l.items[i]->payload);
-            const cJSON *a = cJSON_GetObjectItemCaseSensitive(
-                            cJSON_GetObjectItemCaseSensitive(p, "spec"), "providers"),
-                        *it;
 
-            cJSON_ArrayForEach(it, a)
-            {
-                if (cJSON_IsString(it) && strcmp(it->valuestring, name) == 0) {
-                    buf_printf(out, "%s%s", out->len ? ", " : "", l.items[i]->name);
-                    break;
-                }
-            }
+            if (names_hold(sb_providers(p), name))
+                buf_printf(out, "%s%s", out->len ? ", " : "", l.items[i]->name);
             cJSON_Delete(p);
         }
         off += l.n;
@@ -893,15 +902,8 @@ gw_provider_notify(struct gw *gw, const char *ws, const char *provider)
         }
         for (size_t i = 0; i < l.n; i++) {
             cJSON *p = provider ? parse_stored(l.items[i]->payload) : NULL;
-            const cJSON *a = p ? cJSON_GetObjectItemCaseSensitive(
-                                     cJSON_GetObjectItemCaseSensitive(p, "spec"), "providers")
-                               : NULL,
-                        *it;
-            bool uses = !provider;
 
-            cJSON_ArrayForEach(it, a) uses =
-                uses || (cJSON_IsString(it) && strcmp(it->valuestring, provider) == 0);
-            if (uses)
+            if (!provider || names_hold(sb_providers(p), provider))
                 gw_supervisor_notify(gw, l.items[i]->id, "credentials");
             cJSON_Delete(p);
         }
@@ -1405,8 +1407,7 @@ h_sb_list(struct h2_stream *st, struct h2_req *req, void *arg)
     p = parse_stored(sb->payload);
     j = cJSON_CreateObject();
     items = cJSON_AddArrayToObject(j, "items");
-    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(
-                               cJSON_GetObjectItemCaseSensitive(p, "spec"), "providers"))
+    cJSON_ArrayForEach(it, sb_providers(p))
     {
         struct store_obj *o = NULL;
         struct err e;
@@ -1547,8 +1548,7 @@ h_credentials(struct h2_stream *st, struct h2_req *req, void *arg)
     cJSON_AddNumberToObject(doc, "revision", (double)rev);
     env = cJSON_AddObjectToObject(doc, "environment");
     creds = cJSON_AddArrayToObject(doc, "credentials");
-    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(
-                               cJSON_GetObjectItemCaseSensitive(p, "spec"), "providers"))
+    cJSON_ArrayForEach(it, sb_providers(p))
     {
         struct store_obj *o = NULL;
         cJSON *secrets = NULL, *pl, *eps;
