@@ -263,16 +263,6 @@ pump(int from, int to)
     return write_full(to, b, (size_t)n) == 0;
 }
 
-static int
-status_code(int st)
-{
-    if (WIFEXITED(st))
-        return WEXITSTATUS(st);
-    if (WIFSIGNALED(st))
-        return 128 + WTERMSIG(st);
-    return SB_EXIT_SETUP;
-}
-
 /* ------------------------------------------------------------------ exec relays */
 
 #define SV_MAX_CHILDREN 1024
@@ -497,7 +487,7 @@ ctl_reaped(int ctl, pid_t w, int st)
     for (size_t i = 0; i < sv_nkids; i++) {
         if (sv_kids[i].pid != w)
             continue;
-        ctl_reply(ctl, "exited", sv_kids[i].id, "code", status_code(st), NULL, -1);
+        ctl_reply(ctl, "exited", sv_kids[i].id, "code", sv_status_code(st), NULL, -1);
         sv_kids[i] = sv_kids[--sv_nkids];
         return;
     }
@@ -729,12 +719,12 @@ sv_pid1(struct sb_plan *p, int ctl_fd)
                                    (WTERMSIG(st) == SIGTERM || WTERMSIG(st) == SIGINT ||
                                     WTERMSIG(st) == SIGHUP)
                                ? 0
-                               : status_code(st);
+                               : sv_status_code(st);
                 else if (ctl_fd >= 0 && w != px.pid)
                     ctl_reaped(ctl_fd, w, st);
                 else if (px.pid && w == px.pid) {
                     log_warnx("the egress proxy exited (status %d): the agent has no network",
-                              status_code(st));
+                              sv_status_code(st));
                     px.pid = 0;
                 }
             }

@@ -319,9 +319,8 @@ raw_tty(void)
     tcsetattr(STDIN_FILENO, TCSAFLUSH, &t);
 }
 
-/* Exit status of a waited process the way a shell reports it. */
-static int
-status_code(int st)
+int
+sv_status_code(int st)
 {
     if (WIFEXITED(st))
         return WEXITSTATUS(st);
@@ -476,7 +475,7 @@ supervisor_main(int argc, char **argv)
             restore_tty();
             sb_plan_fini(&p);
             free(o.env);
-            return status_code(st);
+            return sv_status_code(st);
         }
     }
 }

@@ -23,6 +23,10 @@
 int sv_opts_parse(const char *prog, int argc, char **argv, struct sb_opts *o);
 extern const char sv_opts_help[];
 
+/* Exit status of a waited process the way a shell reports it (128+S for
+ * signal S; SB_EXIT_SETUP otherwise). */
+int sv_status_code(int st);
+
 struct sv_child;
 typedef int (*sv_task_fn)(const struct sv_child *x);
 

@@ -970,9 +970,7 @@ sv_on_signal(evutil_socket_t fd, short what, void *arg)
         }
         if (!g->exited && waitpid(g->pid1, &st, WNOHANG) == g->pid1) {
             g->exited = true;
-            g->exit_code = WIFEXITED(st)     ? WEXITSTATUS(st)
-                           : WIFSIGNALED(st) ? 128 + WTERMSIG(st)
-                                             : SB_EXIT_SETUP;
+            g->exit_code = sv_status_code(st);
             sv_finish(g);
         }
     }
