@@ -76,16 +76,14 @@ int
 client_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
+        CLI_COMMON_LONGOPTS,
         { "version", no_argument, NULL, 'V' },
-        { "gateway", required_argument, NULL, CLI_OPT_GATEWAY },
-        { "gateway-endpoint", required_argument, NULL, CLI_OPT_ENDPOINT },
-        { "workspace", required_argument, NULL, CLI_OPT_WORKSPACE },
-        { "output", required_argument, NULL, CLI_OPT_OUTPUT },
         APPLET_COMMON_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
     const char *prog = "openshell";
+    /* The global options, checked as after a command, into cli_globals. */
+    struct cli_ctx g = { .prog = prog };
     int opt;
 
     opterr = 0;
@@ -93,33 +91,20 @@ client_main(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "+hVg:o:", longopts, NULL)) != -1) {
         if (applet_common_option(prog, opt, optarg))
             continue;
+        if (cli_common_opt(&g, opt, optarg)) {
+            if (opt == CLI_OPT_OUTPUT)
+                cli_globals.output = (int)g.output;
+            continue;
+        }
         switch (opt) {
         case 'h': cli_usage(); return 0;
-        case CLI_OPT_GATEWAY:
-            if (!cli_gw_name_ok(optarg))
-                applet_usage_error(prog, "--gateway '%s': not a gateway name", optarg);
-            cli_globals.gateway = optarg;
-            break;
-        case CLI_OPT_ENDPOINT: cli_globals.endpoint = optarg; break;
-        case CLI_OPT_WORKSPACE:
-            if (!*optarg)
-                applet_usage_error(prog, "--workspace: empty name");
-            cli_globals.workspace = optarg;
-            break;
-        case CLI_OPT_OUTPUT:
-            if (!strcmp(optarg, "table"))
-                cli_globals.output = CLI_OUT_TABLE;
-            else if (!strcmp(optarg, "json"))
-                cli_globals.output = CLI_OUT_JSON;
-            else if (!strcmp(optarg, "yaml"))
-                cli_globals.output = CLI_OUT_YAML;
-            else
-                applet_usage_error(prog, "--output '%s': expected table, json or yaml", optarg);
-            break;
         case 'V': return applet_print_version(prog);
         default: applet_bad_option(prog, argv, optind, optopt);
         }
     }
+    cli_globals.gateway = g.gateway_flag;
+    cli_globals.endpoint = g.endpoint_flag;
+    cli_globals.workspace = g.workspace;
     if (optind >= argc) {
         cli_usage();
         return EXIT_USAGE;
