@@ -644,6 +644,31 @@ px_build_response(struct px_conn *c, struct buf *out)
     buf_puts(out, "\r\n");
 }
 
+/* Parse the response head at the start of IN into R (HEAD: the request
+ * was a HEAD): its length, 0 while incomplete, or <0 with *WHY saying what
+ * is wrong. IN is not drained. */
+long
+px_response_head(struct evbuffer *in, bool head, struct http1_response *r, const char **why)
+{
+    size_t n = evbuffer_get_length(in);
+    const char *p;
+    long h;
+
+    if (n == 0)
+        return 0;
+    if (n > HTTP1_HEAD_MAX + 1)
+        n = HTTP1_HEAD_MAX + 1;
+    p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+    h = http1_head_scan(p, n, HTTP1_HEAD_MAX, why);
+    if (h == -EMSGSIZE)
+        *why = "response head too large";
+    if (h <= 0)
+        return h;
+    if (http1_parse_response(p, (size_t)h, head, r, why) < 0)
+        return -EBADMSG;
+    return h;
+}
+
 void
 px_pump_response(struct px_conn *c)
 {
@@ -654,28 +679,20 @@ px_pump_response(struct px_conn *c)
 
     while (!c->dead && c->state == PX_REQ && c->have_req) {
         if (!c->have_resp) {
-            size_t n = evbuffer_get_length(in);
             const char *p;
             long h;
 
-            if (n == 0)
-                break;
-            if (n > HTTP1_HEAD_MAX + 1)
-                n = HTTP1_HEAD_MAX + 1;
-            p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-            h = http1_head_scan(p, n, HTTP1_HEAD_MAX, &why);
-            if (h == 0)
-                break;
             if (!c->resp)
                 c->resp = xmalloc(sizeof(*c->resp));
-            if (h < 0 || http1_parse_response(p, (size_t)h, strcmp(c->method, "HEAD") == 0, c->resp,
-                                              &why) < 0) {
-                if (h == -EMSGSIZE)
-                    why = "response head too large";
+            h = px_response_head(in, strcmp(c->method, "HEAD") == 0, c->resp, &why);
+            if (h == 0)
+                break;
+            if (h < 0) {
                 px_log_decision(c, "error", "response", c->method, c->path, why);
                 px_reply_json(c, 502, "Bad Gateway", "upstream_invalid_response", why, NULL);
                 break;
             }
+            p = (const char *)evbuffer_pullup(in, (ev_ssize_t)h);
             if (c->resp->status == 101) {
                 /* Only an upgrade the client asked for (and policy allowed). */
                 http1_response_fini(c->resp);

@@ -642,20 +642,12 @@ px_infer_up_read(struct px_conn *c)
         return;
     in = bufferevent_get_input(c->up);
     if (f->phase == INF_WAIT) {
-        size_t n = evbuffer_get_length(in);
-        const char *p;
-        long h;
+        long h = px_response_head(in, false, &f->resp, &why);
 
-        if (n == 0)
-            return;
-        if (n > HTTP1_HEAD_MAX + 1)
-            n = HTTP1_HEAD_MAX + 1;
-        p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-        h = http1_head_scan(p, n, HTTP1_HEAD_MAX, &why);
         if (h == 0)
             return;
-        if (h < 0 || http1_parse_response(p, (size_t)h, false, &f->resp, &why) < 0) {
-            px_infer_log(c, "error", h == -EMSGSIZE ? "response head too large" : why);
+        if (h < 0) {
+            px_infer_log(c, "error", why);
             px_infer_err(c, 502, "Bad Gateway", "inference service error");
             return;
         }

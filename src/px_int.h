@@ -219,6 +219,7 @@ void px_exchange_done(struct px_conn *c);
 void px_handshake_step(struct px_conn *c);
 void px_pump_request_body(struct px_conn *c);
 void px_pump_response(struct px_conn *c);
+long px_response_head(struct evbuffer *in, bool head, struct http1_response *r, const char **why);
 void px_read_head(struct px_conn *c);
 void px_dispatch_request(struct px_conn *c);
 void px_reply_body(struct px_conn *c, int status, const char *phrase, const char *type,
