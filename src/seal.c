@@ -54,7 +54,7 @@ create_key(const char *path, struct err *e)
         explicit_bzero(k, sizeof(k));
         return errno == EEXIST ? 0 : err_errno(e, "provider key %s: create", path);
     }
-    if (write(fd, k, sizeof(k)) != (ssize_t)sizeof(k) || fsync(fd) < 0) {
+    if (write_full(fd, k, sizeof(k)) < 0 || fsync(fd) < 0) {
         rc = err_errno(e, "provider key %s: write", path);
         unlink(path);
     }
@@ -111,7 +111,7 @@ seal_open(const char *path, struct seal **out, struct err *e)
         return rc;
     }
     s = xcalloc(1, sizeof(*s));
-    n = read(fd, s->key, sizeof(s->key));
+    n = read_full(fd, s->key, sizeof(s->key));
     close(fd);
     if (n != (ssize_t)sizeof(s->key)) {
         seal_free(s);
