@@ -127,6 +127,9 @@ int gw_policy_status_apply(struct gw *gw, const char *sandbox_id, long long vers
 void gw_log_append(struct gw *gw, const char *id, const struct cJSON *lines);
 void gw_log_routes(struct gw *gw);
 void gw_log_end(struct gw *gw, const char *id, const char *why);
+/* Remove sandbox ID's log files and its then empty directory (a delete
+ * without a driver; with one, drv_delete() removes the directory). */
+void gw_log_remove(struct gw *gw, const char *id);
 /* STATE_DIR/sandboxes/ID, created 0700 when missing; the caller frees. */
 char *gw_sandbox_dir(struct gw *gw, const char *id);
 /* A rendered log line (LINE[N], newline ended) of sandbox ID for the

@@ -404,6 +404,20 @@ gw_log_end(struct gw *gw, const char *id, const char *why)
 }
 
 void
+gw_log_remove(struct gw *gw, const char *id)
+{
+    char *dir = xasprintf("%s/sandboxes/%s", gw->state_dir, id);
+    char *f1 = xasprintf("%s/" LOG_FILE, dir), *f2 = xasprintf("%s/" LOG_FILE ".1", dir);
+
+    unlink(f1);
+    unlink(f2);
+    rmdir(dir);
+    free(f1);
+    free(f2);
+    free(dir);
+}
+
+void
 gw_log_routes(struct gw *gw)
 {
     h2_router_add(gw->router, "GET", "/v1/workspaces/{}/sandboxes/{}/logs", 0, h_logs, gw);

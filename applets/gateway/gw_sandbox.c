@@ -869,18 +869,8 @@ delete_finish(struct gw *gw, struct store_obj *o, int grace_ms, struct err *e)
         return rc;
     if ((rc = store_delete(gw->store, SB_TYPE, o->id, 0, e)) < 0)
         return rc;
-    if (!gw->drv) {
-        /* Logs live in the sandbox's directory even without a driver. */
-        char *dir = xasprintf("%s/sandboxes/%s", gw->state_dir, o->id);
-        char *f1 = xasprintf("%s/log.ndjson", dir), *f2 = xasprintf("%s/log.ndjson.1", dir);
-
-        unlink(f1);
-        unlink(f2);
-        rmdir(dir);
-        free(f1);
-        free(f2);
-        free(dir);
-    }
+    if (!gw->drv)
+        gw_log_remove(gw, o->id);
     log_kv(LOG_LVL_INFO, "sandbox deleted", "name", o->name, "workspace", o->workspace, "id", o->id,
            NULL);
     gw_watch_notify(gw, o->id, NULL);
