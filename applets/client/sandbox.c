@@ -278,18 +278,6 @@ phase_color(const char *phase)
 
 /* ------------------------------------------------------------------ helpers */
 
-static char *
-sb_path(const struct cli_ctx *c, const char *name, const char *suffix)
-{
-    struct buf b = BUF_INIT;
-    char *p;
-
-    cli_pct_encode(name, &b);
-    p = cli_ws_path(c, "/sandboxes/%s%s", buf_cstr(&b), suffix);
-    buf_fini(&b);
-    return p;
-}
-
 static int
 not_found(const struct cli_ctx *c, const char *name)
 {
@@ -302,7 +290,7 @@ not_found(const struct cli_ctx *c, const char *name)
 static int
 get_one(struct cli_ctx *c, const char *name, cJSON **sb)
 {
-    char *path = sb_path(c, name, "");
+    char *path = cli_sb_path(c, name, "");
     int status, rc = cli_call(c, "GET", path, NULL, NULL, 0, &status, sb);
 
     free(path);
@@ -517,7 +505,7 @@ sb_get(struct cli_ctx *c, struct sb_args *a)
     {
         /* The reference's get adds where the policy comes from, its
          * revision and its text. */
-        char *path = sb_path(c, name, "/policy");
+        char *path = cli_sb_path(c, name, "/policy");
         cJSON *pol = NULL;
         int status;
 
@@ -557,7 +545,7 @@ sb_get(struct cli_ctx *c, struct sb_args *a)
 static int
 delete_one(struct cli_ctx *c, const char *name)
 {
-    char *path = sb_path(c, name, "");
+    char *path = cli_sb_path(c, name, "");
     cJSON *j = NULL;
     int status, rc = cli_call(c, "DELETE", path, NULL, NULL, 0, &status, &j);
 
@@ -780,7 +768,7 @@ static int
 wait_ready(struct cli_ctx *c, const char *name, long timeout_s, bool need_session, cJSON **last)
 {
     struct watch w;
-    char *path = sb_path(c, name, "/watch");
+    char *path = cli_sb_path(c, name, "/watch");
     int rc;
 
     memset(&w, 0, sizeof(w));
