@@ -55,8 +55,6 @@
 #include "store.h"
 #include "xfuncs.h"
 
-#define RT_TYPE "inference_route"
-#define RT_NAME "inference.local"
 #define RT_TIMEOUT_DEFAULT 60
 #define PROBE_TIMEOUT_MS 10000
 #define PROBE_RESULT_MAX 1024
@@ -206,7 +204,7 @@ gw_inference_doc(struct gw *gw, const char *ws, cJSON **out, struct err *e)
     struct store_obj *o = NULL;
     struct route r;
     cJSON *pl, *j;
-    int rc = store_get_by_name(gw->store, RT_TYPE, ws, RT_NAME, &o, e);
+    int rc = store_get_by_name(gw->store, GW_ROUTE_TYPE, ws, GW_ROUTE_NAME, &o, e);
 
     *out = NULL;
     if (rc == -ENOENT) {
@@ -254,7 +252,7 @@ route_json(struct gw *gw, const struct store_obj *o)
     struct err e;
 
     route_from_stored(&r, pl);
-    cJSON_AddStringToObject(j, "name", RT_NAME);
+    cJSON_AddStringToObject(j, "name", GW_ROUTE_NAME);
     cJSON_AddStringToObject(j, "workspace", o->workspace);
     cJSON_AddStringToObject(j, "provider", r.provider);
     cJSON_AddStringToObject(j, "model", r.model);
@@ -554,7 +552,7 @@ route_store(struct gw *gw, const char *ws, cJSON *payload, struct store_obj **ou
 
     if ((rc = gw_cred_revision_bump(gw, e)) < 0)
         return rc;
-    rc = store_get_by_name(gw->store, RT_TYPE, ws, RT_NAME, &o, e);
+    rc = store_get_by_name(gw->store, GW_ROUTE_TYPE, ws, GW_ROUTE_NAME, &o, e);
     if (rc == 0) {
         free(o->payload);
         o->payload = api_json_print(payload);
@@ -562,14 +560,14 @@ route_store(struct gw *gw, const char *ws, cJSON *payload, struct store_obj **ou
     } else if (rc == -ENOENT) {
         store_new_id(id);
         n.id = id;
-        n.type = (char *)RT_TYPE;
-        n.name = (char *)RT_NAME;
+        n.type = (char *)GW_ROUTE_TYPE;
+        n.name = (char *)GW_ROUTE_NAME;
         n.workspace = (char *)ws;
         n.payload = api_json_print(payload);
         rc = store_create(gw->store, &n, e);
         free(n.payload);
         if (rc == 0)
-            rc = store_get_by_name(gw->store, RT_TYPE, ws, RT_NAME, &o, e);
+            rc = store_get_by_name(gw->store, GW_ROUTE_TYPE, ws, GW_ROUTE_NAME, &o, e);
     }
     if (rc < 0) {
         store_obj_free(o);
@@ -763,7 +761,7 @@ h_set(struct h2_stream *st, struct h2_req *req, void *arg)
         (rc = api_get_bool(body, "no_verify", "", &no_verify, &e)) < 0)
         goto fail;
     if (patch) {
-        if ((rc = store_get_by_name(gw->store, RT_TYPE, ws, RT_NAME, &old, &e)) < 0) {
+        if ((rc = store_get_by_name(gw->store, GW_ROUTE_TYPE, ws, GW_ROUTE_NAME, &old, &e)) < 0) {
             if (rc == -ENOENT)
                 err_set(&e, ENOENT,
                         "inference route 'inference.local' is not configured in workspace '%s'; "
@@ -864,7 +862,7 @@ h_get(struct h2_stream *st, struct h2_req *req, void *arg)
     if (!gw_authorized(gw, st))
         return;
     if ((rc = gw_workspace_check(gw, ws, &e)) < 0 ||
-        (rc = store_get_by_name(gw->store, RT_TYPE, ws, RT_NAME, &o, &e)) < 0) {
+        (rc = store_get_by_name(gw->store, GW_ROUTE_TYPE, ws, GW_ROUTE_NAME, &o, &e)) < 0) {
         if (rc == -ENOENT && !o)
             err_set(&e, ENOENT,
                     "inference route 'inference.local' is not configured in workspace '%s'; run "
@@ -891,9 +889,9 @@ h_delete(struct h2_stream *st, struct h2_req *req, void *arg)
     if (!gw_authorized(gw, st))
         return;
     if ((rc = gw_workspace_check(gw, ws, &e)) < 0 ||
-        (rc = store_get_by_name(gw->store, RT_TYPE, ws, RT_NAME, &o, &e)) < 0 ||
+        (rc = store_get_by_name(gw->store, GW_ROUTE_TYPE, ws, GW_ROUTE_NAME, &o, &e)) < 0 ||
         (rc = gw_cred_revision_bump(gw, &e)) < 0 ||
-        (rc = store_delete(gw->store, RT_TYPE, o->id, 0, &e)) < 0) {
+        (rc = store_delete(gw->store, GW_ROUTE_TYPE, o->id, 0, &e)) < 0) {
         if (rc == -ENOENT)
             err_set(&e, ENOENT,
                     "inference route 'inference.local' is not configured in "

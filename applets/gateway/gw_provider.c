@@ -1188,7 +1188,7 @@ route_uses(struct gw *gw, const char *ws, const char *provider)
     struct err e;
     bool uses = false;
 
-    if (store_get_by_name(gw->store, "inference_route", ws, "inference.local", &r, &e) == 0) {
+    if (store_get_by_name(gw->store, GW_ROUTE_TYPE, ws, GW_ROUTE_NAME, &r, &e) == 0) {
         cJSON *p = parse_stored(r->payload);
         const cJSON *n = cJSON_GetObjectItemCaseSensitive(p, "provider");
         uses = cJSON_IsString(n) && strcmp(n->valuestring, provider) == 0;
@@ -1641,11 +1641,10 @@ gw_provider_workspace_release(struct gw *gw, const char *ws, struct err *e)
     }
     store_list_fini(&l);
     /* The route goes with its workspace (the reference's cascade). */
-    if ((rc = store_get_by_name(gw->store, "inference_route", ws, "inference.local", &r, e)) ==
-        -ENOENT)
+    if ((rc = store_get_by_name(gw->store, GW_ROUTE_TYPE, ws, GW_ROUTE_NAME, &r, e)) == -ENOENT)
         return 0;
     if (rc == 0 && (rc = gw_cred_revision_bump(gw, e)) == 0)
-        rc = store_delete(gw->store, "inference_route", r->id, 0, e);
+        rc = store_delete(gw->store, GW_ROUTE_TYPE, r->id, 0, e);
     store_obj_free(r);
     return rc;
 }

@@ -26,6 +26,9 @@ struct gw;
 struct store_obj;
 
 #define GW_PROVIDER_TYPE "provider"
+/* The inference route: one object per workspace, of this type and name. */
+#define GW_ROUTE_TYPE "inference_route"
+#define GW_ROUTE_NAME "inference.local"
 
 /* One provider type: its env names (discovery order; the first present
  * is the inference key), where its credentials may be injected, and its
