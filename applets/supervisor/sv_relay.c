@@ -242,12 +242,7 @@ relay_flush_stdin(struct sv_relay *r)
              * pty sees EOF as at a keyboard. */
             (void)!write(r->master, "\x04", 1);
         } else {
-            if (r->ev_in_w) {
-                event_free(r->ev_in_w);
-                r->ev_in_w = NULL;
-            }
-            close(r->in_fd);
-            r->in_fd = -1;
+            relay_close_fd(&r->in_fd, &r->ev_in_w);
         }
     }
 }
@@ -394,15 +389,7 @@ relay_free(struct sv_relay *r)
     }
     relay_close_fd(&r->out_fd, &r->ev_out);
     relay_close_fd(&r->err_fd, &r->ev_err);
-    if (r->tty) {
-        if (r->ev_in_w)
-            event_free(r->ev_in_w);
-        r->ev_in_w = NULL;
-        if (r->master >= 0)
-            close(r->master);
-    } else {
-        relay_close_fd(&r->in_fd, &r->ev_in_w);
-    }
+    relay_close_fd(r->tty ? &r->master : &r->in_fd, &r->ev_in_w);
     loop_timer_free(r->t_grace);
     buf_fini(&r->frames_in);
     buf_fini(&r->stdin_pending);
