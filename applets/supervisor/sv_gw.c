@@ -337,6 +337,19 @@ sv_policy_write(struct sv_gw *g, const char *text, size_t len, struct err *e)
     return 0;
 }
 
+/* sv_policy_write TEXT, logging a failure; 0 or -errno. */
+static int
+sv_policy_put(struct sv_gw *g, const char *text)
+{
+    struct err e;
+    int rc;
+
+    err_clear(&e);
+    if ((rc = sv_policy_write(g, text, strlen(text), &e)) < 0)
+        sv_gw_note(g, LOG_LVL_ERROR, "policy: %s", e.msg);
+    return rc;
+}
+
 static bool
 sv_strv_eq(const char *const *a, size_t na, const char *const *b, size_t nb)
 {
@@ -431,12 +444,7 @@ sv_apply_config(struct sv_gw *g, const char *body, size_t len, bool start, struc
         /* The same policy; the failure mode may have changed under a
          * failed one: deny all now, or bring the last good one back. */
         if (g->last_failed && was_closed != g->fail_closed && g->good_text) {
-            const char *t = g->fail_closed ? policy_default_yaml() : g->good_text;
-
-            err_clear(&pe);
-            if (sv_policy_write(g, t, strlen(t), &pe) < 0)
-                sv_gw_note(g, LOG_LVL_ERROR, "policy: %s", pe.msg);
-            else
+            if (sv_policy_put(g, g->fail_closed ? policy_default_yaml() : g->good_text) == 0)
                 sv_gw_note(g, LOG_LVL_WARN, "policy_validation_failure_mode is now %s: %s",
                            g->fail_closed ? "fail_closed" : "retain_last_valid",
                            g->fail_closed ? "all egress denied"
@@ -467,12 +475,7 @@ sv_apply_config(struct sv_gw *g, const char *body, size_t len, bool start, struc
         } else if (g->fail_closed) {
             /* A valid policy with no network_policies: every connection is
              * denied until a good revision arrives. */
-            struct err we;
-            const char *deny = policy_default_yaml();
-
-            err_clear(&we);
-            if (sv_policy_write(g, deny, strlen(deny), &we) < 0)
-                sv_gw_note(g, LOG_LVL_ERROR, "policy: %s", we.msg);
+            sv_policy_put(g, policy_default_yaml());
             sv_gw_note(g, LOG_LVL_WARN,
                        "policy version %ld (%s) is invalid, fail_closed: all egress denied: %s",
                        version, source, buf_cstr(&why));
@@ -501,13 +504,8 @@ sv_apply_config(struct sv_gw *g, const char *body, size_t len, bool start, struc
                           "and process are fixed at creation (only network_policies reload)",
                           diff);
             sv_policy_status(g, version, source, false, why);
-            if (g->fail_closed) {
-                const char *deny = policy_default_yaml();
-
-                err_clear(&pe);
-                if (sv_policy_write(g, deny, strlen(deny), &pe) < 0)
-                    sv_gw_note(g, LOG_LVL_ERROR, "policy: %s", pe.msg);
-            }
+            if (g->fail_closed)
+                sv_policy_put(g, policy_default_yaml());
             sv_gw_note(g, LOG_LVL_WARN, "policy version %ld (%s) not applied; %s: %s", version,
                        source,
                        g->fail_closed ? "fail_closed: all egress denied"
