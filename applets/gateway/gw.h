@@ -57,6 +57,11 @@ bool gw_authorized(struct gw *gw, struct h2_stream *st);
  * caller's to free; or NULL after answering the error (404 naming both). */
 struct h2_req;
 struct store_obj *gw_sandbox_lookup(struct gw *gw, struct h2_stream *st, const struct h2_req *req);
+/* Set status.phase of sandbox O to PHASE (and status.exit_code to
+ * *EXIT_CODE unless NULL) in O's payload, store it and wake O's watchers.
+ * 0 or -errno with E. */
+int gw_sandbox_set_phase(struct gw *gw, struct store_obj *o, const char *phase,
+                         const int *exit_code, struct err *e);
 /* Register the sandbox routes on GW's router. */
 void gw_sandbox_routes(struct gw *gw);
 /* Sandbox O (id ID) changed, or was deleted (O NULL): tell its watchers. */

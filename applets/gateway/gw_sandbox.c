@@ -828,34 +828,47 @@ out:
     store_obj_free(o);
 }
 
-/* The first half of a delete: phase "deleting" (durable, watchers see it;
- * a gateway killed now finishes the job at its next start), the session
- * dropped, SIGTERM to the sandbox. */
-static int
-delete_begin(struct gw *gw, struct store_obj *o, struct err *e)
+int
+gw_sandbox_set_phase(struct gw *gw, struct store_obj *o, const char *phase, const int *exit_code,
+                     struct err *e)
 {
     cJSON *p = parse_stored(o->payload), *status;
-    int rc = 0;
+    int rc;
 
     status = cJSON_GetObjectItemCaseSensitive(p, "status");
     if (!cJSON_IsObject(status)) {
         cJSON_DeleteItemFromObjectCaseSensitive(p, "status");
         status = cJSON_AddObjectToObject(p, "status");
     }
-    if (gw->drv) {
-        cJSON_DeleteItemFromObjectCaseSensitive(status, "phase");
-        cJSON_AddStringToObject(status, "phase", "deleting");
-        free(o->payload);
-        o->payload = api_json_print(p);
-        if ((rc = store_update(gw->store, o, 0, e)) < 0)
-            goto out;
+    cJSON_DeleteItemFromObjectCaseSensitive(status, "phase");
+    cJSON_AddStringToObject(status, "phase", phase);
+    if (exit_code) {
+        cJSON_DeleteItemFromObjectCaseSensitive(status, "exit_code");
+        cJSON_AddNumberToObject(status, "exit_code", *exit_code);
+    }
+    free(o->payload);
+    o->payload = api_json_print(p);
+    cJSON_Delete(p);
+    if ((rc = store_update(gw->store, o, 0, e)) == 0)
         gw_watch_notify(gw, o->id, o);
+    return rc;
+}
+
+/* The first half of a delete: phase "deleting" (durable, watchers see it;
+ * a gateway killed now finishes the job at its next start), the session
+ * dropped, SIGTERM to the sandbox. */
+static int
+delete_begin(struct gw *gw, struct store_obj *o, struct err *e)
+{
+    int rc;
+
+    if (gw->drv) {
+        if ((rc = gw_sandbox_set_phase(gw, o, "deleting", NULL, e)) < 0)
+            return rc;
         drv_signal(gw->drv, o->id, SIGTERM, e);
     }
     gw_session_forget(gw, o->id);
-out:
-    cJSON_Delete(p);
-    return rc;
+    return 0;
 }
 
 /* The second half: the driver removes the (stopped) sandbox's state, then

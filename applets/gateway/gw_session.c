@@ -211,31 +211,11 @@ static void
 record_exit(struct gw *gw, const char *id, int code)
 {
     struct store_obj *o = NULL;
-    cJSON *p = NULL, *status;
     struct err e;
 
-    if (store_get(gw->store, "sandbox", id, &o, &e) < 0)
-        goto out;
-    p = o->payload ? cJSON_Parse(o->payload) : NULL;
-    if (!p)
-        p = cJSON_CreateObject();
-    status = cJSON_GetObjectItemCaseSensitive(p, "status");
-    if (!cJSON_IsObject(status)) {
-        cJSON_DeleteItemFromObjectCaseSensitive(p, "status");
-        status = cJSON_AddObjectToObject(p, "status");
-    }
-    cJSON_DeleteItemFromObjectCaseSensitive(status, "phase");
-    cJSON_AddStringToObject(status, "phase", "exited");
-    cJSON_DeleteItemFromObjectCaseSensitive(status, "exit_code");
-    cJSON_AddNumberToObject(status, "exit_code", code);
-    free(o->payload);
-    o->payload = api_json_print(p);
-    if (store_update(gw->store, o, 0, &e) < 0)
+    if (store_get(gw->store, "sandbox", id, &o, &e) == 0 &&
+        gw_sandbox_set_phase(gw, o, "exited", &code, &e) < 0)
         log_warnx("sandbox %s: recording the exit: %s", id, e.msg);
-    else
-        gw_watch_notify(gw, id, o);
-out:
-    cJSON_Delete(p);
     store_obj_free(o);
 }
 
