@@ -124,6 +124,9 @@ char *cli_sb_path(const struct cli_ctx *c, const char *name, const char *suffix)
 /* O's member at PATH ("a.b.c"), or NULL; its string or "". */
 const cJSON *cli_jget(const cJSON *o, const char *path);
 const char *cli_jstr(const cJSON *o, const char *path);
+/* Set O's member K to V for each "K=V" of KV[N] (the last one wins);
+ * returns O. */
+cJSON *cli_kv_into(cJSON *o, const char *const *kv, size_t n);
 /* Signals ending a long operation cleanly: once cli_catch_signals() ran
  * (SIGTERM and SIGHUP, and SIGINT when SIGINT is true), such a signal sets
  * cli_interrupted and stops C's loop; the operation cleans up and exits

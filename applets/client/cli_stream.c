@@ -60,6 +60,19 @@ cli_jstr(const cJSON *o, const char *path)
     return cJSON_IsString(v) ? v->valuestring : "";
 }
 
+cJSON *
+cli_kv_into(cJSON *o, const char *const *kv, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *eq = strchr(kv[i], '=');
+        char *k = xstrndup(kv[i], (size_t)(eq - kv[i]));
+        cJSON_DeleteItemFromObjectCaseSensitive(o, k); /* the last one wins */
+        cJSON_AddStringToObject(o, k, eq + 1);
+        free(k);
+    }
+    return o;
+}
+
 char *
 cli_sb_path(const struct cli_ctx *c, const char *name, const char *suffix)
 {

@@ -361,19 +361,6 @@ collect_creds(struct cli_ctx *c, const struct pv_args *a, const char *type, cJSO
     return 0;
 }
 
-static cJSON *
-kv_into(cJSON *o, const char *const *kv, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        const char *eq = strchr(kv[i], '=');
-        char *k = xstrndup(kv[i], (size_t)(eq - kv[i]));
-        cJSON_DeleteItemFromObjectCaseSensitive(o, k);
-        cJSON_AddStringToObject(o, k, eq + 1);
-        free(k);
-    }
-    return o;
-}
-
 /* Wipe every string under J (credential values) before it is freed. */
 static void
 wipe_strings(cJSON *j)
@@ -410,13 +397,14 @@ pv_create(struct cli_ctx *c, struct pv_args *a)
         goto out;
     cJSON_AddStringToObject(req, "name", a->name);
     if (a->nlabels)
-        cJSON_AddItemToObject(req, "labels", kv_into(cJSON_CreateObject(), a->labels, a->nlabels));
+        cJSON_AddItemToObject(req, "labels",
+                              cli_kv_into(cJSON_CreateObject(), a->labels, a->nlabels));
     spec = cJSON_AddObjectToObject(req, "spec");
     cJSON_AddStringToObject(spec, "type", a->type);
     creds = cJSON_AddObjectToObject(spec, "credentials");
     if (a->nconfigs)
         cJSON_AddItemToObject(spec, "config",
-                              kv_into(cJSON_CreateObject(), a->configs, a->nconfigs));
+                              cli_kv_into(cJSON_CreateObject(), a->configs, a->nconfigs));
     if ((rc = collect_creds(c, a, a->type, creds)) != 0)
         goto out;
     path = pv_path(c, NULL);
@@ -483,7 +471,7 @@ pv_update(struct cli_ctx *c, struct pv_args *a)
         cJSON_AddNullToObject(creds, a->rm_creds[i]);
     if (!creds->child)
         cJSON_DeleteItemFromObjectCaseSensitive(spec, "credentials");
-    cfg = kv_into(cJSON_CreateObject(), a->configs, a->nconfigs);
+    cfg = cli_kv_into(cJSON_CreateObject(), a->configs, a->nconfigs);
     for (size_t i = 0; i < a->nrm_configs; i++)
         cJSON_AddNullToObject(cfg, a->rm_configs[i]);
     if (cfg->child)
@@ -492,9 +480,9 @@ pv_update(struct cli_ctx *c, struct pv_args *a)
         cJSON_Delete(cfg);
     if (a->nlabels) {
         const cJSON *l = cli_jget(cur, "metadata.labels");
-        cJSON_AddItemToObject(
-            req, "labels",
-            kv_into(l ? cJSON_Duplicate(l, true) : cJSON_CreateObject(), a->labels, a->nlabels));
+        cJSON_AddItemToObject(req, "labels",
+                              cli_kv_into(l ? cJSON_Duplicate(l, true) : cJSON_CreateObject(),
+                                          a->labels, a->nlabels));
     }
     if ((rc = call(c, "PATCH", path, req, &status, &ans)) != 0)
         goto out;

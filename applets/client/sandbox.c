@@ -654,21 +654,6 @@ check_policy(const struct cli_ctx *c, const char *file, struct buf *out)
     return rc;
 }
 
-static cJSON *
-kv_object(const char *const *kv, size_t n)
-{
-    cJSON *o = cJSON_CreateObject();
-
-    for (size_t i = 0; i < n; i++) {
-        const char *eq = strchr(kv[i], '=');
-        char *k = xstrndup(kv[i], (size_t)(eq - kv[i]));
-        cJSON_DeleteItemFromObjectCaseSensitive(o, k); /* the last one wins */
-        cJSON_AddStringToObject(o, k, eq + 1);
-        free(k);
-    }
-    return o;
-}
-
 /* Progress while waiting: a spinner line on a terminal, timestamped lines
  * otherwise (one per phase change), one sentence with -o json. */
 struct progress {
@@ -916,7 +901,8 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
     if (a->name)
         cJSON_AddStringToObject(req, "name", a->name);
     if (a->nlabels)
-        cJSON_AddItemToObject(req, "labels", kv_object(a->labels, a->nlabels));
+        cJSON_AddItemToObject(req, "labels",
+                              cli_kv_into(cJSON_CreateObject(), a->labels, a->nlabels));
     spec = cJSON_AddObjectToObject(req, "spec");
     if (a->npos && !attach) {
         /* --detach: CMD is the sandbox's main process. Attached, the
@@ -959,7 +945,8 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
     if (a->from) /* what the sandbox starts from: the driver resolves it */
         cJSON_AddStringToObject(cJSON_AddObjectToObject(spec, "template"), "image", a->from);
     if (a->nenvs)
-        cJSON_AddItemToObject(spec, "environment", kv_object(a->envs, a->nenvs));
+        cJSON_AddItemToObject(spec, "environment",
+                              cli_kv_into(cJSON_CreateObject(), a->envs, a->nenvs));
     body = cJSON_PrintUnformatted(req);
     path = cli_ws_path(c, "/sandboxes");
     if ((rc = cli_call(c, "POST", path, NULL, body, strlen(body), &status, &ans)) != 0)
