@@ -737,6 +737,16 @@ sv_session_line(struct sv_gw *g, const char *line, size_t n)
     cJSON_Delete(j);
 }
 
+/* The exit line ({"type":"exit"}) on the session stream ST. */
+static void
+sv_write_exit(struct sv_gw *g, struct h2_stream *st)
+{
+    char line[64];
+
+    buf_fmt_fixed(line, sizeof(line), "{\"type\":\"exit\",\"exit_code\":%d}\n", g->exit_code);
+    h2_stream_write(st, line, strlen(line));
+}
+
 static void
 sv_sess_response(struct h2_stream *st, int status, void *arg)
 {
@@ -756,11 +766,8 @@ sv_sess_response(struct h2_stream *st, int status, void *arg)
     /* What may have changed while we were away. */
     if (g->status_line.len)
         h2_stream_write(st, g->status_line.data, g->status_line.len);
-    if (g->exited) {
-        char line[64];
-        buf_fmt_fixed(line, sizeof(line), "{\"type\":\"exit\",\"exit_code\":%d}\n", g->exit_code);
-        h2_stream_write(st, line, strlen(line));
-    }
+    if (g->exited)
+        sv_write_exit(g, st);
     sv_fetch(g, false);
     sv_fetch(g, true);
     sv_log_flush(g);
@@ -1007,13 +1014,10 @@ sv_on_stop_poll(void *arg)
 static void
 sv_finish(struct sv_gw *g)
 {
-    char line[64];
-
     sv_gw_note(g, LOG_LVL_INFO, "sandbox %s: main process ended with status %d", g->sandbox_id,
                g->exit_code);
-    buf_fmt_fixed(line, sizeof(line), "{\"type\":\"exit\",\"exit_code\":%d}\n", g->exit_code);
     if (g->sess && g->sess_ok)
-        h2_stream_write(g->sess, line, strlen(line));
+        sv_write_exit(g, g->sess);
     sv_relay_shutdown(g);
     loop_timer_start(g->t_stop, g->sess_ok ? 3000 : 1000, false);
     loop_timer_start(g->t_poll, 20, false);
