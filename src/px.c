@@ -613,7 +613,7 @@ px_cli_write(struct bufferevent *bev, void *arg)
         if (c->dead || c->up_eof)
             return;
     }
-    if (c->infer) {
+    if (c->inf) {
         if (c->up && c->state == PX_INFER) {
             px_resume(c->up, c->up_tls != NULL);
             px_infer_up_read(c);
@@ -665,7 +665,7 @@ px_up_read(struct bufferevent *bev, void *arg)
     (void)bev;
     if (c->dead)
         return;
-    if (c->infer) {
+    if (c->inf) {
         px_infer_up_read(c);
         return;
     }
@@ -691,7 +691,7 @@ px_up_write(struct bufferevent *bev, void *arg)
             px_conn_kill(c);
         return;
     }
-    if (c->infer)
+    if (c->inf)
         return;
     if (c->state == PX_RAW && c->splice_pending) {
         px_splice_maybe_start(c);
@@ -717,7 +717,7 @@ px_up_event(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     if (c->dead)
         return;
-    if (c->infer) {
+    if (c->inf) {
         px_infer_up_event(c, what);
         return;
     }

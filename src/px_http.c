@@ -1057,7 +1057,7 @@ px_sniff(struct px_conn *c)
     if (n == 0)
         return;
     p = evbuffer_pullup(in, (ev_ssize_t)(n < 24 ? n : 24));
-    if (c->infer) {
+    if (c->inf) {
         enum tls_sniff k = tls_sniff(p, n < 24 ? n : 24);
 
         if (k == TLS_SNIFF_NEED_MORE)
@@ -1123,7 +1123,7 @@ px_handshake_step(struct px_conn *c)
 {
     if (c->state != PX_HANDSHAKE || !tls_conn_established(c->cli_tls))
         return;
-    if (c->infer) {
+    if (c->inf) {
         c->state = PX_INFER;
         px_touch(c);
         px_timer(c, c->srv->o.idle_timeout_s);

@@ -124,7 +124,6 @@ px_infer_free(struct px_conn *c)
 void
 px_infer_start(struct px_conn *c)
 {
-    c->infer = true;
     c->inf = xcalloc(1, sizeof(*c->inf));
     buf_copy_fixed(c->acct_policy, sizeof(c->acct_policy), "inference.local");
     if (!c->srv->ca) {

@@ -184,8 +184,7 @@ struct px_conn {
     struct buf hold_body;     /* decoded body */
     struct buf hold_target;   /* the target to build the head with */
 
-    /* inference.local (px_infer.c) */
-    bool infer;
+    /* inference.local (px_infer.c), NULL on any other connection */
     struct px_infer *inf;
 
     uint64_t bytes_up, bytes_down;
