@@ -106,6 +106,9 @@ int cli_connect(struct cli_ctx *c, bool autostart);
  * CLI_EXIT_UNREACHABLE after printing the error. */
 int cli_call(struct cli_ctx *c, const char *method, const char *path, const char *ctype,
              const char *body, size_t len, int *status, cJSON **json);
+/* cli_call() with the JSON BODY (NULL: none), its text wiped afterwards. */
+int cli_call_json(struct cli_ctx *c, const char *method, const char *path, const cJSON *body,
+                  int *status, cJSON **json);
 /* Report an API error answer (STATUS, its JSON body J) about WHAT; returns
  * CLI_EXIT_FAIL (CLI_EXIT_UNREACHABLE for 401/503). */
 int cli_api_fail(const struct cli_ctx *c, int status, const cJSON *j, const char *hint);

@@ -872,6 +872,21 @@ cli_call(struct cli_ctx *c, const char *method, const char *path, const char *ct
 }
 
 int
+cli_call_json(struct cli_ctx *c, const char *method, const char *path, const cJSON *body,
+              int *status, cJSON **json)
+{
+    char *text = body ? cJSON_PrintUnformatted(body) : NULL;
+    int rc = cli_call(c, method, path, NULL, text, text ? strlen(text) : 0, status, json);
+
+    if (text) {
+        /* The body may carry credential values. */
+        explicit_bzero(text, strlen(text));
+        free(text);
+    }
+    return rc;
+}
+
+int
 cli_api_fail(const struct cli_ctx *c, int status, const cJSON *j, const char *hint)
 {
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");

@@ -160,7 +160,7 @@ static int
 inf_set(struct cli_ctx *c, struct inf_args *a, bool update)
 {
     cJSON *req = cJSON_CreateObject(), *ans = NULL;
-    char *body = NULL, *path = NULL;
+    char *path = NULL;
     int status, rc;
 
     if (!update && (!a->provider || !a->model))
@@ -182,12 +182,10 @@ inf_set(struct cli_ctx *c, struct inf_args *a, bool update)
         cJSON_AddNumberToObject(req, "timeout_seconds", (double)a->timeout_s);
     if (a->no_verify)
         cJSON_AddBoolToObject(req, "no_verify", true);
-    body = cJSON_PrintUnformatted(req);
     path = cli_ws_path(c, "/inference");
     if (!a->no_verify && c->output == CLI_OUT_TABLE)
         fprintf(stderr, "Configuring inference (checking the backend)...\n");
-    if ((rc = cli_call(c, update ? "PATCH" : "PUT", path, NULL, body, strlen(body), &status,
-                       &ans)) != 0)
+    if ((rc = cli_call_json(c, update ? "PATCH" : "PUT", path, req, &status, &ans)) != 0)
         goto out;
     if (status != 200) {
         rc = cli_api_fail(c, status, ans,
@@ -203,7 +201,6 @@ inf_set(struct cli_ctx *c, struct inf_args *a, bool update)
 out:
     cJSON_Delete(req);
     cJSON_Delete(ans);
-    free(body);
     free(path);
     return rc;
 }

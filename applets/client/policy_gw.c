@@ -845,7 +845,7 @@ pol_update(struct cli_ctx *c, struct pol_args *a)
 {
     char name[256];
     cJSON *req, *ans = NULL;
-    char *body = NULL, *path = NULL;
+    char *path = NULL;
     int status, rc;
 
     if (!a->nops)
@@ -862,9 +862,8 @@ pol_update(struct cli_ctx *c, struct pol_args *a)
         cJSON_AddBoolToObject(req, "dry_run", true);
     if ((rc = target(c, a, name, sizeof(name))) != 0)
         goto out;
-    body = cJSON_PrintUnformatted(req);
     path = pol_path(c, name, "");
-    if ((rc = cli_call(c, "PATCH", path, NULL, body, strlen(body), &status, &ans)) != 0)
+    if ((rc = cli_call_json(c, "PATCH", path, req, &status, &ans)) != 0)
         goto out;
     if (status == 405) {
         rc = cli_fail(c, CLI_EXIT_FAIL, "use: openshell policy set NAME --policy FILE",
@@ -902,7 +901,6 @@ pol_update(struct cli_ctx *c, struct pol_args *a)
 out:
     cJSON_Delete(req);
     cJSON_Delete(ans);
-    free(body);
     free(path);
     return rc;
 }

@@ -248,29 +248,13 @@ pv_path(const struct cli_ctx *c, const char *name)
     return p;
 }
 
-/* One call; 0 with *STATUS and *J, or CLI_EXIT_* printed. */
-static int
-call(struct cli_ctx *c, const char *method, const char *path, const cJSON *body, int *status,
-     cJSON **j)
-{
-    char *text = body ? cJSON_PrintUnformatted(body) : NULL;
-    int rc = cli_call(c, method, path, NULL, text, text ? strlen(text) : 0, status, j);
-
-    if (text) {
-        /* The body may carry credential values. */
-        explicit_bzero(text, strlen(text));
-        free(text);
-    }
-    return rc;
-}
-
 /* The type TYPE's variables from the gateway (GET /v1/provider-types). */
 static int
 type_keys(struct cli_ctx *c, const char *type, cJSON **keys)
 {
     cJSON *j = NULL;
     const cJSON *it;
-    int status, rc = call(c, "GET", "/v1/provider-types", NULL, &status, &j);
+    int status, rc = cli_call_json(c, "GET", "/v1/provider-types", NULL, &status, &j);
 
     *keys = NULL;
     if (rc)
@@ -408,7 +392,7 @@ pv_create(struct cli_ctx *c, struct pv_args *a)
     if ((rc = collect_creds(c, a, a->type, creds)) != 0)
         goto out;
     path = pv_path(c, NULL);
-    if ((rc = call(c, "POST", path, req, &status, &ans)) != 0)
+    if ((rc = cli_call_json(c, "POST", path, req, &status, &ans)) != 0)
         goto out;
     if (status == 409) {
         char *hint =
@@ -454,7 +438,7 @@ pv_update(struct cli_ctx *c, struct pv_args *a)
     if ((rc = cli_connect(c, false)) != 0)
         goto out;
     path = pv_path(c, a->pos[0]);
-    if ((rc = call(c, "GET", path, NULL, &status, &cur)) != 0)
+    if ((rc = cli_call_json(c, "GET", path, NULL, &status, &cur)) != 0)
         goto out;
     if (status != 200) {
         rc = status == 404
@@ -484,7 +468,7 @@ pv_update(struct cli_ctx *c, struct pv_args *a)
                               cli_kv_into(l ? cJSON_Duplicate(l, true) : cJSON_CreateObject(),
                                           a->labels, a->nlabels));
     }
-    if ((rc = call(c, "PATCH", path, req, &status, &ans)) != 0)
+    if ((rc = cli_call_json(c, "PATCH", path, req, &status, &ans)) != 0)
         goto out;
     if (status != 200) {
         rc = cli_api_fail(c, status, ans, NULL);
@@ -517,7 +501,7 @@ pv_get(struct cli_ctx *c, struct pv_args *a)
     if ((rc = cli_connect(c, false)) != 0)
         return rc;
     path = pv_path(c, a->pos[0]);
-    rc = call(c, "GET", path, NULL, &status, &ans);
+    rc = cli_call_json(c, "GET", path, NULL, &status, &ans);
     free(path);
     if (rc == 0 && status != 200)
         rc = status == 404
@@ -595,7 +579,7 @@ pv_list(struct cli_ctx *c, struct pv_args *a)
     else
         path = cli_ws_path(c, "/providers?limit=%ld&offset=%ld", a->limit > 1000 ? 1000 : a->limit,
                            a->offset);
-    rc = call(c, "GET", path, NULL, &status, &ans);
+    rc = cli_call_json(c, "GET", path, NULL, &status, &ans);
     free(path);
     if (rc)
         goto out;
@@ -635,7 +619,7 @@ pv_delete(struct cli_ctx *c, struct pv_args *a)
         cJSON *j = NULL;
         int status;
 
-        rc = call(c, "DELETE", path, NULL, &status, &j);
+        rc = cli_call_json(c, "DELETE", path, NULL, &status, &j);
         free(path);
         if (rc == 0) {
             if (status == 200) {
@@ -667,7 +651,7 @@ pv_types(struct cli_ctx *c, struct pv_args *a)
     if (a->npos)
         applet_usage_error(c->prog, "unexpected argument '%s'", a->pos[0]);
     if ((rc = cli_connect(c, false)) != 0 ||
-        (rc = call(c, "GET", "/v1/provider-types", NULL, &status, &ans)) != 0)
+        (rc = cli_call_json(c, "GET", "/v1/provider-types", NULL, &status, &ans)) != 0)
         return rc;
     if (status != 200) {
         rc = cli_api_fail(c, status, ans, NULL);
@@ -784,7 +768,7 @@ cli_provider_infer(struct cli_ctx *c, char **argv, int argc, int mode, cJSON *na
     if (mode < 0 || !type)
         return 0;
     path = cli_ws_path(c, "/providers?limit=1000");
-    rc = call(c, "GET", path, NULL, &status, &ans);
+    rc = cli_call_json(c, "GET", path, NULL, &status, &ans);
     free(path);
     if (rc)
         return rc;
@@ -856,7 +840,7 @@ cli_provider_infer(struct cli_ctx *c, char **argv, int argc, int mode, cJSON *na
         cJSON_AddStringToObject(req, "name", name);
         cJSON_Delete(ans);
         ans = NULL;
-        if ((rc = call(c, "POST", path, req, &status, &ans)) != 0 || status != 409)
+        if ((rc = cli_call_json(c, "POST", path, req, &status, &ans)) != 0 || status != 409)
             break;
     }
     free(path);
@@ -921,7 +905,7 @@ cli_sandbox_provider(int argc, char **argv)
     if ((rc = cli_connect(&c, false)) != 0)
         goto out;
     path = sbp_path(&c, a.pos[0], i == 0 ? NULL : a.pos[1]);
-    rc = call(&c, i == 0 ? "GET" : i == 1 ? "PUT" : "DELETE", path, NULL, &status, &ans);
+    rc = cli_call_json(&c, i == 0 ? "GET" : i == 1 ? "PUT" : "DELETE", path, NULL, &status, &ans);
     free(path);
     if (rc)
         goto out;

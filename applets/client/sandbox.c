@@ -872,7 +872,7 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
     struct buf policy = BUF_INIT;
     const char *pfile = a->policy;
     cJSON *req = cJSON_CreateObject(), *spec, *ans = NULL, *last = NULL;
-    char *body = NULL, *path = NULL, name[256] = "";
+    char *path = NULL, name[256] = "";
     bool attach, created = false;
     int status, rc;
 
@@ -947,9 +947,8 @@ sb_create(struct cli_ctx *c, struct sb_args *a)
     if (a->nenvs)
         cJSON_AddItemToObject(spec, "environment",
                               cli_kv_into(cJSON_CreateObject(), a->envs, a->nenvs));
-    body = cJSON_PrintUnformatted(req);
     path = cli_ws_path(c, "/sandboxes");
-    if ((rc = cli_call(c, "POST", path, NULL, body, strlen(body), &status, &ans)) != 0)
+    if ((rc = cli_call_json(c, "POST", path, req, &status, &ans)) != 0)
         goto out;
     if (status == 409) {
         char *hint = xasprintf("delete it first with: openshell sandbox delete %s, or use a "
@@ -1014,7 +1013,6 @@ out:
     cJSON_Delete(ans);
     cJSON_Delete(last);
     buf_fini(&policy);
-    free(body);
     free(path);
     return rc;
 }
