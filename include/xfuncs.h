@@ -76,6 +76,9 @@ void xfuncs_closep(int *fd);
         _fd;                                                                                       \
     })
 
+/* Fill P[N] from getrandom(2) (retrying EINTR and short reads). Never fails
+ * once the kernel's pool is initialised (Linux >= 3.17): a failure is a bug. */
+void xgetrandom(void *p, size_t n);
 /* Write all N bytes of P to FD. Returns 0 or -errno. */
 int write_full(int fd, const void *p, size_t n);
 /* Read up to N bytes, stopping early only at end of file. Returns the byte

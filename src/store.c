@@ -133,16 +133,8 @@ void
 store_new_id(char out[37])
 {
     unsigned char r[16];
-    size_t got = 0;
 
-    while (got < sizeof(r)) {
-        ssize_t n = getrandom(r + got, sizeof(r) - got, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            BUG(); /* getrandom on Linux >= 3.17 does not fail after boot */
-        got += (size_t)n;
-    }
+    xgetrandom(r, sizeof(r));
     r[6] = (unsigned char)((r[6] & 0x0f) | 0x40); /* version 4 */
     r[8] = (unsigned char)((r[8] & 0x3f) | 0x80); /* RFC 4122 variant */
     snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0],

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -186,4 +187,20 @@ read_file(const char *path, size_t max, struct buf *out, struct err *e)
         return err_errno(e, "read %s", path);
     }
     return 0;
+}
+
+void
+xgetrandom(void *p, size_t n)
+{
+    size_t got = 0;
+
+    while (got < n) {
+        ssize_t k = getrandom((char *)p + got, n - got, 0);
+
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            BUG();
+        got += (size_t)k;
+    }
 }

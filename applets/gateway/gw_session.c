@@ -798,17 +798,8 @@ static void
 random_hex(char *out, size_t bytes)
 {
     unsigned char r[32];
-    size_t got = 0;
 
-    while (got < bytes) {
-        ssize_t n = getrandom(r + got, bytes - got, 0);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            BUG();
-        got += (size_t)n;
-    }
+    xgetrandom(r, bytes);
     for (size_t i = 0; i < bytes; i++)
         snprintf(out + 2 * i, 3, "%02x", r[i]);
 }

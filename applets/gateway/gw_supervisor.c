@@ -46,16 +46,9 @@ token_new(char out[TOKEN_LEN + 1])
 {
     static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     unsigned char r[33];
-    size_t got = 0, o = 4;
+    size_t o = 4;
 
-    while (got < sizeof(r)) {
-        ssize_t n = getrandom(r + got, sizeof(r) - got, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            BUG();
-        got += (size_t)n;
-    }
+    xgetrandom(r, sizeof(r));
     memcpy(out, TOKEN_PREFIX, 4);
     /* 33 bytes -> 44 characters; keep 43 (258 bits, 256 of them random). */
     for (size_t i = 0; i < 33; i += 3) {
