@@ -6,8 +6,6 @@
  */
 #include "px_int.h"
 
-static void px_reply(struct px_conn *c, int status, const char *reason_phrase, const char *type,
-                     const char *extra, const struct buf *body);
 static void px_reply_empty(struct px_conn *c, int status, const char *phrase);
 static void px_json_kv(struct buf *b, const char *key, const char *val, bool comma);
 static void px_reply_l7_deny(struct px_conn *c, const char *method, const char *path,
@@ -26,7 +24,7 @@ static void px_connect_request(struct px_conn *c);
 
 /* Answer the client and close: STATUS with a body (JSON unless TYPE says
  * otherwise), Connection: close. EXTRA is more header lines or NULL. */
-static void
+void
 px_reply(struct px_conn *c, int status, const char *reason_phrase, const char *type,
          const char *extra, const struct buf *body)
 {
@@ -51,13 +49,6 @@ px_reply(struct px_conn *c, int status, const char *reason_phrase, const char *t
     c->resp_started = true;
     c->keep_alive = false;
     px_conn_close(c);
-}
-
-void
-px_reply_body(struct px_conn *c, int status, const char *phrase, const char *type,
-              const char *extra, const struct buf *body)
-{
-    px_reply(c, status, phrase, type, extra, body);
 }
 
 /* {"error":ERROR,"detail":DETAIL[,"reason":REASON]} */

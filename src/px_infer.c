@@ -147,7 +147,7 @@ px_infer_reply(struct px_conn *c, int status, const char *phrase, const char *js
 
     buf_puts(&b, json);
     px_infer_drop_up(c);
-    px_reply_body(c, status, phrase, NULL, NULL, &b);
+    px_reply(c, status, phrase, NULL, NULL, &b);
     buf_fini(&b);
 }
 

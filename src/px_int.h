@@ -221,8 +221,8 @@ void px_pump_response(struct px_conn *c);
 long px_response_head(struct evbuffer *in, bool head, struct http1_response *r, const char **why);
 void px_read_head(struct px_conn *c);
 void px_dispatch_request(struct px_conn *c);
-void px_reply_body(struct px_conn *c, int status, const char *phrase, const char *type,
-                   const char *extra, const struct buf *body);
+void px_reply(struct px_conn *c, int status, const char *reason_phrase, const char *type,
+              const char *extra, const struct buf *body);
 void px_reply_json(struct px_conn *c, int status, const char *phrase, const char *error,
                    const char *detail, const char *reason);
 void px_request_init(struct px_conn *c, struct policy_request *pr, enum policy_transport t);
